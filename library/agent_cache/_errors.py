@@ -1,0 +1,56 @@
+"""The one exception tree of agent-cache.
+
+    AgentCacheError
+    ├── AgentCacheUsageError        bad input from the caller (the message names the offending path)
+    │   └── SerializationError      a value that cannot be encoded as canonical JSON
+    ├── ConfigurationError          invalid options or an invalid live config
+    ├── BackendError                Valkey could not serve the request
+    │   ├── BackendUnavailableError connection refused/reset, cluster down
+    │   ├── BackendTimeoutError     the server did not answer in time
+    │   └── ValkeyCommandError      the server answered with an error
+    └── CorruptEntryError           a stored entry could not be decoded
+
+Valkey client errors are translated in the backend layer only and re-raised ``from`` the original.
+"""
+
+from __future__ import annotations
+
+
+class AgentCacheError(Exception):
+    """Base class of every error raised by agent-cache."""
+
+
+class AgentCacheUsageError(AgentCacheError, ValueError):
+    """The caller passed something the cache cannot accept."""
+
+
+class SerializationError(AgentCacheUsageError):
+    """A value cannot be turned into canonical JSON (the message names the path inside the value)."""
+
+
+class ConfigurationError(AgentCacheError):
+    """Invalid cache options or an invalid live configuration."""
+
+
+class BackendError(AgentCacheError):
+    """Valkey could not serve a request."""
+
+    def __init__(self, message: str, *, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class BackendUnavailableError(BackendError):
+    """Valkey is unreachable: connection refused or reset, or the cluster is down."""
+
+
+class BackendTimeoutError(BackendError):
+    """Valkey did not answer within the configured timeout."""
+
+
+class ValkeyCommandError(BackendError):
+    """Valkey answered a command with an error (wrong type, no permission, OOM...)."""
+
+
+class CorruptEntryError(AgentCacheError):
+    """A stored entry exists but cannot be decoded."""

@@ -1,0 +1,209 @@
+"""Key derivation and the Valkey key layout — pure functions, no I/O.
+
+Canonical JSON: object keys sorted recursively, compact separators, UTF-8, integral floats written as
+integers (``0`` and ``0.0`` give the same key), ``None`` values dropped at the top level of LLM params
+(an absent option and an explicit ``None`` are the same request). NaN, infinity, non-string object keys
+and values that are not JSON types are rejected with an error naming their path (``params.messages[2]``).
+
+Names (cache name aside) are percent-encoded before they go into a key, so any thread id, field or tool
+name works and two different names never produce the same key: ``%``, ``:``, ``{``, ``}``, the glob
+characters ``* ? [ ] \\``, whitespace and control characters become ``%XX``; everything else, unicode
+included, stays readable. Thread and tool names sit inside a cluster hash tag (``{...}``) so one thread's
+or one tool's keys share a slot while different threads spread over the cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import AgentCacheUsageError, SerializationError
+
+# Request options that never change the model's answer. Everything else in an LLM request is part of
+# the key — including options we have never heard of, so a new provider parameter can't collide.
+TRANSPORT_ONLY_PARAMS = frozenset(
+    {
+        "stream",
+        "stream_options",
+        "timeout",
+        "extra_headers",
+        "extra_query",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+        "idempotency_key",
+    }
+)
+
+# Parameters we know change the answer (documentation and tests; the key includes them by default).
+ANSWER_CHANGING_PARAMS = (
+    "model",
+    "messages",
+    "system",
+    "input",
+    "instructions",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "text",
+    "seed",
+    "stop",
+    "stop_sequences",
+    "reasoning_effort",
+    "reasoning",
+    "thinking",
+    "frequency_penalty",
+    "presence_penalty",
+    "n",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "modalities",
+    "audio",
+    "prediction",
+    "verbosity",
+    "web_search_options",
+    "extra_body",
+)
+
+_CACHE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+_ESCAPED = "%:{}*?[]\\" + "".join(chr(c) for c in range(0x21)) + "\x7f"
+_ENCODE_TABLE = {ord(ch): f"%{ord(ch):02X}" for ch in _ESCAPED}
+_PERCENT = re.compile(r"%([0-9A-F]{2})")
+
+
+def validate_cache_name(name: str) -> str:
+    """Cache names become the prefix of every key, so they may not contain separators or glob characters."""
+    if not isinstance(name, str) or not _CACHE_NAME.fullmatch(name):
+        raise AgentCacheUsageError(
+            f"cache name {name!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ . - "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def encode_segment(value: str, what: str = "name") -> str:
+    """Percent-encode a user-supplied name so it is safe and unambiguous inside a key."""
+    if not isinstance(value, str):
+        raise AgentCacheUsageError(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise AgentCacheUsageError(f"{what} must not be empty")
+    return value.translate(_ENCODE_TABLE)
+
+
+def decode_segment(encoded: str) -> str:
+    """Inverse of :func:`encode_segment`."""
+    return _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), encoded)
+
+
+def _normalize(value: Any, path: str) -> Any:
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise SerializationError(f"{path} is {value!r}; NaN and infinity cannot be part of a cache key")
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise SerializationError(f"{path} has a {type(key).__name__} key {key!r}; object keys must be strings")
+            out[key] = _normalize(item, f"{path}.{key}")
+        return out
+    if kind is list or kind is tuple:
+        return [_normalize(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    # Subclasses of the JSON scalars (str/int enums, numpy.float64) hash like their base value.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, float):
+        return _normalize(float(value), path)
+    raise SerializationError(
+        f"{path} is a {kind.__name__}, which is not JSON-serializable; pass str, int, float, bool, None, list or dict"
+    )
+
+
+def canonical_json(value: Any, path: str = "value") -> str:
+    """Deterministic JSON text for hashing (see the module docstring for the rules)."""
+    return json.dumps(
+        _normalize(value, path), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def llm_hash(params: Mapping[str, Any]) -> str:
+    """Hash of every answer-changing part of an LLM request."""
+    if not isinstance(params, Mapping):
+        raise AgentCacheUsageError(f"params must be a dict, got {type(params).__name__}")
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        raise AgentCacheUsageError("params.model must be a non-empty string")
+    relevant = {k: v for k, v in params.items() if v is not None and k not in TRANSPORT_ONLY_PARAMS}
+    return sha256_hex(canonical_json(relevant, "params"))
+
+
+def tool_hash(args: Any) -> str:
+    """Hash of a tool call's arguments (``None`` and ``{}`` are the same call)."""
+    return sha256_hex(canonical_json({} if args is None else args, "args"))
+
+
+class KeyLayout:
+    """Every key of one cache, derived from its name. Documented in the README ("Valkey data model")."""
+
+    __slots__ = ("config", "llm_prefix", "name", "stats", "tool_policies")
+
+    def __init__(self, name: str) -> None:
+        self.name = validate_cache_name(name)
+        self.llm_prefix = f"{name}:llm:"
+        self.stats = f"{name}:__stats"
+        self.tool_policies = f"{name}:__tool_policies"
+        self.config = f"{name}:__config"
+
+    def llm(self, digest: str) -> str:
+        return self.llm_prefix + digest
+
+    def model_index(self, model: str) -> str:
+        return f"{self.name}:__idx:llm:{{{encode_segment(model, 'model')}}}"
+
+    def tool_prefix(self, tool: str) -> str:
+        return f"{self.name}:tool:{{{encode_segment(tool, 'tool name')}}}:"
+
+    def tool_index(self, tool: str) -> str:
+        return f"{self.name}:__idx:tool:{{{encode_segment(tool, 'tool name')}}}"
+
+    def session_prefix(self, thread_id: str) -> str:
+        return f"{self.name}:session:{{{encode_segment(thread_id, 'thread id')}}}:"
+
+    def session_index(self, thread_id: str) -> str:
+        return f"{self.name}:__idx:session:{{{encode_segment(thread_id, 'thread id')}}}"
+
+    def scan_pattern(self) -> str:
+        """Matches this cache's keys only: names cannot contain ':' or glob characters."""
+        return f"{self.name}:*"
+
+
+def tool_stat_field(tool: str, counter: str) -> str:
+    """Per-tool field of the stats hash, ``tool:{tool}:{counter}`` (BetterDB Monitor reads this)."""
+    return f"tool:{encode_segment(tool, 'tool name')}:{counter}"

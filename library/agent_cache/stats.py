@@ -1,0 +1,103 @@
+"""Hit/miss counters in the ``{name}:__stats`` hash, and what they say about each tool.
+
+Counters are buffered in-process and flushed with one pipelined round trip at least once a second and on
+close, so a cache hit costs one round trip, not two or three. A flush that fails puts its counts back,
+so no increment is lost; ``stats()`` flushes first, so it reflects every completed operation of this
+process. Field names are BetterDB Monitor's: ``llm:hits``, ``tool:{t}:hits``, ``cost_saved_micros`` ...
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter as _Counter
+from collections.abc import Callable, Mapping
+
+from ._backend import Backend, as_text
+from ._keys import decode_segment
+from .types import (
+    AgentCacheStats,
+    Recommendation,
+    SessionStats,
+    TierStats,
+    ToolEffectivenessEntry,
+    ToolStats,
+)
+
+INCREASE_TTL_ABOVE = 0.8
+DISABLE_BELOW = 0.4
+LONG_TTL_SECONDS = 3600
+
+_TOOL_FIELD = re.compile(r"tool:([^:]+):(hits|misses|cost_saved_micros)")
+
+
+class StatsBuffer:
+    """In-process counter deltas waiting to be added to the stats hash."""
+
+    def __init__(self, backend: Backend, stats_key: str, on_pending: Callable[[], None] | None = None) -> None:
+        self._backend = backend
+        self._key = stats_key
+        self._pending: _Counter[str] = _Counter()
+        self._on_pending = on_pending
+
+    def add(self, field: str, amount: int = 1) -> None:
+        if not self._pending and self._on_pending is not None:
+            self._on_pending()  # make sure a flusher is running in this loop
+        self._pending[field] += amount
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, _Counter()
+        try:
+            await self._backend.pipeline(("HINCRBY", (self._key, f, n)) for f, n in batch.items() if n)
+        except BaseException:
+            self._pending.update(batch)  # put the counts back; the next flush retries them
+            raise
+
+
+def parse_stats(raw: Mapping[bytes | str, bytes | str], tool_ttl: Callable[[str], int | None]) -> AgentCacheStats:
+    fields = {as_text(k): int(as_text(v)) for k, v in raw.items()}
+    per_tool: dict[str, ToolStats] = {}
+    for name, value in fields.items():
+        match = _TOOL_FIELD.fullmatch(name)
+        if match is None:
+            continue
+        tool = decode_segment(match.group(1))
+        entry = per_tool.get(tool)
+        if entry is None:
+            entry = per_tool[tool] = ToolStats(hits=0, misses=0, ttl=tool_ttl(tool), cost_saved_micros=0)
+        setattr(entry, match.group(2), value)
+    return AgentCacheStats(
+        llm=TierStats(hits=fields.get("llm:hits", 0), misses=fields.get("llm:misses", 0)),
+        tool=TierStats(hits=fields.get("tool:hits", 0), misses=fields.get("tool:misses", 0)),
+        session=SessionStats(reads=fields.get("session:reads", 0), writes=fields.get("session:writes", 0)),
+        cost_saved_micros=fields.get("cost_saved_micros", 0),
+        per_tool=dict(sorted(per_tool.items())),
+    )
+
+
+def recommend(hit_rate: float, ttl: int | None) -> Recommendation:
+    """The reference's rule: >80% with a TTL under an hour → increase; 40-80% → optimal; <40% → reduce."""
+    if hit_rate > INCREASE_TTL_ABOVE:
+        return "increase_ttl" if ttl is not None and ttl < LONG_TTL_SECONDS else "optimal"
+    if hit_rate >= DISABLE_BELOW:
+        return "optimal"
+    return "decrease_ttl_or_disable"
+
+
+def tool_effectiveness(stats: AgentCacheStats) -> list[ToolEffectivenessEntry]:
+    entries = [
+        ToolEffectivenessEntry(
+            tool=tool,
+            hit_rate=s.hit_rate,
+            cost_saved=s.cost_saved_micros / 1_000_000,
+            recommendation=recommend(s.hit_rate, s.ttl),
+        )
+        for tool, s in stats.per_tool.items()
+    ]
+    entries.sort(key=lambda e: (-e.cost_saved, e.tool))
+    return entries

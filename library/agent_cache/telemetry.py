@@ -1,0 +1,219 @@
+"""The metrics and spans of agent-cache, defined once.
+
+``METRICS`` is the single source of truth for metric names, types, labels, help and buckets: it drives
+Prometheus registration here and, through the generators, the Grafana dashboards, the alert rules and
+their copies in the Helm chart and the operator. ``SPANS`` lists every span and its attributes.
+
+Names and labels are the reference package's (``agent_cache_requests_total{cache_name,tier,result,
+tool_name}`` ...). Histogram buckets start at 10 µs because a cache hit on a nearby Valkey takes tens of
+microseconds. Spans never carry prompts or tool arguments — only hashed keys, names and counts.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opentelemetry import trace
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+MetricKind = Literal["counter", "histogram", "gauge"]
+
+LATENCY_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    suffix: str
+    kind: MetricKind
+    help: str
+    labels: tuple[str, ...]
+    unit: str = ""
+    buckets: tuple[float, ...] = ()
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}_{self.suffix}"
+
+
+REQUESTS = MetricSpec(
+    "requests_total",
+    "counter",
+    "Cache lookups by tier and result (hit or miss); tool_name is set for the tool tier.",
+    ("cache_name", "tier", "result", "tool_name"),
+)
+OPERATION_DURATION = MetricSpec(
+    "operation_duration_seconds",
+    "histogram",
+    "Duration of cache operations, including the Valkey round trip.",
+    ("cache_name", "tier", "operation"),
+    unit="seconds",
+    buckets=LATENCY_BUCKETS,
+)
+COST_SAVED = MetricSpec(
+    "cost_saved_total",
+    "counter",
+    "Estimated dollars saved by cache hits (LLM: priced from the cost table; tool: the declared cost).",
+    ("cache_name", "tier", "model", "tool_name"),
+    unit="dollars",
+)
+STORED_BYTES = MetricSpec(
+    "stored_bytes_total",
+    "counter",
+    "Bytes written to the cache by store operations.",
+    ("cache_name", "tier"),
+    unit="bytes",
+)
+ACTIVE_SESSIONS = MetricSpec(
+    "active_sessions",
+    "gauge",
+    "Approximate number of session threads this process has written to and not destroyed.",
+    ("cache_name",),
+)
+ERRORS = MetricSpec(
+    "errors_total",
+    "counter",
+    "Cache operations that failed, by error kind (unavailable, timeout, command, corrupt).",
+    ("cache_name", "tier", "operation", "error"),
+)
+
+METRICS: tuple[MetricSpec, ...] = (
+    REQUESTS,
+    OPERATION_DURATION,
+    COST_SAVED,
+    STORED_BYTES,
+    ACTIVE_SESSIONS,
+    ERRORS,
+)
+
+# Span name -> attributes it carries.
+SPANS: dict[str, tuple[str, ...]] = {
+    "agent_cache.llm.check": ("cache.key", "cache.model", "cache.hit"),
+    "agent_cache.llm.store": ("cache.key", "cache.model", "cache.ttl", "cache.bytes"),
+    "agent_cache.llm.store_multipart": (
+        "cache.key",
+        "cache.model",
+        "cache.ttl",
+        "cache.bytes",
+        "cache.blocks",
+    ),
+    "agent_cache.llm.invalidate_by_model": ("cache.model", "cache.deleted_count"),
+    "agent_cache.tool.check": ("cache.key", "cache.tool_name", "cache.hit"),
+    "agent_cache.tool.store": ("cache.key", "cache.tool_name", "cache.ttl", "cache.bytes"),
+    "agent_cache.tool.set_policy": ("cache.tool_name", "cache.ttl"),
+    "agent_cache.tool.invalidate": ("cache.key", "cache.tool_name", "cache.deleted_count"),
+    "agent_cache.tool.invalidate_by_tool": ("cache.tool_name", "cache.deleted_count"),
+    "agent_cache.session.get": ("cache.key", "cache.thread_id", "cache.field", "cache.hit"),
+    "agent_cache.session.set": ("cache.key", "cache.thread_id", "cache.field", "cache.ttl", "cache.bytes"),
+    "agent_cache.session.get_all": ("cache.thread_id", "cache.field_count"),
+    "agent_cache.session.delete": ("cache.key", "cache.thread_id", "cache.field", "cache.deleted_count"),
+    "agent_cache.session.destroy_thread": ("cache.thread_id", "cache.deleted_count"),
+    "agent_cache.session.touch": ("cache.thread_id", "cache.touched_count_approx"),
+    "agent_cache.stats": (),
+    "agent_cache.flush": ("cache.deleted_count",),
+}
+
+
+class _MetricFamilies:
+    """The prometheus_client collectors of one (registry, prefix)."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        def make(spec: MetricSpec) -> Any:
+            name = spec.name(prefix)
+            existing = registry._names_to_collectors.get(name)  # registered by another instance
+            if existing is not None:
+                return existing
+            if spec.kind == "counter":
+                return Counter(name, spec.help, spec.labels, registry=registry)
+            if spec.kind == "histogram":
+                return Histogram(name, spec.help, spec.labels, buckets=spec.buckets, registry=registry)
+            return Gauge(name, spec.help, spec.labels, registry=registry)
+
+        self.requests = make(REQUESTS)
+        self.duration = make(OPERATION_DURATION)
+        self.cost_saved = make(COST_SAVED)
+        self.stored_bytes = make(STORED_BYTES)
+        self.active_sessions = make(ACTIVE_SESSIONS)
+        self.errors = make(ERRORS)
+
+
+_families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _MetricFamilies]] = weakref.WeakKeyDictionary()
+
+
+def _families_for(registry: CollectorRegistry, prefix: str) -> _MetricFamilies:
+    per_prefix = _families.setdefault(registry, {})
+    if prefix not in per_prefix:
+        per_prefix[prefix] = _MetricFamilies(registry, prefix)
+    return per_prefix[prefix]
+
+
+class Telemetry:
+    """Metrics and spans of one cache; label children are cached so a hot path does no label lookups."""
+
+    def __init__(
+        self,
+        cache_name: str,
+        *,
+        prefix: str = "agent_cache",
+        registry: CollectorRegistry | None = None,
+        tracer_name: str = "@betterdb/agent-cache",
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        self.cache_name = cache_name
+        self._families = _families_for(registry if registry is not None else REGISTRY, prefix)
+        self.tracer = trace.get_tracer(tracer_name, tracer_provider=tracer_provider)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        key = (id(family), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(self.cache_name, *labels)
+        return child
+
+    def request(self, tier: str, hit: bool, tool_name: str = "") -> None:
+        self._child(self._families.requests, tier, "hit" if hit else "miss", tool_name).inc()
+
+    def duration(self, tier: str, operation: str, seconds: float) -> None:
+        self._child(self._families.duration, tier, operation).observe(seconds)
+
+    def cost_saved(self, tier: str, dollars: float, model: str = "", tool_name: str = "") -> None:
+        if dollars > 0:
+            self._child(self._families.cost_saved, tier, model, tool_name).inc(dollars)
+
+    def stored_bytes(self, tier: str, size: int) -> None:
+        self._child(self._families.stored_bytes, tier).inc(size)
+
+    def active_sessions(self, delta: int) -> None:
+        self._child(self._families.active_sessions).inc(delta)
+
+    def error(self, tier: str, operation: str, kind: str) -> None:
+        self._child(self._families.errors, tier, operation, kind).inc()
+
+    @contextmanager
+    def span(self, name: str, attributes: Mapping[str, str | int | bool] | None = None) -> Iterator[trace.Span]:
+        """A span that records the exception that ends it."""
+        with self.tracer.start_as_current_span(name, record_exception=True) as span:
+            if attributes and span.is_recording():
+                span.set_attributes(attributes)
+            yield span

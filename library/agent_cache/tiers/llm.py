@@ -1,0 +1,135 @@
+"""LLM response tier: exact match on every answer-changing request parameter.
+
+A hit is one GET. Stores also add the key to a per-model index (a sorted set scored by expiry) so
+``invalidate_by_model`` deletes exactly that model's entries instead of scanning the keyspace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .._codec import decode_entry, encode_entry, flatten_text, token_counts
+from .._errors import CorruptEntryError
+from .._keys import llm_hash
+from ..cost import CostTable
+from ..types import ContentBlock, LlmCacheResult, LlmStoreOptions
+from ._context import TierContext
+
+# Index members whose recorded expiry passed this long ago are pruned (tolerates client clock skew).
+_PRUNE_GRACE_MS = 300_000
+_INDEX_BATCH = 500
+
+
+class LlmCache:
+    def __init__(self, context: TierContext, costs: CostTable) -> None:
+        self._ctx = context
+        self._costs = costs
+
+    async def check(self, params: Mapping[str, Any]) -> LlmCacheResult:
+        ctx = self._ctx
+        with ctx.measured("llm", "check"):
+            key = ctx.keys.llm(llm_hash(params))
+            model = params["model"]
+            with ctx.telemetry.span("agent_cache.llm.check", {"cache.key": key, "cache.model": model}) as span:
+                raw = await ctx.backend.get(key)
+                entry = None
+                if raw is not None:
+                    try:
+                        entry = decode_entry(raw)
+                    except CorruptEntryError:
+                        ctx.telemetry.error("llm", "check", "corrupt")
+                        await ctx.backend.delete_many([key])
+                hit = entry is not None
+                span.set_attribute("cache.hit", hit)
+                ctx.telemetry.request("llm", hit)
+                if entry is None:
+                    ctx.stats.add("llm:misses")
+                    return LlmCacheResult(hit=False, key=key)
+                ctx.stats.add("llm:hits")
+                cost = entry.get("cost")
+                if isinstance(cost, int | float) and cost > 0:
+                    ctx.stats.add("cost_saved_micros", round(cost * 1_000_000))
+                    ctx.telemetry.cost_saved("llm", float(cost), model=str(entry.get("model", model)))
+                tokens = entry.get("tokens") or {}
+                return LlmCacheResult(
+                    hit=True,
+                    response=entry["response"],
+                    content_blocks=entry.get("contentBlocks"),
+                    key=key,
+                    input_tokens=int(tokens.get("input", 0)),
+                    output_tokens=int(tokens.get("output", 0)),
+                )
+
+    async def store(self, params: Mapping[str, Any], response: str, options: LlmStoreOptions | None = None) -> str:
+        return await self._store("store", params, response, None, options)
+
+    async def store_multipart(
+        self,
+        params: Mapping[str, Any],
+        blocks: Sequence[ContentBlock],
+        options: LlmStoreOptions | None = None,
+    ) -> str:
+        """Store text, tool calls, reasoning and binary refs; ``response`` on a hit is the joined text."""
+        return await self._store("store_multipart", params, flatten_text(blocks), list(blocks), options)
+
+    async def _store(
+        self,
+        operation: str,
+        params: Mapping[str, Any],
+        response: str,
+        blocks: list[ContentBlock] | None,
+        options: LlmStoreOptions | None,
+    ) -> str:
+        ctx = self._ctx
+        options = options or LlmStoreOptions()
+        with ctx.measured("llm", operation):
+            key = ctx.keys.llm(llm_hash(params))
+            model: str = params["model"]
+            ttl = ctx.ttl.resolve("llm", options.ttl)
+            cost = None
+            if options.tokens is not None:
+                input_tokens, output_tokens = token_counts(options.tokens)
+                cost = self._costs.cost(model, input_tokens, output_tokens)
+            value = encode_entry(response, contentBlocks=blocks, model=model, tokens=options.tokens, cost=cost)
+            size = len(value.encode())
+            attributes: dict[str, str | int | bool] = {
+                "cache.key": key,
+                "cache.model": model,
+                "cache.ttl": ttl or -1,
+                "cache.bytes": size,
+            }
+            if blocks is not None:
+                attributes["cache.blocks"] = len(blocks)
+            with ctx.telemetry.span(f"agent_cache.llm.{operation}", attributes):
+                now_ms = int(time.time() * 1000)
+                expiry: float | int = now_ms + ttl * 1000 if ttl else float("inf")
+                index = ctx.keys.model_index(model)
+                set_args: tuple[Any, ...] = (key, value, "EX", ttl) if ttl else (key, value)
+                await ctx.backend.pipeline(
+                    [
+                        ("SET", set_args),
+                        ("ZADD", (index, expiry, key)),
+                        ("ZREMRANGEBYSCORE", (index, "-inf", f"({now_ms - _PRUNE_GRACE_MS}")),
+                    ]
+                )
+            ctx.telemetry.stored_bytes("llm", size)
+            return key
+
+    async def invalidate_by_model(self, model: str) -> int:
+        """Delete every entry stored for ``model``; costs O(that model's entries)."""
+        ctx = self._ctx
+        with ctx.measured("llm", "invalidate_by_model"):
+            with ctx.telemetry.span("agent_cache.llm.invalidate_by_model", {"cache.model": model}) as span:
+                index = ctx.keys.model_index(model)
+                deleted = 0
+                while True:
+                    members = await ctx.backend.command("ZRANGE", index, 0, _INDEX_BATCH - 1)
+                    if not members:
+                        break
+                    keys = [m.decode() if isinstance(m, bytes) else m for m in members]
+                    deleted += await ctx.backend.delete_many(keys)
+                    await ctx.backend.command("ZREM", index, *keys)
+                span.set_attribute("cache.deleted_count", deleted)
+                return deleted

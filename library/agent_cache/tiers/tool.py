@@ -1,0 +1,168 @@
+"""Tool result tier: exact match on tool name + canonical arguments, with per-tool TTL policies.
+
+One tool's entries share a cluster hash tag with the tool's index, so ``invalidate_by_tool`` is a few
+single-slot script calls costing O(that tool's entries), and a hit is one GET.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .._backend import as_text
+from .._codec import decode_entry, encode_entry
+from .._errors import AgentCacheUsageError, CorruptEntryError
+from .._keys import tool_hash, tool_stat_field
+from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED
+from .._ttl import validate_ttl
+from ..types import ToolCacheResult, ToolPolicy, ToolStoreOptions
+from ._context import TierContext
+
+_DROP_BATCH = 1000
+
+
+def parse_policy(tool: str, raw: bytes | str) -> ToolPolicy:
+    """A policy as stored in ``{name}:__tool_policies`` (JSON, e.g. ``{"ttl": 600}``)."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise AgentCacheUsageError(f"tool policy for {tool!r} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise AgentCacheUsageError(f"tool policy for {tool!r} must be a JSON object, got {data!r}")
+    return ToolPolicy(ttl=validate_ttl(data.get("ttl"), f"tool policy {tool!r} ttl"))
+
+
+class ToolCache:
+    def __init__(self, context: TierContext) -> None:
+        self._ctx = context
+        self._policies: dict[str, ToolPolicy] = {}
+
+    def _entry_key(self, tool_name: str, args: Any) -> tuple[str, str, str]:
+        prefix = self._ctx.keys.tool_prefix(tool_name)
+        digest = tool_hash(args)
+        return prefix, digest, prefix + digest
+
+    async def check(self, tool_name: str, args: Any) -> ToolCacheResult:
+        ctx = self._ctx
+        with ctx.measured("tool", "check"):
+            _, _, key = self._entry_key(tool_name, args)
+            with ctx.telemetry.span("agent_cache.tool.check", {"cache.key": key, "cache.tool_name": tool_name}) as span:
+                raw = await ctx.backend.get(key)
+                entry = None
+                if raw is not None:
+                    try:
+                        entry = decode_entry(raw)
+                    except CorruptEntryError:
+                        ctx.telemetry.error("tool", "check", "corrupt")
+                        await self.invalidate(tool_name, args)
+                hit = entry is not None
+                span.set_attribute("cache.hit", hit)
+                ctx.telemetry.request("tool", hit, tool_name)
+                outcome = "hits" if hit else "misses"
+                ctx.stats.add(f"tool:{outcome}")
+                ctx.stats.add(tool_stat_field(tool_name, outcome))
+                if entry is None:
+                    return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
+                cost = entry.get("cost")
+                if isinstance(cost, int | float) and cost > 0:
+                    micros = round(cost * 1_000_000)
+                    ctx.stats.add("cost_saved_micros", micros)
+                    ctx.stats.add(tool_stat_field(tool_name, "cost_saved_micros"), micros)
+                    ctx.telemetry.cost_saved("tool", float(cost), tool_name=tool_name)
+                return ToolCacheResult(hit=True, tool_name=tool_name, response=entry["response"], key=key)
+
+    async def store(self, tool_name: str, args: Any, response: str, options: ToolStoreOptions | None = None) -> str:
+        ctx = self._ctx
+        options = options or ToolStoreOptions()
+        with ctx.measured("tool", "store"):
+            _, digest, key = self._entry_key(tool_name, args)
+            policy = self._policies.get(tool_name)
+            ttl = ctx.ttl.resolve("tool", options.ttl, policy.ttl if policy else None)
+            cost = options.cost
+            if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0):
+                raise AgentCacheUsageError(f"options.cost must be a non-negative number of dollars, got {cost!r}")
+            value = encode_entry(response, cost=cost)
+            size = len(value.encode())
+            attributes: dict[str, str | int | bool] = {
+                "cache.key": key,
+                "cache.tool_name": tool_name,
+                "cache.ttl": ttl or -1,
+                "cache.bytes": size,
+            }
+            with ctx.telemetry.span("agent_cache.tool.store", attributes):
+                await ctx.backend.run_script(
+                    SET_INDEXED, (key, ctx.keys.tool_index(tool_name)), (digest, value, ttl or "")
+                )
+            ctx.telemetry.stored_bytes("tool", size)
+            return key
+
+    async def set_policy(self, tool_name: str, policy: ToolPolicy) -> None:
+        """Persist a per-tool TTL policy; every instance of this cache picks it up on refresh."""
+        ctx = self._ctx
+        ttl = validate_ttl(policy.ttl, "policy.ttl")
+        with ctx.measured("tool", "set_policy"):
+            with ctx.telemetry.span(
+                "agent_cache.tool.set_policy", {"cache.tool_name": tool_name, "cache.ttl": ttl or -1}
+            ):
+                await ctx.backend.command("HSET", ctx.keys.tool_policies, tool_name, json.dumps({"ttl": ttl}))
+                self._policies[tool_name] = ToolPolicy(ttl=ttl)
+
+    def get_policy(self, tool_name: str) -> ToolPolicy | None:
+        return self._policies.get(tool_name)
+
+    def list_policy_names(self) -> list[str]:
+        return sorted(self._policies)
+
+    def effective_ttl(self, tool_name: str) -> int | None:
+        policy = self._policies.get(tool_name)
+        return self._ctx.ttl.resolve("tool", None, policy.ttl if policy else None)
+
+    async def refresh_policies(self) -> None:
+        """Re-read every policy; a malformed one keeps its previous value (and raises after the rest apply)."""
+        raw = await self._ctx.backend.command("HGETALL", self._ctx.keys.tool_policies)
+        pairs: Mapping[Any, Any] = raw if isinstance(raw, Mapping) else dict(zip(raw[::2], raw[1::2], strict=True))
+        fresh: dict[str, ToolPolicy] = {}
+        problems = []
+        for field, value in pairs.items():
+            tool = as_text(field)
+            try:
+                fresh[tool] = parse_policy(tool, value)
+            except AgentCacheUsageError as exc:
+                problems.append(str(exc))
+                if tool in self._policies:
+                    fresh[tool] = self._policies[tool]
+        self._policies = fresh
+        if problems:
+            raise AgentCacheUsageError("; ".join(problems))
+
+    async def invalidate(self, tool_name: str, args: Any) -> bool:
+        ctx = self._ctx
+        with ctx.measured("tool", "invalidate"):
+            _, digest, key = self._entry_key(tool_name, args)
+            with ctx.telemetry.span(
+                "agent_cache.tool.invalidate", {"cache.key": key, "cache.tool_name": tool_name}
+            ) as span:
+                deleted = int(
+                    await ctx.backend.run_script(DELETE_INDEXED, (key, ctx.keys.tool_index(tool_name)), (digest,))
+                )
+                span.set_attribute("cache.deleted_count", deleted)
+                return deleted > 0
+
+    async def invalidate_by_tool(self, tool_name: str) -> int:
+        """Delete every cached result of ``tool_name``; costs O(its entries), in bounded batches."""
+        ctx = self._ctx
+        with ctx.measured("tool", "invalidate_by_tool"):
+            with ctx.telemetry.span("agent_cache.tool.invalidate_by_tool", {"cache.tool_name": tool_name}) as span:
+                deleted = await drop_index(ctx, ctx.keys.tool_index(tool_name), ctx.keys.tool_prefix(tool_name))
+                span.set_attribute("cache.deleted_count", deleted)
+                return deleted
+
+
+async def drop_index(ctx: TierContext, index: str, prefix: str) -> int:
+    deleted = 0
+    while True:
+        batch_deleted, remaining = await ctx.backend.run_script(DROP_INDEXED_BATCH, (index,), (prefix, _DROP_BATCH))
+        deleted += int(batch_deleted)
+        if int(remaining) == 0:
+            return deleted

@@ -1,0 +1,240 @@
+"""Public option, result and stats types (the reference package's names and fields, plus ours)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Required, TypedDict
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+    from prometheus_client import CollectorRegistry
+
+Tier = Literal["llm", "tool", "session"]
+Recommendation = Literal["increase_ttl", "optimal", "decrease_ttl_or_disable"]
+
+# ─── Content blocks (store_multipart) ─────────────────────────────────────────
+
+
+class CacheControlHint(TypedDict, total=False):
+    type: Required[Literal["ephemeral"]]
+    ttl: Literal["5m", "1h"]
+
+
+class BlockHints(TypedDict, total=False):
+    anthropicCacheControl: CacheControlHint
+
+
+class TextBlock(TypedDict):
+    type: Literal["text"]
+    text: str
+    hints: NotRequired[BlockHints]
+
+
+class BinaryBlock(TypedDict):
+    type: Literal["binary"]
+    kind: Literal["image", "audio", "document"]
+    mediaType: str
+    ref: str
+    detail: NotRequired[Literal["auto", "low", "high", "original"]]
+    filename: NotRequired[str]
+    hints: NotRequired[BlockHints]
+
+
+class ToolCallBlock(TypedDict):
+    type: Literal["tool_call"]
+    id: str
+    name: str
+    args: Any
+    hints: NotRequired[BlockHints]
+
+
+class ToolResultBlock(TypedDict):
+    type: Literal["tool_result"]
+    toolCallId: str
+    content: list[TextBlock | BinaryBlock]
+    isError: NotRequired[bool]
+    hints: NotRequired[BlockHints]
+
+
+class ReasoningBlock(TypedDict):
+    type: Literal["reasoning"]
+    text: str
+    opaqueSignature: NotRequired[str]
+    redacted: NotRequired[bool]
+    hints: NotRequired[BlockHints]
+
+
+ContentBlock = TextBlock | BinaryBlock | ToolCallBlock | ToolResultBlock | ReasoningBlock
+
+# ─── LLM request parameters ───────────────────────────────────────────────────
+
+
+class LlmCacheMessage(TypedDict, total=False):
+    role: Required[str]
+    content: Required[str | list[ContentBlock] | None]
+    toolCallId: str
+    name: str
+
+
+class ToolDefinition(TypedDict, total=False):
+    type: str
+    function: dict[str, Any]
+    name: str
+
+
+# Every key of an LLM request takes part in the cache key unless it is transport-only
+# (see agent_cache._keys.TRANSPORT_ONLY_PARAMS); this TypedDict names the common ones.
+LlmCacheParams = dict[str, Any]
+
+# ─── Configuration ────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Price of a model in dollars per 1,000 tokens."""
+
+    input_per_1k: float
+    output_per_1k: float
+
+
+@dataclass(frozen=True)
+class TierDefaults:
+    ttl: int | None = None
+
+
+@dataclass
+class TelemetryOptions:
+    tracer_name: str = "@betterdb/agent-cache"
+    metrics_prefix: str = "agent_cache"
+    registry: CollectorRegistry | None = None
+    """prometheus_client registry; None uses prometheus_client's default REGISTRY."""
+    tracer_provider: TracerProvider | None = None
+    """OpenTelemetry tracer provider; None uses the global one (a no-op until the host app sets one)."""
+
+
+@dataclass
+class DiscoveryOptions:
+    """Registration in ``__betterdb:caches`` and a heartbeat key, so BetterDB Monitor can list live caches."""
+
+    enabled: bool = True
+    heartbeat_interval_s: float = 30.0
+    include_tool_policies: bool = True
+
+
+@dataclass
+class AgentCacheOptions:
+    client: Any
+    """A ``valkey.asyncio.Valkey`` or ``valkey.asyncio.cluster.ValkeyCluster`` (also redis-py's asyncio clients)."""
+    name: str = "betterdb_ac"
+    default_ttl: int | None = None
+    tier_defaults: dict[str, TierDefaults] = field(default_factory=dict)
+    cost_table: dict[str, ModelCost] = field(default_factory=dict)
+    use_default_cost_table: bool = True
+    telemetry: TelemetryOptions = field(default_factory=TelemetryOptions)
+    discovery: DiscoveryOptions = field(default_factory=DiscoveryOptions)
+    stats_flush_interval_s: float = 1.0
+    """Counters are buffered in-process (so a hit is one round trip) and flushed this often, and on close()."""
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    ttl: int | None = None
+
+
+@dataclass
+class LlmStoreOptions:
+    ttl: int | None = None
+    tokens: dict[str, int] | None = None
+    """``{"input": N, "output": N}``: priced from the cost table; the saving is counted on every later hit."""
+
+
+@dataclass
+class ToolStoreOptions:
+    ttl: int | None = None
+    cost: float | None = None
+    """What one real call of the tool costs, in dollars; counted as saved on every hit."""
+
+
+# ─── Results ──────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class LlmCacheResult:
+    hit: bool
+    tier: str = "llm"
+    response: str | None = None
+    content_blocks: list[ContentBlock] | None = None
+    key: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class ToolCacheResult:
+    hit: bool
+    tool_name: str = ""
+    tier: str = "tool"
+    response: str | None = None
+    key: str | None = None
+
+
+# ─── Stats ────────────────────────────────────────────────────────────────────
+
+
+def _rate(hits: int, misses: int) -> float:
+    total = hits + misses
+    return hits / total if total else 0.0
+
+
+@dataclass
+class TierStats:
+    hits: int
+    misses: int
+
+    @property
+    def total(self) -> int:
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        return _rate(self.hits, self.misses)
+
+
+@dataclass
+class SessionStats:
+    reads: int
+    writes: int
+
+
+@dataclass
+class ToolStats:
+    hits: int
+    misses: int
+    ttl: int | None
+    cost_saved_micros: int
+
+    @property
+    def hit_rate(self) -> float:
+        return _rate(self.hits, self.misses)
+
+
+@dataclass
+class AgentCacheStats:
+    llm: TierStats
+    tool: TierStats
+    session: SessionStats
+    cost_saved_micros: int
+    per_tool: dict[str, ToolStats]
+
+    @property
+    def cost_saved(self) -> float:
+        """Dollars saved by hits."""
+        return self.cost_saved_micros / 1_000_000
+
+
+@dataclass
+class ToolEffectivenessEntry:
+    tool: str
+    hit_rate: float
+    cost_saved: float
+    recommendation: Recommendation
