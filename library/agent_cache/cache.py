@@ -134,7 +134,9 @@ class AgentCache:
         next_heartbeat = next_policy_refresh = 0.0
         if self._discovery is not None:
             await self._attempt("check the discovery registry", self._discovery.check_collision())
-        while True:
+        # valkey-py may turn a cancellation mid-command into a ConnectionError, so the loop also
+        # watches the closed flag instead of relying on CancelledError alone.
+        while not self._closed:
             now = time.monotonic()
             if now >= next_policy_refresh:
                 next_policy_refresh = now + _POLICY_REFRESH_S
@@ -150,6 +152,8 @@ class AgentCache:
         try:
             await operation
         except AgentCacheError as exc:
+            if self._closed and self._upkeep is not None:
+                return  # the upkeep task was cancelled mid-command by close()
             log.warning("agent-cache %s: could not %s: %s", self.name, what, exc)
 
     def _metadata(self) -> dict[str, Any]:

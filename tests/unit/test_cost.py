@@ -28,9 +28,7 @@ GEMINI = ModelCost(0.00125, 0.01)
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False, timeout=60
-    )
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False, timeout=60)
 
 
 def load_script() -> ModuleType:
@@ -118,9 +116,7 @@ def table() -> CostTable:
         ("OpenAI/GPT-4O-2024-08-06", GPT),
     ],
 )
-def test_lookup_resolves_provider_prefixes_suffixes_and_case(
-    table: CostTable, model: str, expected: ModelCost
-) -> None:
+def test_lookup_resolves_provider_prefixes_suffixes_and_case(table: CostTable, model: str, expected: ModelCost) -> None:
     assert table.lookup(model) == expected
 
 
@@ -333,16 +329,11 @@ def test_generator_output_does_not_depend_on_source_order(source: Path, tmp_path
     reversed_source.write_text(json.dumps(dict(reversed(FIXTURE_PRICES.items()))), encoding="utf-8")
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     assert run_script("--source", str(source), "--version", "9.9.9", "--output", str(first)).returncode == 0
-    assert (
-        run_script("--source", str(reversed_source), "--version", "9.9.9", "--output", str(second)).returncode
-        == 0
-    )
+    assert run_script("--source", str(reversed_source), "--version", "9.9.9", "--output", str(second)).returncode == 0
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_generator_check_passes_on_a_fresh_table_and_fails_on_a_stale_one(
-    source: Path, tmp_path: Path
-) -> None:
+def test_generator_check_passes_on_a_fresh_table_and_fails_on_a_stale_one(source: Path, tmp_path: Path) -> None:
     output = tmp_path / "cost_table.json"
     common = ("--source", str(source), "--version", "9.9.9", "--output", str(output))
     assert run_script(*common).returncode == 0

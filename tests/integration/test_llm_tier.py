@@ -1,0 +1,118 @@
+"""LLM tier behaviour on every server kind (standalone, cluster, redis7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.integration.conftest import MakeCache
+
+from agent_cache import AgentCacheUsageError, LlmStoreOptions, ModelCost, SerializationError, TierDefaults
+
+pytestmark = pytest.mark.valkey
+
+PARAMS = {"model": "gpt-4o", "messages": [{"role": "user", "content": "What is Valkey?"}], "temperature": 0}
+
+
+async def test_miss_then_store_then_hit_returns_the_response_and_tokens(cache: Any) -> None:
+    assert (await cache.llm.check(PARAMS)).hit is False
+    key = await cache.llm.store(PARAMS, "An in-memory store.", LlmStoreOptions(tokens={"input": 12, "output": 40}))
+    result = await cache.llm.check(PARAMS)
+    assert result.hit is True
+    assert result.response == "An in-memory store."
+    assert result.key == key and key.startswith("t:llm:")
+    assert (result.input_tokens, result.output_tokens) == (12, 40)
+
+
+async def test_answer_changing_parameters_make_different_entries(cache: Any) -> None:
+    await cache.llm.store(PARAMS, "base")
+    variants = [
+        {**PARAMS, "temperature": 0.7},
+        {**PARAMS, "max_completion_tokens": 10},
+        {**PARAMS, "reasoning_effort": "high"},
+        {**PARAMS, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {**PARAMS, "seed": 1},
+        {**PARAMS, "model": "gpt-4o-mini"},
+    ]
+    for variant in variants:
+        assert (await cache.llm.check(variant)).hit is False, variant
+
+
+async def test_transport_options_and_number_spelling_share_an_entry(cache: Any) -> None:
+    await cache.llm.store(PARAMS, "base")
+    same = {**PARAMS, "temperature": 0.0, "stream": True, "user": "u-1", "top_p": None}
+    assert (await cache.llm.check(same)).response == "base"
+
+
+async def test_store_multipart_round_trips_blocks(cache: Any) -> None:
+    blocks = [
+        {"type": "reasoning", "text": "think"},
+        {"type": "text", "text": "Hello "},
+        {"type": "tool_call", "id": "c1", "name": "get_weather", "args": {"city": "Sofia"}},
+        {"type": "text", "text": "world"},
+    ]
+    await cache.llm.store_multipart(PARAMS, blocks)
+    result = await cache.llm.check(PARAMS)
+    assert result.content_blocks == blocks
+    assert result.response == "Hello world"
+
+
+async def test_ttl_precedence(make_cache: MakeCache, backend_client: Any) -> None:
+    cache = make_cache(default_ttl=50, tier_defaults={"llm": TierDefaults(ttl=100)})
+    key = await cache.llm.store(PARAMS, "x")
+    assert 90 < await backend_client.ttl(key) <= 100
+    key = await cache.llm.store(PARAMS, "x", LlmStoreOptions(ttl=20))
+    assert 10 < await backend_client.ttl(key) <= 20
+    plain = make_cache(name="plain", default_ttl=50)
+    key = await plain.llm.store(PARAMS, "x")
+    assert 40 < await backend_client.ttl(key) <= 50
+    never = make_cache(name="never")
+    assert await backend_client.ttl(await never.llm.store(PARAMS, "x")) == -1
+
+
+async def test_cost_saved_is_counted_per_hit_from_the_cost_table(make_cache: MakeCache) -> None:
+    cache = make_cache(cost_table={"my-model": ModelCost(input_per_1k=0.01, output_per_1k=0.03)})
+    params = {**PARAMS, "model": "my-model"}
+    await cache.llm.store(params, "x", LlmStoreOptions(tokens={"input": 1000, "output": 2000}))
+    await cache.llm.check(params)
+    await cache.llm.check(params)
+    stats = await cache.stats()
+    assert stats.cost_saved_micros == 2 * 70_000
+    assert stats.llm.hits == 2
+
+
+async def test_default_cost_table_prices_provider_prefixed_names(cache: Any) -> None:
+    params = {**PARAMS, "model": "openai/gpt-4o"}
+    await cache.llm.store(params, "x", LlmStoreOptions(tokens={"input": 1000, "output": 1000}))
+    await cache.llm.check(params)
+    assert (await cache.stats()).cost_saved_micros == 12_500  # $0.0025 + $0.01
+
+
+async def test_invalidate_by_model_deletes_exactly_that_models_entries(cache: Any, backend_client: Any) -> None:
+    for i in range(30):
+        await cache.llm.store({**PARAMS, "messages": [{"role": "user", "content": str(i)}]}, "a")
+    kept = await cache.llm.store({**PARAMS, "model": "claude-sonnet-4-5"}, "b")
+    assert await cache.llm.invalidate_by_model("gpt-4o") == 30
+    assert await cache.llm.invalidate_by_model("gpt-4o") == 0
+    assert (await cache.llm.check(PARAMS)).hit is False
+    assert await backend_client.exists(kept) == 1
+
+
+async def test_bad_input_is_a_usage_error_naming_the_problem(cache: Any) -> None:
+    with pytest.raises(AgentCacheUsageError, match=r"params.model"):
+        await cache.llm.check({"messages": []})
+    with pytest.raises(SerializationError, match=r"params.temperature .*NaN"):
+        await cache.llm.check({**PARAMS, "temperature": float("nan")})
+    with pytest.raises(SerializationError, match=r"params.messages\[0\].content is a bytes"):
+        await cache.llm.check({**PARAMS, "messages": [{"role": "user", "content": b"x"}]})
+    with pytest.raises(AgentCacheUsageError, match=r"tokens\['input'\]"):
+        await cache.llm.store(PARAMS, "x", LlmStoreOptions(tokens={"input": -1, "output": 1}))
+    with pytest.raises(AgentCacheUsageError, match="ttl must be a positive"):
+        await cache.llm.store(PARAMS, "x", LlmStoreOptions(ttl=0))
+
+
+async def test_corrupt_entry_is_a_miss_and_is_removed(cache: Any, backend_client: Any) -> None:
+    key = await cache.llm.store(PARAMS, "x")
+    await backend_client.set(key, b"\xff not json")
+    assert (await cache.llm.check(PARAMS)).hit is False
+    assert await backend_client.exists(key) == 0

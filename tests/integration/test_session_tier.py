@@ -1,0 +1,103 @@
+"""Session tier behaviour on every server kind."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from tests.integration.conftest import MakeCache
+
+from agent_cache import AgentCacheUsageError, TierDefaults
+
+pytestmark = pytest.mark.valkey
+
+
+async def test_set_get_delete(cache: Any) -> None:
+    assert await cache.session.get("t1", "intent") is None
+    await cache.session.set("t1", "intent", "book_flight")
+    assert await cache.session.get("t1", "intent") == "book_flight"
+    assert await cache.session.delete("t1", "intent") is True
+    assert await cache.session.delete("t1", "intent") is False
+    assert await cache.session.get_all("t1") == {}
+
+
+async def test_get_all_returns_only_that_thread(cache: Any) -> None:
+    await cache.session.set("a", "x", "1")
+    await cache.session.set("a", "y", "2")
+    await cache.session.set("a:b", "z", "3")
+    await cache.session.set("ab", "w", "4")
+    assert await cache.session.get_all("a") == {"x": "1", "y": "2"}
+    assert await cache.session.get_all("a:b") == {"z": "3"}
+
+
+ODD_PAIRS = [
+    ("a:b", "c"),
+    ("a", "b:c"),
+    ("a", "b"),
+    ("a%3Ab", "c"),
+    ("*", "?"),
+    ("{x}", "}{"),
+    ("ünï", "🙂"),
+    ("a b", "\n"),
+]
+
+
+async def test_any_thread_and_field_round_trip_without_collision(cache: Any) -> None:
+    for thread, field in ODD_PAIRS:
+        await cache.session.set(thread, field, f"{thread}|{field}")
+    for thread, field in ODD_PAIRS:
+        assert await cache.session.get(thread, field) == f"{thread}|{field}"
+    for thread in {t for t, _ in ODD_PAIRS}:
+        expected = {f: f"{t}|{f}" for t, f in ODD_PAIRS if t == thread}
+        assert await cache.session.get_all(thread) == expected
+        assert await cache.session.destroy_thread(thread) == len(expected)
+
+
+async def test_ttl_precedence_and_sliding_reads(make_cache: MakeCache, backend_client: Any) -> None:
+    cache = make_cache(default_ttl=1000, tier_defaults={"session": TierDefaults(ttl=100)})
+    await cache.session.set("t", "f", "v", ttl=5)
+    key = cache.keys.session_prefix("t") + "f"
+    assert 0 < await backend_client.ttl(key) <= 5
+    assert await cache.session.get("t", "f") == "v"  # slides to the tier TTL
+    assert 90 < await backend_client.ttl(key) <= 100
+    await backend_client.expire(key, 5)
+    assert await cache.session.get_all("t") == {"f": "v"}
+    assert 90 < await backend_client.ttl(key) <= 100
+
+
+async def test_touch_refreshes_every_field(make_cache: MakeCache, backend_client: Any) -> None:
+    cache = make_cache(tier_defaults={"session": TierDefaults(ttl=300)})
+    for field in ("a", "b", "c"):
+        await cache.session.set("t", field, "v", ttl=5)
+    assert await cache.session.touch("t") == 3
+    for field in ("a", "b", "c"):
+        assert 290 < await backend_client.ttl(cache.keys.session_prefix("t") + field) <= 300
+
+
+async def test_expired_fields_leave_the_index(make_cache: MakeCache, backend_client: Any) -> None:
+    cache = make_cache()
+    await cache.session.set("t", "short", "v", ttl=1)
+    await cache.session.set("t", "long", "v", ttl=60)
+    await asyncio.sleep(1.2)
+    assert await cache.session.get_all("t") == {"long": "v"}
+    index = cache.keys.session_index("t")
+    assert await backend_client.zcard(index) == 1
+    assert 50 < await backend_client.ttl(index) <= 60  # the index expires with its last field
+
+
+async def test_destroy_thread_counts_fields(cache: Any) -> None:
+    for i in range(5):
+        await cache.session.set("t", f"f{i}", "v")
+    assert await cache.session.destroy_thread("t") == 5
+    assert await cache.session.get_all("t") == {}
+    assert await cache.session.destroy_thread("t") == 0
+
+
+async def test_bad_input_errors(cache: Any) -> None:
+    with pytest.raises(AgentCacheUsageError, match="thread id must not be empty"):
+        await cache.session.set("", "f", "v")
+    with pytest.raises(AgentCacheUsageError, match="session value must be a string"):
+        await cache.session.set("t", "f", 42)
+    with pytest.raises(AgentCacheUsageError, match="ttl must be a positive"):
+        await cache.session.set("t", "f", "v", ttl=-5)

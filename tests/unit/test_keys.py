@@ -1,0 +1,117 @@
+"""Key derivation and layout: documented test vectors, stability, collision-freedom."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent_cache._errors import AgentCacheUsageError, SerializationError
+from agent_cache._keys import (
+    KeyLayout,
+    canonical_json,
+    decode_segment,
+    encode_segment,
+    llm_hash,
+    tool_hash,
+    tool_stat_field,
+    validate_cache_name,
+)
+
+# The vectors documented in the README ("Key derivation"). Changing them invalidates every cache.
+VECTOR_PARAMS = {"model": "gpt-4o", "messages": [{"role": "user", "content": "What is Valkey?"}], "temperature": 0}
+VECTOR_LLM = "2da6f64ee1a3a119f05a61d7066e8e7626df9c6baf14f6fc63dd82d1d4355927"
+VECTOR_TOOL = "27835022152fc7f227fff58223514f5a794f3149a7908e709c9ebc2dc18ad231"
+
+
+def test_documented_vectors() -> None:
+    assert canonical_json(VECTOR_PARAMS) == (
+        '{"messages":[{"content":"What is Valkey?","role":"user"}],"model":"gpt-4o","temperature":0}'
+    )
+    assert llm_hash(VECTOR_PARAMS) == VECTOR_LLM
+    assert VECTOR_LLM == hashlib.sha256(canonical_json(VECTOR_PARAMS).encode()).hexdigest()
+    assert tool_hash({"city": "Sofia", "units": "metric"}) == VECTOR_TOOL
+    assert tool_hash({"units": "metric", "city": "Sofia"}) == VECTOR_TOOL
+
+
+def test_numbers_and_transport_options_do_not_change_the_key() -> None:
+    assert llm_hash({**VECTOR_PARAMS, "temperature": 0.0}) == VECTOR_LLM
+    assert llm_hash({**VECTOR_PARAMS, "stream": True, "user": "u", "timeout": 3, "seed": None}) == VECTOR_LLM
+    assert canonical_json({"x": -0.0, "y": 2.50, "z": [1.0]}) == '{"x":0,"y":2.5,"z":[1]}'
+    assert canonical_json({"b": True, "i": 1}) != canonical_json({"b": 1, "i": 1})
+    assert tool_hash(None) == tool_hash({})
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "max_completion_tokens",
+        "reasoning_effort",
+        "tool_choice",
+        "response_format",
+        "seed",
+        "stop",
+        "frequency_penalty",
+        "presence_penalty",
+        "n",
+        "logit_bias",
+        "some_future_param",
+    ],
+)
+def test_every_answer_changing_parameter_is_in_the_key(param: str) -> None:
+    assert llm_hash({**VECTOR_PARAMS, param: 1}) != VECTOR_LLM
+
+
+def test_errors_name_the_path() -> None:
+    with pytest.raises(SerializationError, match=r"params\.messages\[0\]\.content is a set"):
+        llm_hash({"model": "m", "messages": [{"content": {1}}]})
+    with pytest.raises(SerializationError, match=r"args\.a has a int key 1"):
+        tool_hash({"a": {1: "x"}})
+    with pytest.raises(SerializationError, match=r"args\.x is inf"):
+        tool_hash({"x": float("inf")})
+    with pytest.raises(AgentCacheUsageError, match="params must be a dict"):
+        llm_hash(["model"])  # type: ignore[arg-type]
+
+
+def test_cache_names_are_validated() -> None:
+    assert validate_cache_name("betterdb_ac") == "betterdb_ac"
+    for bad in ("", "a:b", "a*", "{x}", "a b", "-lead"):
+        with pytest.raises(AgentCacheUsageError, match="cache name"):
+            validate_cache_name(bad)
+
+
+def test_layout_puts_thread_and_tool_in_hash_tags() -> None:
+    keys = KeyLayout("c")
+    assert keys.llm("abc") == "c:llm:abc"
+    assert keys.tool_prefix("get:weather") == "c:tool:{get%3Aweather}:"
+    assert keys.session_prefix("t-1") == "c:session:{t-1}:"
+    assert keys.session_index("t-1") == "c:__idx:session:{t-1}"
+    assert keys.stats == "c:__stats"
+    assert tool_stat_field("a:b", "hits") == "tool:a%3Ab:hits"
+
+
+@given(st.text(min_size=1))
+def test_any_name_round_trips_and_is_key_safe(name: str) -> None:
+    encoded = encode_segment(name)
+    assert decode_segment(encoded) == name
+    assert not set(encoded) & set(":{}*?[]\\ \n\t")
+
+
+@given(st.text(min_size=1), st.text(min_size=1))
+def test_different_names_encode_differently(a: str, b: str) -> None:
+    assert (encode_segment(a) == encode_segment(b)) == (a == b)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), json_values))
+def test_key_order_never_matters(value: dict[str, object]) -> None:
+    reordered = dict(reversed(list(value.items())))
+    assert tool_hash(value) == tool_hash(reordered)
