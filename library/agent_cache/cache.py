@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from ._backend import Backend
 from ._discovery import Discovery, build_metadata, now_iso
-from ._errors import AgentCacheError
+from ._errors import AgentCacheError, ConfigurationError
 from ._keys import KeyLayout
 from ._ttl import TIERS, TtlPolicy
 from .cost import CostTable
@@ -133,7 +133,13 @@ class AgentCache:
         heartbeat_every = self.options.discovery.heartbeat_interval_s
         next_heartbeat = next_policy_refresh = 0.0
         if self._discovery is not None:
-            await self._attempt("check the discovery registry", self._discovery.check_collision())
+            try:
+                await self._discovery.check_collision()
+            except ConfigurationError as exc:
+                log.error("agent-cache %s: discovery disabled: %s", self.name, exc)
+                self._discovery = None
+            except AgentCacheError as exc:
+                log.warning("agent-cache %s: could not read the discovery registry: %s", self.name, exc)
         # valkey-py may turn a cancellation mid-command into a ConnectionError, so the loop also
         # watches the closed flag instead of relying on CancelledError alone.
         while not self._closed:
@@ -152,8 +158,8 @@ class AgentCache:
         try:
             await operation
         except AgentCacheError as exc:
-            if self._closed and self._upkeep is not None:
-                return  # the upkeep task was cancelled mid-command by close()
+            if self._closed:
+                return  # close() cancelled this mid-command; the error is an artifact of that
             log.warning("agent-cache %s: could not %s: %s", self.name, what, exc)
 
     def _metadata(self) -> dict[str, Any]:
@@ -174,9 +180,12 @@ class AgentCache:
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._upkeep
             self._upkeep = None
-        await self._attempt("flush stats counters", self._stats.flush())
-        if self._discovery is not None:
-            await self._attempt("delete the discovery heartbeat", self._discovery.stop())
+        try:
+            await self._stats.flush()
+            if self._discovery is not None:
+                await self._discovery.stop()
+        except AgentCacheError as exc:  # counts stay buffered; a later close() retries them
+            log.warning("agent-cache %s: could not flush counters or remove the heartbeat: %s", self.name, exc)
 
     shutdown = close  # the reference package's name
 

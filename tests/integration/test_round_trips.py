@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from tests.servers import commands_delta, server_command_counts
 
 from agent_cache import AgentCache, DiscoveryOptions, TelemetryOptions, TierDefaults
+from tests.servers import commands_delta, server_command_counts
 
 pytestmark = pytest.mark.valkey
 

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from tests.integration.conftest import MakeCache
 
 from agent_cache import AgentCacheUsageError, TierDefaults
+from tests.integration.conftest import MakeCache
 
 pytestmark = pytest.mark.valkey
 

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from tests.integration.conftest import MakeCache
 
 from agent_cache import ToolPolicy, ToolStoreOptions
+from tests.integration.conftest import MakeCache
 
 pytestmark = pytest.mark.valkey
 

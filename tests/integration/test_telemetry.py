@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.integration.conftest import MakeCache, Observed
 
 from agent_cache import LlmStoreOptions, ModelCost, ToolStoreOptions
 from agent_cache.telemetry import LATENCY_BUCKETS, SPANS
+from tests.integration.conftest import MakeCache, Observed
 
 pytestmark = pytest.mark.valkey
 

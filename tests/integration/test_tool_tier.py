@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.integration.conftest import MakeCache
 
 from agent_cache import AgentCacheUsageError, TierDefaults, ToolPolicy, ToolStoreOptions
+from tests.integration.conftest import MakeCache
 
 pytestmark = pytest.mark.valkey
 

@@ -91,7 +91,9 @@ class LlmCache:
             cost = None
             if options.tokens is not None:
                 input_tokens, output_tokens = token_counts(options.tokens)
-                cost = self._costs.cost(model, input_tokens, output_tokens)
+                micros = self._costs.cost_micros(model, input_tokens, output_tokens)
+                # Dollars in the entry (the reference's format), rounded so a hit counts exactly these micros.
+                cost = None if micros is None else micros / 1_000_000
             value = encode_entry(response, contentBlocks=blocks, model=model, tokens=options.tokens, cost=cost)
             size = len(value.encode())
             attributes: dict[str, str | int | bool] = {

