@@ -90,6 +90,20 @@ class Backend:
                 raise translate_error(result, name) from result
         return results
 
+    async def transaction(self, commands: Iterable[tuple[str, Sequence[EncodableArg]]]) -> list[Any]:
+        """MULTI/EXEC for commands on keys of one slot (a cluster pipeline cannot MULTI, so there it
+        sends them in order on the one connection to that slot's node)."""
+        if self.is_cluster:
+            return await self.pipeline(commands)
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for name, args in commands:
+                pipe.execute_command(name, *args)
+            results: list[Any] = await pipe.execute()
+        except Exception as exc:
+            raise translate_error(exc, "MULTI") from exc
+        return results
+
     async def command(self, name: str, *args: EncodableArg) -> Any:
         try:
             return await self.client.execute_command(name, *args)
@@ -125,3 +139,51 @@ class Backend:
                     yield as_text(key)
         except Exception as exc:
             raise translate_error(exc, "SCAN") from exc
+
+
+class Subscription:
+    """A pub/sub subscription to one channel; ``next_message`` returns its data or None on timeout."""
+
+    def __init__(self, pubsub: Any, owned_client: Any | None) -> None:
+        self._pubsub = pubsub
+        self._owned_client = owned_client
+
+    async def next_message(self, wait_s: float) -> str | None:
+        try:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_s)
+        except Exception as exc:
+            raise translate_error(exc, "SUBSCRIBE") from exc
+        if message is None or message.get("type") != "message":
+            return None
+        return as_text(message["data"])
+
+    async def aclose(self) -> None:
+        try:
+            await self._pubsub.aclose()
+            if self._owned_client is not None:
+                await self._owned_client.aclose()
+        except Exception as exc:
+            raise translate_error(exc, "UNSUBSCRIBE") from exc
+
+
+async def subscribe(backend: Backend, channel: str) -> Subscription:
+    """Subscribe to ``channel``. valkey-py's asyncio cluster client has no pubsub(); a classic PUBLISH
+    reaches every node of a cluster, so there we subscribe on a plain connection to one primary."""
+    owned = None
+    try:
+        if backend.is_cluster:
+            from valkey.asyncio import ConnectionPool, Valkey
+
+            await backend.client.initialize()
+            node = backend.client.get_primaries()[0]
+            pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            owned = Valkey.from_pool(pool)
+            pubsub = owned.pubsub()
+        else:
+            pubsub = backend.client.pubsub()
+        await pubsub.subscribe(channel)
+    except Exception as exc:
+        if owned is not None:
+            await owned.aclose()
+        raise translate_error(exc, "SUBSCRIBE") from exc
+    return Subscription(pubsub, owned)

@@ -71,6 +71,7 @@ def now_iso() -> str:
 
 class Discovery:
     def __init__(self, backend: Backend, name: str, heartbeat_interval_s: float) -> None:
+        """``heartbeat_interval_s``: how often the caller will call :meth:`beat`."""
         self._backend = backend
         self._name = name
         self.heartbeat_key = HEARTBEAT_PREFIX + name

@@ -150,3 +150,17 @@ fit_index_expiry(KEYS[1])
 return touched
 """,
 )
+
+# KEYS: stats hash, dedupe marker (same slot: its hash tag is the stats key's name). ARGV: marker TTL,
+# then field, amount pairs. A retried flush of the same batch (same marker) is applied once, so a flush
+# whose reply was lost can be retried without double counting.
+FLUSH_STATS = Script(
+    "flush_stats",
+    """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+""",
+)

@@ -1,9 +1,9 @@
 """TTL precedence — pure.
 
-LLM:     per call > live config tier TTL > code ``tier_defaults`` > ``default_ttl`` > none
-Tool:    per call > tool policy > live config tier TTL > code ``tier_defaults`` > ``default_ttl`` > none
-Session: ``set`` per call > live config tier TTL > code ``tier_defaults`` > ``default_ttl`` > none;
-         reads slide the TTL to the tier's value (without one, reads don't touch the TTL).
+LLM:     per call > config tier TTL > config defaultTTL > code ``tier_defaults`` > code ``default_ttl`` > none
+Tool:    per call > tool policy > (the same chain as LLM)
+Session: ``set`` per call > (the same chain); reads slide the TTL to the tier's value (without one, reads
+         don't touch the TTL).
 A config pushed by the operator overrides code defaults (the platform owns them); a per-call value wins.
 """
 
@@ -47,6 +47,7 @@ class TtlPolicy:
     default_ttl: int | None = None
     code_tiers: dict[str, int | None] = field(default_factory=dict)
     live_tiers: Mapping[str, int | None] = field(default_factory=dict)
+    live_default: int | None = None
 
     @classmethod
     def from_options(cls, default_ttl: int | None, tier_defaults: Mapping[str, TierDefaults]) -> TtlPolicy:
@@ -64,7 +65,7 @@ class TtlPolicy:
         )
 
     def tier_ttl(self, tier: Tier) -> int | None:
-        return first_set(self.live_tiers.get(tier), self.code_tiers.get(tier), self.default_ttl)
+        return first_set(self.live_tiers.get(tier), self.live_default, self.code_tiers.get(tier), self.default_ttl)
 
     def resolve(self, tier: Tier, per_call: int | None, policy: int | None = None) -> int | None:
         return first_set(validate_ttl(per_call), policy, self.tier_ttl(tier))

@@ -1,7 +1,8 @@
 """The ``AgentCache`` facade: three tiers behind one Valkey client, plus stats, discovery and upkeep.
 
-Upkeep runs in one background task of the event loop the cache is used from: it flushes buffered
-counters every ``stats_flush_interval_s``, refreshes tool policies and the discovery heartbeat.
+Upkeep runs in background tasks of the event loop the cache is used from: one flushes buffered counters
+every ``stats_flush_interval_s``, re-reads the live config and tool policies and beats the discovery
+heartbeat; the other applies announced config changes (see ``_live_config``).
 It starts on first use (or at construction inside a running loop) and ``close()`` ends it after a
 final flush. Nothing here talks to Valkey directly — that is the backend's job.
 """
@@ -12,14 +13,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, Self
 
 from ._backend import Backend
 from ._discovery import Discovery, build_metadata, now_iso
-from ._errors import AgentCacheError, ConfigurationError
+from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
 from ._keys import KeyLayout
+from ._live_config import LiveConfig
 from ._ttl import TIERS, TtlPolicy
+from .config import CacheConfig
 from .cost import CostTable
 from .stats import StatsBuffer, parse_stats, tool_effectiveness
 from .telemetry import Telemetry
@@ -31,7 +35,7 @@ from .types import AgentCacheOptions, AgentCacheStats, ToolEffectivenessEntry
 
 log = logging.getLogger("agent_cache")
 
-_POLICY_REFRESH_S = 30.0
+_STOP_GRACE_S = 5.0
 
 
 class AgentCache:
@@ -64,11 +68,13 @@ class AgentCache:
         self.llm = LlmCache(context, self._costs)
         self.tool = ToolCache(context)
         self.session = SessionStore(context)
+        self._heartbeat_s = options.discovery.heartbeat_interval_ms / 1000
         self._discovery = (
-            Discovery(self._backend, options.name, options.discovery.heartbeat_interval_s)
-            if options.discovery.enabled
-            else None
+            Discovery(self._backend, options.name, self._heartbeat_s) if options.discovery.enabled else None
         )
+        self.live_config = LiveConfig(self._backend, options.name, self.telemetry, self._apply_config)
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._started_at = now_iso()
         self._upkeep: asyncio.Task[None] | None = None
         self._closed = False
@@ -126,12 +132,29 @@ class AgentCache:
             return
         task = self._upkeep
         if task is None or task.done() or task.get_loop() is not loop:
+            self._stopping = asyncio.Event()
             self._upkeep = loop.create_task(self._run_upkeep(), name=f"agent-cache upkeep {self.name}")
+            refresh = self.options.config_refresh
+            if refresh.enabled and refresh.subscribe:
+                self._watcher = loop.create_task(
+                    self.live_config.watch(lambda: self._closed), name=f"agent-cache config {self.name}"
+                )
+
+    async def _apply_config(self, config: CacheConfig | None) -> None:
+        """Swap in a live config (None: back to the code's defaults) — all of it or none of it."""
+        await self.tool.refresh_policies()  # may raise: then nothing below changed
+        overrides = {**self.options.cost_table, **(config.cost_overrides if config else {})}
+        costs = CostTable(overrides, use_default=self.options.use_default_cost_table)
+        self._ttl.live_tiers = dict(config.tiers) if config else {}
+        self._ttl.live_default = config.default_ttl if config else None
+        self.llm.use_cost_table(costs)
 
     async def _run_upkeep(self) -> None:
+        """Flush counters every interval; re-read config and policies, beat the heartbeat less often."""
         interval = max(0.05, self.options.stats_flush_interval_s)
-        heartbeat_every = self.options.discovery.heartbeat_interval_s
-        next_heartbeat = next_policy_refresh = 0.0
+        refresh = self.options.config_refresh
+        refresh_every = max(1.0, refresh.interval_ms / 1000)
+        next_heartbeat = next_refresh = 0.0
         if self._discovery is not None:
             try:
                 await self._discovery.check_collision()
@@ -144,23 +167,34 @@ class AgentCache:
         # watches the closed flag instead of relying on CancelledError alone.
         while not self._closed:
             now = time.monotonic()
-            if now >= next_policy_refresh:
-                next_policy_refresh = now + _POLICY_REFRESH_S
-                await self._attempt("refresh tool policies", self.tool.refresh_policies())
-            if self._discovery is not None and now >= next_heartbeat:
-                next_heartbeat = now + heartbeat_every
-                await self._attempt("write the discovery heartbeat", self._discovery.beat(self._metadata()))
-            await asyncio.sleep(interval)
+            if refresh.enabled and now >= next_refresh:
+                next_refresh = now + refresh_every
+                if await self._attempt("re-read the live config", self.live_config.refresh()):
+                    await self._attempt("re-read tool policies", self.tool.refresh_policies())
+            if now >= next_heartbeat:
+                next_heartbeat = now + self._heartbeat_s
+                if refresh.enabled:
+                    await self._attempt("report the applied config", self.live_config.report())
+                if self._discovery is not None and not await self._attempt(
+                    "write the discovery heartbeat", self._discovery.beat(self._metadata())
+                ):
+                    self.telemetry.discovery_write_failed()
+            with contextlib.suppress(TimeoutError):  # an event, not a sleep: close() must not wait a whole interval
+                await asyncio.wait_for(self._stopping.wait(), interval)
             await self._attempt("flush stats counters", self._stats.flush())
 
-    async def _attempt(self, what: str, operation: Any) -> None:
-        """Upkeep must outlive a Valkey outage: log and go on."""
+    async def _attempt(self, what: str, operation: Awaitable[Any]) -> bool:
+        """Upkeep must outlive a Valkey outage and bad data: log, count, go on. True if it worked."""
         try:
             await operation
         except AgentCacheError as exc:
             if self._closed:
-                return  # close() cancelled this mid-command; the error is an artifact of that
+                return False  # close() cancelled this mid-command; the error is an artifact of that
+            if isinstance(exc, AgentCacheUsageError | ConfigurationError):
+                self.telemetry.config_refresh_failed()
             log.warning("agent-cache %s: could not %s: %s", self.name, what, exc)
+            return False
+        return True
 
     def _metadata(self) -> dict[str, Any]:
         return build_metadata(
@@ -175,15 +209,23 @@ class AgentCache:
     async def close(self) -> None:
         """Flush counters, stop upkeep and remove the heartbeat. The client stays open (it is yours)."""
         self._closed = True
-        if self._upkeep is not None:
-            self._upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await self._upkeep
-            self._upkeep = None
+        self._stopping.set()
+        await self.live_config.stop_watching()
+        for task in (self._upkeep, self._watcher):
+            if task is not None and task.get_loop() is asyncio.get_running_loop():
+                # Let it finish the command in flight: cancelling mid-command drops connections.
+                _, still_running = await asyncio.wait({task}, timeout=_STOP_GRACE_S)
+                for stuck in still_running:
+                    stuck.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await stuck
+        self._upkeep = self._watcher = None
         try:
             await self._stats.flush()
             if self._discovery is not None:
                 await self._discovery.stop()
+            if self.options.config_refresh.enabled:
+                await self.live_config.forget()
         except AgentCacheError as exc:  # counts stay buffered; a later close() retries them
             log.warning("agent-cache %s: could not flush counters or remove the heartbeat: %s", self.name, exc)
 

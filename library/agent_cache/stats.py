@@ -8,12 +8,15 @@ process. Field names are BetterDB Monitor's: ``llm:hits``, ``tool:{t}:hits``, ``
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from collections import Counter as _Counter
 from collections.abc import Callable, Mapping
 
 from ._backend import Backend, as_text
 from ._keys import decode_segment
+from ._scripts import FLUSH_STATS
 from .types import (
     AgentCacheStats,
     Recommendation,
@@ -27,17 +30,25 @@ INCREASE_TTL_ABOVE = 0.8
 DISABLE_BELOW = 0.4
 LONG_TTL_SECONDS = 3600
 
+_MARKER_TTL_S = 3600  # how long a retried batch is recognised as already applied
 _TOOL_FIELD = re.compile(r"tool:([^:]+):(hits|misses|cost_saved_micros)")
 
 
 class StatsBuffer:
-    """In-process counter deltas waiting to be added to the stats hash."""
+    """In-process counter deltas waiting to be added to the stats hash.
+
+    Each flush sends a numbered batch through a script that applies a batch id once; a batch whose
+    outcome is unknown (timeout, dropped connection) is retried with the same id, so counts are neither
+    lost nor doubled.
+    """
 
     def __init__(self, backend: Backend, stats_key: str, on_pending: Callable[[], None] | None = None) -> None:
         self._backend = backend
         self._key = stats_key
         self._pending: _Counter[str] = _Counter()
+        self._unsent: list[tuple[str, _Counter[str]]] = []
         self._on_pending = on_pending
+        self._flushing = asyncio.Lock()
 
     def add(self, field: str, amount: int = 1) -> None:
         if not self._pending and self._on_pending is not None:
@@ -46,17 +57,21 @@ class StatsBuffer:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + sum(len(batch) for _, batch in self._unsent)
 
     async def flush(self) -> None:
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, _Counter()
-        try:
-            await self._backend.pipeline(("HINCRBY", (self._key, f, n)) for f, n in batch.items() if n)
-        except BaseException:
-            self._pending.update(batch)  # put the counts back; the next flush retries them
-            raise
+        async with self._flushing:
+            if self._pending:
+                self._unsent.append((uuid.uuid4().hex, self._pending))
+                self._pending = _Counter()
+            while self._unsent:
+                batch_id, batch = self._unsent[0]
+                marker = f"{{{self._key}}}:flushed:{batch_id}"
+                args: list[str | int] = [_MARKER_TTL_S]
+                for field, amount in batch.items():
+                    args += [field, amount]
+                await self._backend.run_script(FLUSH_STATS, (self._key, marker), args)
+                self._unsent.pop(0)
 
 
 def parse_stats(raw: Mapping[bytes | str, bytes | str], tool_ttl: Callable[[str], int | None]) -> AgentCacheStats:

@@ -11,6 +11,7 @@ microseconds. Spans never carry prompts or tool arguments — only hashed keys, 
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -97,6 +98,25 @@ ERRORS = MetricSpec(
     ("cache_name", "tier", "operation", "error"),
 )
 
+CONFIG_REFRESH_FAILED = MetricSpec(
+    "config_refresh_failed_total",
+    "counter",
+    "Live config or tool policy re-reads that failed or found a malformed value (the last good config stays).",
+    ("cache_name",),
+)
+DISCOVERY_WRITE_FAILED = MetricSpec(
+    "discovery_write_failed_total",
+    "counter",
+    "Failed writes of the discovery registry entry or heartbeat.",
+    ("cache_name",),
+)
+CONFIG_INFO = MetricSpec(
+    "config_info",
+    "gauge",
+    "1 for the live config version this instance applied (version is empty without a live config).",
+    ("cache_name", "version"),
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     REQUESTS,
     OPERATION_DURATION,
@@ -104,6 +124,9 @@ METRICS: tuple[MetricSpec, ...] = (
     STORED_BYTES,
     ACTIVE_SESSIONS,
     ERRORS,
+    CONFIG_REFRESH_FAILED,
+    DISCOVERY_WRITE_FAILED,
+    CONFIG_INFO,
 )
 
 # Span name -> attributes it carries.
@@ -155,6 +178,9 @@ class _MetricFamilies:
         self.stored_bytes = make(STORED_BYTES)
         self.active_sessions = make(ACTIVE_SESSIONS)
         self.errors = make(ERRORS)
+        self.config_refresh_failed = make(CONFIG_REFRESH_FAILED)
+        self.discovery_write_failed = make(DISCOVERY_WRITE_FAILED)
+        self.config_info = make(CONFIG_INFO)
 
 
 _families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _MetricFamilies]] = weakref.WeakKeyDictionary()
@@ -209,6 +235,19 @@ class Telemetry:
 
     def error(self, tier: str, operation: str, kind: str) -> None:
         self._child(self._families.errors, tier, operation, kind).inc()
+
+    def config_refresh_failed(self) -> None:
+        self._child(self._families.config_refresh_failed).inc()
+
+    def discovery_write_failed(self) -> None:
+        self._child(self._families.discovery_write_failed).inc()
+
+    def config_version(self, previous: str | None, current: str | None) -> None:
+        family = self._families.config_info
+        if previous != current:
+            with contextlib.suppress(KeyError):
+                family.remove(self.cache_name, previous or "")
+        family.labels(self.cache_name, current or "").set(1)
 
     @contextmanager
     def span(self, name: str, attributes: Mapping[str, str | int | bool] | None = None) -> Iterator[trace.Span]:

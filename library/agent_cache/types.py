@@ -117,8 +117,21 @@ class DiscoveryOptions:
     """Registration in ``__betterdb:caches`` and a heartbeat key, so BetterDB Monitor can list live caches."""
 
     enabled: bool = True
-    heartbeat_interval_s: float = 30.0
+    heartbeat_interval_ms: int = 30_000
     include_tool_policies: bool = True
+
+
+@dataclass
+class ConfigRefreshOptions:
+    """Live config (``{name}:__config``, written by the operator or ``agent-cache config apply``).
+
+    A change is applied within about a second of its pub/sub announcement; the interval re-read is the
+    safety net for a missed message.
+    """
+
+    enabled: bool = True
+    interval_ms: int = 30_000
+    subscribe: bool = True
 
 
 @dataclass
@@ -132,6 +145,7 @@ class AgentCacheOptions:
     use_default_cost_table: bool = True
     telemetry: TelemetryOptions = field(default_factory=TelemetryOptions)
     discovery: DiscoveryOptions = field(default_factory=DiscoveryOptions)
+    config_refresh: ConfigRefreshOptions = field(default_factory=ConfigRefreshOptions)
     stats_flush_interval_s: float = 1.0
     """Counters are buffered in-process (so a hit is one round trip) and flushed this often, and on close()."""
 
@@ -139,6 +153,8 @@ class AgentCacheOptions:
 @dataclass(frozen=True)
 class ToolPolicy:
     ttl: int | None = None
+    cacheable: bool = True
+    """False: the tool is never cached (check is a miss without a round trip, store does nothing)."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent_cache import AgentCache, DiscoveryOptions, TelemetryOptions, TierDefaults
+from agent_cache import AgentCache, ConfigRefreshOptions, DiscoveryOptions, TelemetryOptions, TierDefaults
 from tests.servers import commands_delta, server_command_counts
 
 pytestmark = pytest.mark.valkey
@@ -20,7 +20,8 @@ def _cache(client: Any, **options: Any) -> AgentCache:
         client=client,
         name="rt",
         telemetry=TelemetryOptions(registry=CollectorRegistry()),
-        discovery=DiscoveryOptions(enabled=False),
+        discovery=DiscoveryOptions(enabled=False),  # keep background I/O out of the counts
+        config_refresh=ConfigRefreshOptions(enabled=False),
         stats_flush_interval_s=3600,  # keep the background flush out of the counts
         **options,
     )

@@ -27,6 +27,10 @@ class LlmCache:
         self._ctx = context
         self._costs = costs
 
+    def use_cost_table(self, costs: CostTable) -> None:
+        """Price later stores with ``costs`` (a live config's overrides merged over the code's)."""
+        self._costs = costs
+
     async def check(self, params: Mapping[str, Any]) -> LlmCacheResult:
         ctx = self._ctx
         with ctx.measured("llm", "check"):

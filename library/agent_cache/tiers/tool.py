@@ -22,6 +22,16 @@ from ._context import TierContext
 _DROP_BATCH = 1000
 
 
+def policy_document(policy: ToolPolicy) -> dict[str, Any]:
+    """The JSON form of a policy in ``{name}:__tool_policies`` (``{"ttl": 600}``, ``{"cacheable": false}``)."""
+    document: dict[str, Any] = {}
+    if policy.ttl is not None:
+        document["ttl"] = policy.ttl
+    if not policy.cacheable:
+        document["cacheable"] = False
+    return document
+
+
 def parse_policy(tool: str, raw: bytes | str) -> ToolPolicy:
     """A policy as stored in ``{name}:__tool_policies`` (JSON, e.g. ``{"ttl": 600}``)."""
     try:
@@ -30,7 +40,10 @@ def parse_policy(tool: str, raw: bytes | str) -> ToolPolicy:
         raise AgentCacheUsageError(f"tool policy for {tool!r} is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise AgentCacheUsageError(f"tool policy for {tool!r} must be a JSON object, got {data!r}")
-    return ToolPolicy(ttl=validate_ttl(data.get("ttl"), f"tool policy {tool!r} ttl"))
+    cacheable = data.get("cacheable", True)
+    if not isinstance(cacheable, bool):
+        raise AgentCacheUsageError(f"tool policy for {tool!r}: cacheable must be true or false, got {cacheable!r}")
+    return ToolPolicy(ttl=validate_ttl(data.get("ttl"), f"tool policy {tool!r} ttl"), cacheable=cacheable)
 
 
 class ToolCache:
@@ -38,6 +51,10 @@ class ToolCache:
         self._ctx = context
         self._policies: dict[str, ToolPolicy] = {}
         self._policy_writes = 0  # bumped by set_policy so a concurrent refresh can't undo it
+
+    def _cacheable(self, tool_name: str) -> bool:
+        policy = self._policies.get(tool_name)
+        return policy is None or policy.cacheable
 
     def _entry_key(self, tool_name: str, args: Any) -> tuple[str, str, str]:
         prefix = self._ctx.keys.tool_prefix(tool_name)
@@ -49,8 +66,8 @@ class ToolCache:
         with ctx.measured("tool", "check"):
             _, _, key = self._entry_key(tool_name, args)
             with ctx.telemetry.span("agent_cache.tool.check", {"cache.key": key, "cache.tool_name": tool_name}) as span:
-                raw = await ctx.backend.get(key)
                 entry = None
+                raw = await ctx.backend.get(key) if self._cacheable(tool_name) else None
                 if raw is not None:
                     try:
                         entry = decode_entry(raw)
@@ -92,6 +109,8 @@ class ToolCache:
                 "cache.bytes": size,
             }
             with ctx.telemetry.span("agent_cache.tool.store", attributes):
+                if not self._cacheable(tool_name):
+                    return key  # the platform marked this tool not cacheable
                 await ctx.backend.run_script(
                     SET_INDEXED, (key, ctx.keys.tool_index(tool_name)), (digest, value, ttl or "")
                 )
@@ -106,8 +125,11 @@ class ToolCache:
             with ctx.telemetry.span(
                 "agent_cache.tool.set_policy", {"cache.tool_name": tool_name, "cache.ttl": ttl or -1}
             ):
-                await ctx.backend.command("HSET", ctx.keys.tool_policies, tool_name, json.dumps({"ttl": ttl}))
-                self._policies[tool_name] = ToolPolicy(ttl=ttl)
+                stored = ToolPolicy(ttl=ttl, cacheable=policy.cacheable)
+                await ctx.backend.command(
+                    "HSET", ctx.keys.tool_policies, tool_name, json.dumps(policy_document(stored))
+                )
+                self._policies[tool_name] = stored
                 self._policy_writes += 1
 
     def get_policy(self, tool_name: str) -> ToolPolicy | None:

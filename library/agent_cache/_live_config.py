@@ -1,0 +1,95 @@
+"""The reader side of the live config protocol (see ``config``): watch, re-read, apply, report.
+
+A change is applied within about a second of its pub/sub announcement; an interval re-read covers a
+missed message or a lost subscription. A malformed config is counted and logged and the last good one
+stays — the refresh never dies on bad input. Each instance records the version it applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from ._backend import Backend, Subscription, subscribe
+from ._errors import AgentCacheError, ConfigurationError
+from .config import CacheConfig, changed_channel, forget_instance, new_instance_id, parse_applied, record_instance
+from .telemetry import Telemetry
+
+log = logging.getLogger("agent_cache")
+
+ApplyConfig = Callable[[CacheConfig | None], Awaitable[None]]
+
+_MAX_BACKOFF_S = 30.0
+
+
+class LiveConfig:
+    def __init__(self, backend: Backend, name: str, telemetry: Telemetry, apply: ApplyConfig) -> None:
+        self._backend = backend
+        self._name = name
+        self._config_key = f"{name}:__config"
+        self._telemetry = telemetry
+        self._apply = apply
+        self.instance_id = new_instance_id()
+        self.version: str | None = None
+        self._refreshing = asyncio.Lock()
+        self._subscription: Subscription | None = None
+
+    async def refresh(self) -> None:
+        """Read the config and apply it if its version changed; a malformed one keeps the last good."""
+        async with self._refreshing:  # pub/sub and the interval must not apply concurrently
+            raw = await self._backend.command("HGETALL", self._config_key)
+            try:
+                applied = parse_applied(raw or {})
+            except ConfigurationError as exc:
+                self._telemetry.config_refresh_failed()
+                log.error(
+                    "agent-cache %s: ignoring malformed live config (keeping %s): %s", self._name, self.version, exc
+                )
+                return
+            version = None if applied is None else applied.version
+            if version == self.version:
+                return
+            await self._apply(None if applied is None else applied.config)
+            self._telemetry.config_version(self.version, version)
+            log.info("agent-cache %s: applied live config %s", self._name, version or "(none: code defaults)")
+            self.version = version
+        await self.report()
+
+    async def report(self) -> None:
+        await record_instance(self._backend, self._name, self.instance_id, self.version)
+
+    async def watch(self, closed: Callable[[], bool]) -> None:
+        """Apply announced changes until ``closed()``; reconnects with backoff."""
+        backoff = 0.5
+        while not closed():
+            try:
+                subscription = self._subscription = await subscribe(self._backend, changed_channel(self._name))
+                try:
+                    backoff = 0.5
+                    await self.refresh()  # catch up on anything announced while we were not listening
+                    while not closed():
+                        if await subscription.next_message(wait_s=1.0) is not None:
+                            await self.refresh()
+                finally:
+                    self._subscription = None
+                    await subscription.aclose()
+            except AgentCacheError as exc:
+                if closed():
+                    return
+                self._telemetry.config_refresh_failed()
+                log.warning(
+                    "agent-cache %s: config subscription lost (%s); retrying in %.1fs", self._name, exc, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def stop_watching(self) -> None:
+        """Interrupt a blocked read; ``watch`` then sees ``closed()`` and returns."""
+        if self._subscription is not None:
+            with contextlib.suppress(AgentCacheError):
+                await self._subscription.aclose()
+
+    async def forget(self) -> None:
+        await forget_instance(self._backend, self._name, self.instance_id)

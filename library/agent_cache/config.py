@@ -1,0 +1,248 @@
+"""Live configuration: what the operator (or ``agent-cache config apply``) writes, and every instance applies.
+
+Protocol (documented in the README, "Live configuration"):
+
+- ``{name}:__config`` hash: ``spec`` (canonical JSON of the config document below), ``version`` (a hash of
+  ``spec``, so re-applying the same spec is a no-op), ``source`` and ``updated_at``. One HSET, so a reader
+  never sees half a config.
+- ``{name}:__tool_policies`` mirrors the document's tool policies (BetterDB Monitor reads that hash).
+- ``PUBLISH {name}:__config:changed <version>`` announces a change; instances also re-read on an interval.
+- ``{name}:__instances`` hash: field = instance id, value = JSON ``{"version", "seen", "host", "pid"}`` —
+  which config each live instance applied, refreshed with the heartbeat, so the operator can count them.
+
+The document is the config part of an ``AgentCache`` resource's ``spec`` (camelCase, as in the CRD)::
+
+    defaultTTL: 600
+    tiers: {llm: {ttl: 3600}, tool: {ttl: 300}, session: {ttl: 1800}}
+    toolPolicies: {get_weather: {ttl: 600}, send_email: {cacheable: false}}
+    costOverrides: {gpt-4o: {inputPer1k: 0.0025, outputPer1k: 0.01}}
+
+A config overrides the code's defaults (the platform owns them); a per-call TTL still wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ._backend import Backend, as_text
+from ._errors import ConfigurationError
+from ._keys import KeyLayout
+from ._ttl import TIERS, validate_ttl
+from .tiers.tool import policy_document
+from .types import ModelCost, ToolPolicy
+
+CONFIG_KEYS = ("defaultTTL", "tiers", "toolPolicies", "costOverrides")
+
+
+def _ttl_at(value: object, path: str) -> int | None:
+    try:
+        return validate_ttl(value, path)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _mapping_at(value: object, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{path} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _price_at(value: object, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
+        raise ConfigurationError(f"{path} must be a non-negative number of dollars, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The platform-owned part of a cache's configuration."""
+
+    default_ttl: int | None = None
+    tiers: Mapping[str, int | None] = field(default_factory=dict)
+    tool_policies: Mapping[str, ToolPolicy] = field(default_factory=dict)
+    cost_overrides: Mapping[str, ModelCost] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], path: str = "spec") -> CacheConfig:
+        """Read the config keys of an AgentCache ``spec``; other keys (valkey, monitoring...) are ignored."""
+        spec = _mapping_at(spec, path)
+        tiers: dict[str, int | None] = {}
+        for tier, settings in _mapping_at(spec.get("tiers"), f"{path}.tiers").items():
+            if tier not in TIERS:
+                raise ConfigurationError(f"{path}.tiers.{tier} is not a tier; valid tiers: {', '.join(TIERS)}")
+            ttl = _ttl_at(_mapping_at(settings, f"{path}.tiers.{tier}").get("ttl"), f"{path}.tiers.{tier}.ttl")
+            if ttl is not None:
+                tiers[tier] = ttl
+        policies = {}
+        for tool, policy in _mapping_at(spec.get("toolPolicies"), f"{path}.toolPolicies").items():
+            where = f"{path}.toolPolicies.{tool}"
+            policy = _mapping_at(policy, where)
+            cacheable = policy.get("cacheable", True)
+            if not isinstance(cacheable, bool):
+                raise ConfigurationError(f"{where}.cacheable must be true or false, got {cacheable!r}")
+            policies[tool] = ToolPolicy(ttl=_ttl_at(policy.get("ttl"), f"{where}.ttl"), cacheable=cacheable)
+        costs = {}
+        for model, price in _mapping_at(spec.get("costOverrides"), f"{path}.costOverrides").items():
+            where = f"{path}.costOverrides.{model}"
+            price = _mapping_at(price, where)
+            costs[model] = ModelCost(
+                input_per_1k=_price_at(price.get("inputPer1k"), f"{where}.inputPer1k"),
+                output_per_1k=_price_at(price.get("outputPer1k"), f"{where}.outputPer1k"),
+            )
+        return cls(
+            default_ttl=_ttl_at(spec.get("defaultTTL"), f"{path}.defaultTTL"),
+            tiers=tiers,
+            tool_policies=policies,
+            cost_overrides=costs,
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {}
+        if self.default_ttl is not None:
+            spec["defaultTTL"] = self.default_ttl
+        if self.tiers:
+            spec["tiers"] = {tier: {"ttl": ttl} for tier, ttl in sorted(self.tiers.items())}
+        if self.tool_policies:
+            spec["toolPolicies"] = {tool: policy_document(p) for tool, p in sorted(self.tool_policies.items())}
+        if self.cost_overrides:
+            spec["costOverrides"] = {
+                model: {"inputPer1k": c.input_per_1k, "outputPer1k": c.output_per_1k}
+                for model, c in sorted(self.cost_overrides.items())
+            }
+        return spec
+
+    def canonical(self) -> str:
+        return json.dumps(self.to_spec(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def version(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class AppliedConfig:
+    config: CacheConfig
+    version: str
+    source: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    instance_id: str
+    version: str | None
+    seen: float
+    host: str
+    pid: int
+
+
+def changed_channel(name: str) -> str:
+    return f"{name}:__config:changed"
+
+
+def instances_key(name: str) -> str:
+    return f"{name}:__instances"
+
+
+def parse_applied(raw: Mapping[Any, Any]) -> AppliedConfig | None:
+    """Decode the ``__config`` hash; raises ConfigurationError when it is malformed."""
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
+    if not fields:
+        return None
+    if "spec" not in fields:
+        raise ConfigurationError("the __config hash has no 'spec' field")
+    try:
+        document = json.loads(fields["spec"])
+    except ValueError as exc:
+        raise ConfigurationError(f"the __config spec is not JSON: {exc}") from None
+    config = CacheConfig.from_spec(document)
+    return AppliedConfig(
+        config, fields.get("version", config.version), fields.get("source", ""), fields.get("updated_at", "")
+    )
+
+
+# ── the writer side (operator and CLI) ─────────────────────────────────────────
+
+
+async def apply_config(client: Any, name: str, config: CacheConfig, source: str) -> str:
+    """Write a config, mirror its tool policies and announce it; returns its version. Idempotent."""
+    keys = KeyLayout(name)
+    backend = Backend(client)
+    version = config.version
+    fields = {"spec": config.canonical(), "version": version, "source": source}
+    current = await backend.command("HMGET", keys.config, "version", "source")
+    if [None if v is None else as_text(v) for v in current] == [version, source]:
+        return version
+    policies = {tool: json.dumps(policy_document(p)) for tool, p in sorted(config.tool_policies.items())}
+    await backend.command("HSET", keys.config, *_flat({**fields, "updated_at": datetime.now(UTC).isoformat()}))
+    mirror: list[tuple[str, tuple[str, ...]]] = [("DEL", (keys.tool_policies,))]
+    if policies:
+        mirror.append(("HSET", (keys.tool_policies, *_flat(policies))))
+    await backend.transaction(mirror)
+    await backend.command("PUBLISH", changed_channel(name), version)
+    return version
+
+
+def _flat(mapping: Mapping[str, str]) -> list[str]:
+    return [item for pair in mapping.items() for item in pair]
+
+
+async def read_config(client: Any, name: str) -> AppliedConfig | None:
+    return parse_applied(await Backend(client).command("HGETALL", KeyLayout(name).config) or {})
+
+
+async def delete_config(client: Any, name: str) -> None:
+    """Remove the platform's config and policies; instances fall back to their code defaults."""
+    keys = KeyLayout(name)
+    backend = Backend(client)
+    await backend.delete_many([keys.config, keys.tool_policies, instances_key(name)])
+    await backend.command("PUBLISH", changed_channel(name), "")
+
+
+async def list_instances(client: Any, name: str, max_age_s: float = 90.0) -> list[InstanceRecord]:
+    """Live instances of a cache and the config version each applied (stale records are pruned)."""
+    backend = Backend(client)
+    raw = await backend.command("HGETALL", instances_key(name)) or {}
+    now = time.time()
+    live: list[InstanceRecord] = []
+    stale: list[str] = []
+    for instance_id, value in raw.items():
+        try:
+            record = json.loads(value)
+            entry = InstanceRecord(
+                as_text(instance_id), record.get("version"), float(record["seen"]), record["host"], int(record["pid"])
+            )
+        except (ValueError, KeyError, TypeError):
+            stale.append(as_text(instance_id))
+            continue
+        if now - entry.seen <= max_age_s:
+            live.append(entry)
+        else:
+            stale.append(entry.instance_id)
+    if stale:
+        await backend.command("HDEL", instances_key(name), *stale)
+    return sorted(live, key=lambda r: r.instance_id)
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def record_instance(backend: Backend, name: str, instance_id: str, version: str | None) -> None:
+    record = {"version": version, "seen": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+    await backend.command("HSET", instances_key(name), instance_id, json.dumps(record))
+
+
+async def forget_instance(backend: Backend, name: str, instance_id: str) -> None:
+    await backend.command("HDEL", instances_key(name), instance_id)
