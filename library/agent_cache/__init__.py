@@ -29,6 +29,7 @@ from .normalizer import (
     hash_url,
     passthrough,
 )
+from .sync import SyncAgentCache
 from .types import (
     AgentCacheOptions,
     AgentCacheStats,
@@ -87,6 +88,7 @@ __all__ = [
     "ReasoningBlock",
     "SerializationError",
     "SessionStats",
+    "SyncAgentCache",
     "TelemetryOptions",
     "TextBlock",
     "TierDefaults",

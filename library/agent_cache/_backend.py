@@ -7,12 +7,13 @@ exceptions have the same names), with or without ``decode_responses``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from ._breaker import CircuitBreaker
 from ._errors import (
     AgentCacheError,
-    BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ValkeyCommandError,
@@ -47,98 +48,119 @@ def _is_noscript(exc: BaseException) -> bool:
 
 
 class Backend:
-    """A thin async facade over one Valkey client."""
+    """A thin async facade over one Valkey client, with a per-command timeout and a circuit breaker.
 
-    __slots__ = ("client", "is_cluster")
+    Every command goes through :meth:`_call`: the breaker may refuse it at once (Valkey known down), the
+    timeout bounds it (a paused server can't hang an agent), and client errors become ours.
+    """
 
-    def __init__(self, client: Any) -> None:
+    __slots__ = ("breaker", "client", "is_cluster", "timeout_s")
+
+    def __init__(self, client: Any, *, timeout_s: float | None = None, breaker: CircuitBreaker | None = None) -> None:
         self.client = client
         self.is_cluster = hasattr(client, "get_primaries")
+        self.timeout_s = timeout_s
+        self.breaker = breaker if breaker is not None else CircuitBreaker()
+
+    async def _call(self, command: str, send: Callable[[], Awaitable[Any]]) -> Any:
+        breaker = self.breaker
+        if not breaker.allow():
+            raise BackendUnavailableError(
+                f"Valkey is unavailable for {command}: circuit open after repeated failures, "
+                f"next probe in {breaker.seconds_until_probe():.1f}s",
+                command=command,
+            )
+        try:
+            if self.timeout_s is None:
+                result = await send()
+            else:
+                async with asyncio.timeout(self.timeout_s):
+                    result = await send()
+        except Exception as exc:
+            error = translate_error(exc, command)
+            if isinstance(error, BackendUnavailableError | BackendTimeoutError):
+                breaker.record_failure()
+            else:
+                breaker.record_success()  # the server answered: it is up
+            raise error from exc
+        breaker.record_success()
+        return result
 
     async def get(self, key: str) -> bytes | str | None:
-        try:
-            value: bytes | str | None = await self.client.get(key)
-        except Exception as exc:
-            raise translate_error(exc, "GET") from exc
+        value: bytes | str | None = await self._call("GET", lambda: self.client.get(key))
         return value
 
     async def run_script(self, script: Script, keys: Sequence[str], args: Sequence[EncodableArg]) -> Any:
         """EVALSHA, falling back to EVAL on the node that has not cached the script yet."""
-        try:
+
+        async def send() -> Any:
             try:
                 return await self.client.evalsha(script.sha, len(keys), *keys, *args)
             except Exception as exc:
                 if not _is_noscript(exc):
                     raise
                 return await self.client.eval(script.source, len(keys), *keys, *args)
-        except Exception as exc:
-            raise translate_error(exc, f"script {script.name}") from exc
+
+        return await self._call(f"script {script.name}", send)
 
     async def pipeline(self, commands: Iterable[tuple[str, Sequence[EncodableArg]]]) -> list[Any]:
         """Send commands in one non-transactional pipeline (one round trip per node involved)."""
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            names = []
-            for name, args in commands:
-                names.append(name)
-                pipe.execute_command(name, *args)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            raise translate_error(exc, "pipeline") from exc
-        for name, result in zip(names, results, strict=True):
-            if isinstance(result, BaseException):
-                raise translate_error(result, name) from result
-        return results
+        return await self._pipelined(commands, transaction=False)
 
     async def transaction(self, commands: Iterable[tuple[str, Sequence[EncodableArg]]]) -> list[Any]:
         """MULTI/EXEC for commands on keys of one slot (a cluster pipeline cannot MULTI, so there it
         sends them in order on the one connection to that slot's node)."""
-        if self.is_cluster:
-            return await self.pipeline(commands)
-        try:
-            pipe = self.client.pipeline(transaction=True)
-            for name, args in commands:
+        return await self._pipelined(commands, transaction=not self.is_cluster)
+
+    async def _pipelined(self, commands: Iterable[tuple[str, Sequence[EncodableArg]]], transaction: bool) -> list[Any]:
+        batch = list(commands)
+
+        async def send() -> list[Any]:
+            pipe = self.client.pipeline(transaction=transaction)
+            for name, args in batch:
                 pipe.execute_command(name, *args)
-            results: list[Any] = await pipe.execute()
-        except Exception as exc:
-            raise translate_error(exc, "MULTI") from exc
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results
+
+        results: list[Any] = await self._call("MULTI" if transaction else "pipeline", send)
+        for (name, _), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                raise translate_error(result, name) from result
         return results
 
     async def command(self, name: str, *args: EncodableArg) -> Any:
-        try:
-            return await self.client.execute_command(name, *args)
-        except Exception as exc:
-            raise translate_error(exc, name) from exc
+        return await self._call(name, lambda: self.client.execute_command(name, *args))
 
     async def delete_many(self, keys: Sequence[str], batch: int = 500) -> int:
-        """DEL in batches; in cluster mode the client splits each batch by slot."""
+        """DEL in batches; in cluster mode one pipelined DEL per key, routed by slot."""
         deleted = 0
         for start in range(0, len(keys), batch):
             chunk = keys[start : start + batch]
-            try:
-                if self.is_cluster:
-                    results = await self.pipeline(("DEL", (key,)) for key in chunk)
-                    deleted += sum(int(r) for r in results)
-                else:
-                    deleted += int(await self.client.delete(*chunk))
-            except BackendError:
-                raise
-            except Exception as exc:
-                raise translate_error(exc, "DEL") from exc
+            if self.is_cluster:
+                deleted += sum(int(r) for r in await self.pipeline(("DEL", (key,)) for key in chunk))
+            elif chunk:
+                deleted += int(await self.command("DEL", *chunk))
         return deleted
 
     async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[str]:
         """SCAN every primary for keys matching ``pattern`` (only flush() needs this)."""
-        try:
-            if self.is_cluster:
-                for node in self.client.get_primaries():
-                    async for key in self.client.scan_iter(match=pattern, count=count, target_nodes=node):
-                        yield as_text(key)
-            else:
-                async for key in self.client.scan_iter(match=pattern, count=count):
+        nodes = self.client.get_primaries() if self.is_cluster else [None]
+        for node in nodes:
+            cursor: Any = 0
+            target: dict[str, Any] = {} if node is None else {"target_nodes": node}
+            while True:
+
+                def send(position: Any = cursor, where: dict[str, Any] = target) -> Awaitable[Any]:
+                    scanned: Awaitable[Any] = self.client.scan(position, match=pattern, count=count, **where)
+                    return scanned
+
+                cursor, keys = await self._call("SCAN", send)
+                if isinstance(cursor, dict):  # ValkeyCluster answers {node_name: cursor}
+                    cursor = next(iter(cursor.values()))
+                for key in keys:
                     yield as_text(key)
-        except Exception as exc:
-            raise translate_error(exc, "SCAN") from exc
+                if int(cursor) == 0:
+                    break
 
 
 class Subscription:

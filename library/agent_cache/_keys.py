@@ -199,6 +199,22 @@ class KeyLayout:
     def session_index(self, thread_id: str) -> str:
         return f"{self.name}:__idx:session:{{{encode_segment(thread_id, 'thread id')}}}"
 
+    # LangGraph checkpoints (adapters.langgraph) share the session keys' hash tag: one thread, one slot.
+    def checkpoint_prefix(self, thread_id: str) -> str:
+        return f"{self.name}:checkpoint:{{{encode_segment(thread_id, 'thread id')}}}:"
+
+    def checkpoint_index(self, thread_id: str) -> str:
+        """Index of the thread's checkpoint keys (suffixes of ``checkpoint_prefix``), like a session index."""
+        return f"{self.name}:__idx:checkpoint:{{{encode_segment(thread_id, 'thread id')}}}"
+
+    def checkpoint_run_index(self, run_id: str) -> str:
+        """Set of the threads holding checkpoints of one LangGraph run (for ``delete_for_runs``)."""
+        return f"{self.name}:__idx:checkpoint_run:{{{encode_segment(run_id, 'run id')}}}"
+
+    def adapter_index(self, adapter: str) -> str:
+        """LLM keys one framework adapter stored (e.g. ``langchain``), so it can clear only its own."""
+        return f"{self.name}:__idx:adapter:{{{encode_segment(adapter, 'adapter')}}}"
+
     def scan_pattern(self) -> str:
         """Matches this cache's keys only: names cannot contain ':' or glob characters."""
         return f"{self.name}:*"

@@ -147,6 +147,7 @@ class AgentCache:
         costs = CostTable(overrides, use_default=self.options.use_default_cost_table)
         self._ttl.live_tiers = dict(config.tiers) if config else {}
         self._ttl.live_default = config.default_ttl if config else None
+        self.tool.use_live_policies(config.tool_policies if config else {})
         self.llm.use_cost_table(costs)
 
     async def _run_upkeep(self) -> None:

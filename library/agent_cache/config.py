@@ -185,11 +185,11 @@ async def apply_config(client: Any, name: str, config: CacheConfig, source: str)
     if [None if v is None else as_text(v) for v in current] == [version, source]:
         return version
     policies = {tool: json.dumps(policy_document(p)) for tool, p in sorted(config.tool_policies.items())}
-    await backend.command("HSET", keys.config, *_flat({**fields, "updated_at": datetime.now(UTC).isoformat()}))
     mirror: list[tuple[str, tuple[str, ...]]] = [("DEL", (keys.tool_policies,))]
     if policies:
         mirror.append(("HSET", (keys.tool_policies, *_flat(policies))))
     await backend.transaction(mirror)
+    await backend.command("HSET", keys.config, *_flat({**fields, "updated_at": datetime.now(UTC).isoformat()}))
     await backend.command("PUBLISH", changed_channel(name), version)
     return version
 

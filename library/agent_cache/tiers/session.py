@@ -119,11 +119,15 @@ class SessionStore:
                 return deleted > 0
 
     async def destroy_thread(self, thread_id: str) -> int:
-        """Delete every field of a thread; returns how many existed."""
+        """Delete every field of a thread and its LangGraph checkpoints; returns how many keys existed."""
         ctx = self._ctx
         with ctx.measured("session", "destroy_thread"):
             with ctx.telemetry.span("agent_cache.session.destroy_thread", {"cache.thread_id": thread_id}) as span:
                 deleted = await drop_index(ctx, ctx.keys.session_index(thread_id), ctx.keys.session_prefix(thread_id))
+                # The thread's LangGraph checkpoints (adapters.langgraph) sit under their own index.
+                deleted += await drop_index(
+                    ctx, ctx.keys.checkpoint_index(thread_id), ctx.keys.checkpoint_prefix(thread_id)
+                )
                 ctx.telemetry.active_sessions(self._threads.remove(thread_id))
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted

@@ -49,11 +49,12 @@ def parse_policy(tool: str, raw: bytes | str) -> ToolPolicy:
 class ToolCache:
     def __init__(self, context: TierContext) -> None:
         self._ctx = context
-        self._policies: dict[str, ToolPolicy] = {}
+        self._policies: dict[str, ToolPolicy] = {}  # from {name}:__tool_policies (set_policy, Monitor)
+        self._live_policies: Mapping[str, ToolPolicy] = {}  # from the live config: the platform's, they win
         self._policy_writes = 0  # bumped by set_policy so a concurrent refresh can't undo it
 
     def _cacheable(self, tool_name: str) -> bool:
-        policy = self._policies.get(tool_name)
+        policy = self.get_policy(tool_name)
         return policy is None or policy.cacheable
 
     def _entry_key(self, tool_name: str, args: Any) -> tuple[str, str, str]:
@@ -95,7 +96,7 @@ class ToolCache:
         options = options or ToolStoreOptions()
         with ctx.measured("tool", "store"):
             _, digest, key = self._entry_key(tool_name, args)
-            policy = self._policies.get(tool_name)
+            policy = self.get_policy(tool_name)
             ttl = ctx.ttl.resolve("tool", options.ttl, policy.ttl if policy else None)
             cost = options.cost
             if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0):
@@ -133,13 +134,18 @@ class ToolCache:
                 self._policy_writes += 1
 
     def get_policy(self, tool_name: str) -> ToolPolicy | None:
-        return self._policies.get(tool_name)
+        live = self._live_policies.get(tool_name)
+        return live if live is not None else self._policies.get(tool_name)
+
+    def use_live_policies(self, policies: Mapping[str, ToolPolicy]) -> None:
+        """Policies of the live config; they take precedence over the policies hash."""
+        self._live_policies = dict(policies)
 
     def list_policy_names(self) -> list[str]:
-        return sorted(self._policies)
+        return sorted({*self._policies, *self._live_policies})
 
     def effective_ttl(self, tool_name: str) -> int | None:
-        policy = self._policies.get(tool_name)
+        policy = self.get_policy(tool_name)
         return self._ctx.ttl.resolve("tool", None, policy.ttl if policy else None)
 
     async def refresh_policies(self) -> None:

@@ -1,0 +1,219 @@
+"""LangChain ``BaseCache`` on the LLM tier: ``ChatOpenAI(cache=BetterDBLlmCache(cache))``.
+
+The key is LangChain's own pair: the serialized prompt and ``llm_string`` — the model's serialized
+configuration plus the call's parameters (stop sequences, bound tools, ``tool_choice``, temperature...).
+The reference keyed on the prompt and a few parsed fields only, so two models bound to different tools
+shared answers. Entries go through ``cache.llm`` (stats, metrics, spans and cost accounting count them),
+under the model name parsed from ``llm_string`` when it has one.
+
+Generations are stored with LangChain's serializer (``dumps``) and revived with an allowlist
+(``allowed_objects="core"`` by default), so a hit returns the same ``ChatGeneration`` — tool calls,
+``additional_kwargs``, ``response_metadata`` and ``usage_metadata`` included.
+
+Sync (``invoke``) and async (``ainvoke``) both work when the adapter wraps a :class:`SyncAgentCache`; an
+:class:`AgentCache` serves the async methods only (its connections belong to its event loop).
+Valkey trouble never fails the model call: a lookup then misses and an update is skipped, with a warning.
+``clear()`` removes only what LangChain stored, through the adapter's own index (no keyspace scan).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from agent_cache._backend import as_text
+from agent_cache._errors import BackendError, ConfigurationError
+from agent_cache._ttl import validate_ttl
+from agent_cache.sync import cache_runner
+from agent_cache.types import LlmStoreOptions
+
+try:
+    from langchain_core._api import suppress_langchain_beta_warning
+    from langchain_core.caches import BaseCache
+    from langchain_core.load import Serializable, dumps, load
+    from langchain_core.outputs import Generation
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigurationError('BetterDBLlmCache needs LangChain: pip install "agent-cache[langchain]"') from exc
+
+if TYPE_CHECKING:
+    from agent_cache.cache import AgentCache
+    from agent_cache.sync import SyncAgentCache
+
+log = logging.getLogger("agent_cache.adapters")
+
+ADAPTER = "langchain"
+FALLBACK_MODEL = "langchain"
+_MODEL_FIELDS = ("model_name", "model", "model_id", "deployment_name", "azure_deployment")
+_PRUNE_GRACE_MS = 300_000
+_CLEAR_BATCH = 500
+
+
+def model_from_llm_string(llm_string: str) -> str:
+    """The model name LangChain put into ``llm_string`` (its serialized kwargs or the params), if any.
+
+    ``llm_string`` is ``<json of the model>---<repr of sorted params>`` for serializable models and the
+    params repr alone otherwise. Falls back to the model's ``_type`` and then to ``"langchain"``.
+    """
+    head, _, params_repr = llm_string.rpartition("---")
+    candidates: list[dict[str, Any]] = []
+    if head:
+        try:
+            serialized = json.loads(head)
+        except ValueError:
+            serialized = None
+        if isinstance(serialized, dict) and isinstance(serialized.get("kwargs"), dict):
+            candidates.append(serialized["kwargs"])
+    try:
+        params = ast.literal_eval(params_repr)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        params = None
+    if isinstance(params, list) and all(isinstance(p, tuple) and len(p) == 2 for p in params):
+        candidates.append(dict(params))
+    for fields in candidates:
+        for name in _MODEL_FIELDS:
+            value = fields.get(name)
+            if isinstance(value, str) and value:
+                return value
+    for fields in candidates:
+        value = fields.get("_type")
+        if isinstance(value, str) and value:
+            return value
+    match = re.search(r"""['"](?:model_name|model)['"]\s*[:,]\s*['"]([^'"]+)['"]""", llm_string)
+    return match.group(1) if match else FALLBACK_MODEL
+
+
+def cache_params(prompt: str, llm_string: str) -> dict[str, Any]:
+    """LLM-tier params for one lookup: the whole ``llm_string`` takes part in the key."""
+    return {
+        "model": model_from_llm_string(llm_string),
+        "messages": [{"role": "user", "content": prompt}],
+        "llm_string": llm_string,
+    }
+
+
+def _usage_tokens(generations: Sequence[Generation]) -> dict[str, int] | None:
+    """Token counts for cost accounting, from ``AIMessage.usage_metadata`` (summed over generations)."""
+    total_in = total_out = 0
+    found = False
+    for generation in generations:
+        usage = getattr(getattr(generation, "message", None), "usage_metadata", None)
+        if not isinstance(usage, dict):
+            continue
+        tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
+        if isinstance(tokens_in, int) and isinstance(tokens_out, int) and tokens_in >= 0 and tokens_out >= 0:
+            total_in += tokens_in
+            total_out += tokens_out
+            found = True
+    return {"input": total_in, "output": total_out} if found else None
+
+
+class BetterDBLlmCache(BaseCache):
+    """LangChain LLM cache on agent-cache's LLM tier.
+
+    ``cache`` is an :class:`~agent_cache.AgentCache` (async LangChain calls) or a
+    :class:`~agent_cache.SyncAgentCache` (sync and async calls). ``ttl`` overrides the LLM tier's TTL
+    for these entries. ``allowed_objects`` is passed to LangChain's loader when a hit is revived.
+    """
+
+    def __init__(
+        self,
+        cache: AgentCache | SyncAgentCache,
+        *,
+        ttl: int | None = None,
+        allowed_objects: Iterable[type[Serializable]] | Literal["all", "core", "messages"] = "core",
+    ) -> None:
+        super().__init__()
+        self._runner = cache_runner(cache)
+        self._ttl = validate_ttl(ttl, "ttl")
+        self._allowed_objects = allowed_objects
+
+    # ── LangChain API ────────────────────────────────────────────────────────
+
+    def lookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        return self._runner.run(lambda cache: self._lookup(cache, prompt, llm_string))
+
+    async def alookup(self, prompt: str, llm_string: str) -> list[Generation] | None:
+        return await self._runner.arun(lambda cache: self._lookup(cache, prompt, llm_string))
+
+    def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        self._runner.run(lambda cache: self._update(cache, prompt, llm_string, return_val))
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        await self._runner.arun(lambda cache: self._update(cache, prompt, llm_string, return_val))
+
+    def clear(self, **kwargs: Any) -> None:
+        """Delete every entry LangChain stored in this cache (other adapters' entries stay)."""
+        self._runner.run(self._clear)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        await self._runner.arun(self._clear)
+
+    # ── on the cache's loop ──────────────────────────────────────────────────
+
+    async def _lookup(self, cache: AgentCache, prompt: str, llm_string: str) -> list[Generation] | None:
+        try:
+            result = await cache.llm.check(cache_params(prompt, llm_string))
+        except BackendError as exc:
+            log.warning("agent-cache %s: LangChain lookup treated as a miss: %s", cache.name, exc)
+            return None
+        if not result.hit or result.response is None:
+            return None
+        try:
+            return self._revive(result.response)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning(
+                "agent-cache %s: a LangChain entry could not be revived (%s); treated as a miss", cache.name, exc
+            )
+            return None
+
+    def _revive(self, text: str) -> list[Generation]:
+        with suppress_langchain_beta_warning():
+            revived = load(json.loads(text), allowed_objects=self._allowed_objects)
+        if not isinstance(revived, list) or not all(isinstance(g, Generation) for g in revived):
+            raise TypeError("the stored value is not a list of Generations")
+        return revived
+
+    async def _update(self, cache: AgentCache, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        generations = list(return_val)
+        params = cache_params(prompt, llm_string)
+        tokens = _usage_tokens(generations)
+        options = LlmStoreOptions(ttl=self._ttl, tokens=tokens)
+        try:
+            key = await cache.llm.store(params, dumps(generations), options)
+            await self._index(cache, key)
+        except BackendError as exc:
+            log.warning("agent-cache %s: LangChain update skipped: %s", cache.name, exc)
+
+    async def _index(self, cache: AgentCache, key: str) -> None:
+        """Remember the key in the adapter's index, scored by expiry like the per-model index."""
+        ttl = cache._ttl.resolve("llm", self._ttl)
+        now_ms = int(time.time() * 1000)
+        expiry: float | int = now_ms + ttl * 1000 if ttl else float("inf")
+        index = cache.keys.adapter_index(ADAPTER)
+        await cache._backend.pipeline(
+            [
+                ("ZADD", (index, expiry, key)),
+                ("ZREMRANGEBYSCORE", (index, "-inf", f"({now_ms - _PRUNE_GRACE_MS}")),
+            ]
+        )
+
+    async def _clear(self, cache: AgentCache) -> int:
+        backend, index = cache._backend, cache.keys.adapter_index(ADAPTER)
+        deleted = 0
+        while True:
+            members = await backend.command("ZRANGE", index, 0, _CLEAR_BATCH - 1)
+            if not members:
+                return deleted
+            keys = [as_text(m) for m in members]
+            deleted += await backend.delete_many(keys)
+            await backend.command("ZREM", index, *keys)
+
+
+AgentCacheLangChainCache = BetterDBLlmCache
+
+__all__ = ["AgentCacheLangChainCache", "BetterDBLlmCache", "cache_params", "model_from_llm_string"]

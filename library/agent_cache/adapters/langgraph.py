@@ -1,0 +1,501 @@
+"""LangGraph checkpointer on vanilla Valkey: ``graph.compile(checkpointer=BetterDBSaver(cache))``.
+
+No modules (no RedisJSON, no RediSearch): a thread's checkpoints, channel values and pending writes sit
+in one hash plus one lexically ordered sorted set that share the thread's cluster hash tag (the layout
+is in ``_checkpoint_scripts``). Every operation on a thread is one Lua script — one round trip, atomic —
+and costs O(that thread), never O(keyspace): ``get_tuple`` reads the namespace's newest checkpoint
+from the ordered set; ``list`` pages through it newest first.
+
+Values go through the saver's ``serde`` (LangGraph's ``JsonPlusSerializer`` by default), so LangChain
+messages, Pydantic models, dataclasses and the rest survive — the reference saver JSON-dumped
+checkpoints and silently dropped what JSON could not hold, losing the conversation on turn 2. The bytes
+are stored base64-encoded, so any client works, with or without ``decode_responses``.
+
+The thread lives as long as the session tier says (``ttl="session"``, the default), an explicit number
+of seconds, or forever (``ttl=None``); the TTL belongs to the whole thread and every write renews it.
+``cache.session.destroy_thread(thread)`` deletes the thread's checkpoints too.
+
+Sync methods (``graph.invoke``) need a :class:`~agent_cache.SyncAgentCache`; with an
+:class:`~agent_cache.AgentCache` only the async ones (``graph.ainvoke``) work.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import json
+import random
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+from agent_cache._backend import as_text
+from agent_cache._errors import AgentCacheUsageError, ConfigurationError
+from agent_cache._keys import decode_segment, encode_segment
+from agent_cache._ttl import validate_ttl
+from agent_cache.sync import cache_runner
+from agent_cache.tiers._context import error_kind
+
+from . import _checkpoint_scripts as scripts
+
+try:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import (
+        WRITES_IDX_MAP,
+        BaseCheckpointSaver,
+        ChannelVersions,
+        Checkpoint,
+        CheckpointMetadata,
+        CheckpointTuple,
+        get_checkpoint_metadata,
+    )
+    from langgraph.checkpoint.serde.base import SerializerProtocol
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigurationError('BetterDBSaver needs LangGraph: pip install "agent-cache[langgraph]"') from exc
+
+if TYPE_CHECKING:
+    from agent_cache.cache import AgentCache
+    from agent_cache.sync import SyncAgentCache
+
+ThreadTtl = int | Literal["session"] | None
+
+_PAGE = 50
+_TRACKED_RUNS = 10_000
+
+
+def _segment(value: Any, what: str) -> str:
+    return encode_segment(str(value), what)
+
+
+def _ns_segment(checkpoint_ns: str) -> str:
+    """The root namespace ("") is the empty segment; segments never contain ':', so that is unambiguous."""
+    return encode_segment(checkpoint_ns, "checkpoint_ns") if checkpoint_ns else ""
+
+
+def _pack(typed: tuple[str, bytes]) -> str:
+    kind, data = typed
+    return f"{kind}:{base64.b64encode(data).decode('ascii')}"
+
+
+def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
+
+
+def _configurable(config: RunnableConfig | None, what: str) -> dict[str, Any]:
+    configurable = (config or {}).get("configurable") or {}
+    if configurable.get("thread_id") in (None, ""):
+        raise AgentCacheUsageError(f"{what} needs config['configurable']['thread_id']")
+    return dict(configurable)
+
+
+def _matches(metadata: Any, filter: dict[str, Any] | None) -> bool:
+    return not filter or all(metadata.get(key) == value for key, value in filter.items())
+
+
+class BetterDBSaver(BaseCheckpointSaver[str]):
+    """LangGraph ``BaseCheckpointSaver`` on agent-cache.
+
+    ``cache`` is an :class:`~agent_cache.AgentCache` (async graph calls) or a
+    :class:`~agent_cache.SyncAgentCache` (sync and async). ``ttl``: ``"session"`` follows the session
+    tier's TTL (live config included), an int is seconds, ``None`` keeps threads until deleted.
+    """
+
+    def __init__(
+        self,
+        cache: AgentCache | SyncAgentCache,
+        *,
+        ttl: ThreadTtl = "session",
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self._runner = cache_runner(cache)
+        self._ttl: ThreadTtl = ttl if ttl == "session" else validate_ttl(ttl, "ttl")
+        # (run, thread) pairs already in the run index, with when (monotonic): saves a round trip per put.
+        self._registered_runs: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    # ── plumbing ─────────────────────────────────────────────────────────────
+
+    def _thread_ttl(self, cache: AgentCache) -> int | None:
+        if self._ttl == "session":
+            return cache._ttl.tier_ttl("session")
+        return self._ttl
+
+    @staticmethod
+    def _keys(cache: AgentCache, thread_id: str, *, with_index: bool = True) -> tuple[str, ...]:
+        prefix = cache.keys.checkpoint_prefix(thread_id)
+        keys = (prefix + "data", prefix + "order")
+        return (*keys, cache.keys.checkpoint_index(thread_id)) if with_index else keys
+
+    @contextmanager
+    def _measured(self, cache: AgentCache, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            cache.telemetry.error("session", operation, error_kind(exc))
+            raise
+        finally:
+            cache.telemetry.duration("session", operation, time.perf_counter() - start)
+
+    def _unpack(self, text: bytes | str) -> Any:
+        kind, _, data = as_text(text).partition(":")
+        return self.serde.loads_typed((kind, base64.b64decode(data)))
+
+    def _tuple(self, thread_id: str, record: Sequence[Any]) -> CheckpointTuple:
+        suffix, raw_envelope, blobs, writes = record
+        ns_segment = as_text(suffix).partition(":")[0]
+        checkpoint_ns = decode_segment(ns_segment)
+        envelope = json.loads(as_text(raw_envelope))
+        checkpoint: Checkpoint = self._unpack(envelope["checkpoint"])
+        values = {}
+        for i in range(0, len(blobs), 2):
+            channel = as_text(blobs[i]).split(":")[2]
+            values[decode_segment(channel)] = self._unpack(blobs[i + 1])
+        checkpoint["channel_values"] = values
+        entries = [json.loads(as_text(raw)) for raw in writes]
+        entries.sort(key=lambda w: (w["path"], w["task"], w["idx"]))  # langgraph's writes_sort_key
+        parent = envelope.get("parent")
+        return CheckpointTuple(
+            config=_config(thread_id, checkpoint_ns, checkpoint["id"]),
+            checkpoint=checkpoint,
+            metadata=self._unpack(envelope["metadata"]),
+            parent_config=_config(thread_id, checkpoint_ns, parent) if parent else None,
+            pending_writes=[(w["task"], w["channel"], self._unpack(w["value"])) for w in entries],
+        )
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """Versions with a random fraction, like LangGraph's own savers: forks never reuse a value's key."""
+        number = 0 if current is None else current if isinstance(current, int) else int(current.split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+    # ── get_tuple ────────────────────────────────────────────────────────────
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._runner.run(lambda cache: self._get_tuple(cache, config))
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._runner.arun(lambda cache: self._get_tuple(cache, config))
+
+    async def _get_tuple(self, cache: AgentCache, config: RunnableConfig) -> CheckpointTuple | None:
+        conf = _configurable(config, "get_tuple()")
+        thread_id = str(conf["thread_id"])
+        checkpoint_id = conf.get("checkpoint_id")
+        with self._measured(cache, "checkpoint_get"):
+            record = await cache._backend.run_script(
+                scripts.GET,
+                self._keys(cache, thread_id, with_index=False),
+                (
+                    _ns_segment(conf.get("checkpoint_ns", "")),
+                    _segment(checkpoint_id, "checkpoint_id") if checkpoint_id else "",
+                ),
+            )
+        return None if not record else self._tuple(thread_id, record)
+
+    # ── list ─────────────────────────────────────────────────────────────────
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        async def collect(cache: AgentCache) -> builtins.list[CheckpointTuple]:
+            fetch = self._page_fetcher(cache)
+            return [item async for item in self._iterate(fetch, config, filter, before, limit)]
+
+        return iter(self._runner.run(collect))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        async def fetch(thread_id: str, high: str, low: str, count: int) -> Any:
+            return await self._runner.arun(lambda cache: self._page_fetcher(cache)(thread_id, high, low, count))
+
+        async for item in self._iterate(fetch, config, filter, before, limit):
+            yield item
+
+    def _page_fetcher(self, cache: AgentCache) -> Callable[[str, str, str, int], Awaitable[Any]]:
+        async def fetch(thread_id: str, high: str, low: str, count: int) -> Any:
+            with self._measured(cache, "checkpoint_list"):
+                return await cache._backend.run_script(
+                    scripts.LIST, self._keys(cache, thread_id, with_index=False), (high, low, count)
+                )
+
+        return fetch
+
+    async def _iterate(
+        self,
+        fetch: Callable[[str, str, str, int], Awaitable[Any]],
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Newest first within a namespace; without ``checkpoint_ns`` in the config, every namespace."""
+        if config is None:
+            raise AgentCacheUsageError(
+                "list() needs a config with a thread_id: listing every thread would scan the whole keyspace"
+            )
+        conf = _configurable(config, "list()")
+        thread_id = str(conf["thread_id"])
+        if limit is not None and limit <= 0:
+            return
+        only_id: str | None = conf.get("checkpoint_id")
+        before_id: str | None = ((before or {}).get("configurable") or {}).get("checkpoint_id")
+        checkpoint_ns: str | None = conf.get("checkpoint_ns")
+        low, high = "[c:", "(c;"
+        if checkpoint_ns is not None:
+            ns = _ns_segment(checkpoint_ns)
+            low, high = f"[c:{ns}:", f"(c:{ns};"
+            if only_id:
+                low = high = f"[c:{ns}:{_segment(only_id, 'checkpoint_id')}"
+            elif before_id:
+                high = f"(c:{ns}:{_segment(before_id, 'checkpoint_id')}"
+        page = min(limit, _PAGE) if limit is not None and not filter else _PAGE
+        remaining = limit
+        while True:
+            seen, last, *records = await fetch(thread_id, high, low, page)
+            for record in records:
+                item = self._tuple(thread_id, record)
+                checkpoint_id = item.checkpoint["id"]
+                if only_id and checkpoint_id != only_id:
+                    continue
+                if before_id and checkpoint_id >= before_id:
+                    continue
+                if not _matches(item.metadata, filter):
+                    continue
+                yield item
+                if remaining is not None:
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+            if int(seen) < page:
+                return
+            high = "(" + as_text(last)
+
+    # ── put ──────────────────────────────────────────────────────────────────
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._runner.run(lambda cache: self._put(cache, config, checkpoint, metadata, new_versions))
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._runner.arun(lambda cache: self._put(cache, config, checkpoint, metadata, new_versions))
+
+    async def _put(
+        self,
+        cache: AgentCache,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        conf = _configurable(config, "put()")
+        thread_id = str(conf["thread_id"])
+        checkpoint_ns: str = conf.get("checkpoint_ns", "")
+        ns = _ns_segment(checkpoint_ns)
+        body: dict[str, Any] = dict(checkpoint)
+        values = body.pop("channel_values")
+        stored_metadata = get_checkpoint_metadata(config, metadata)
+        run_id = stored_metadata.get("run_id")
+        run = _segment(run_id, "run id") if run_id else ""
+        envelope = {
+            "parent": conf.get("checkpoint_id"),
+            "run": run or None,
+            "blobs": [
+                f"b:{ns}:{_segment(ch, 'channel')}:{_segment(v, 'version')}"
+                for ch, v in checkpoint["channel_versions"].items()
+            ],
+            "checkpoint": _pack(self.serde.dumps_typed(body)),
+            "metadata": _pack(self.serde.dumps_typed(stored_metadata)),
+        }
+        args: builtins.list[str | int] = [
+            self._thread_ttl(cache) or "",
+            f"{ns}:{_segment(checkpoint['id'], 'checkpoint_id')}",
+            json.dumps(envelope, separators=(",", ":")),
+            run,
+        ]
+        for channel, version in new_versions.items():
+            if channel in values:
+                args.append(f"b:{ns}:{_segment(channel, 'channel')}:{_segment(version, 'version')}")
+                args.append(_pack(self.serde.dumps_typed(values[channel])))
+        with self._measured(cache, "checkpoint_put"):
+            if run_id:
+                await self._register_run(cache, str(run_id), thread_id)
+            await cache._backend.run_script(scripts.PUT, self._keys(cache, thread_id), args)
+        return _config(thread_id, checkpoint_ns, checkpoint["id"])
+
+    async def _register_run(self, cache: AgentCache, run_id: str, thread_id: str) -> None:
+        """Add the thread to the run's index (before the checkpoint, so the index never misses one)."""
+        ttl = self._thread_ttl(cache)
+        now = time.monotonic()
+        pair = (run_id, thread_id)
+        seen = self._registered_runs.get(pair)
+        if seen is not None and (ttl is None or now - seen < ttl / 2):
+            return
+        index = cache.keys.checkpoint_run_index(run_id)
+        expiry: tuple[str, tuple[str | int, ...]] = ("PEXPIRE", (index, ttl * 1000)) if ttl else ("PERSIST", (index,))
+        await cache._backend.pipeline([("SADD", (index, thread_id)), expiry])
+        self._registered_runs[pair] = now
+        self._registered_runs.move_to_end(pair)
+        while len(self._registered_runs) > _TRACKED_RUNS:
+            self._registered_runs.popitem(last=False)
+
+    # ── put_writes ───────────────────────────────────────────────────────────
+
+    def put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        self._runner.run(lambda cache: self._put_writes(cache, config, writes, task_id, task_path))
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self._runner.arun(lambda cache: self._put_writes(cache, config, writes, task_id, task_path))
+
+    async def _put_writes(
+        self, cache: AgentCache, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> None:
+        """All writes of one call land together (one script); a repeated (task, index) keeps the first value,
+        except the special channels (errors, interrupts...), whose latest value wins — as in LangGraph's savers."""
+        conf = _configurable(config, "put_writes()")
+        if not conf.get("checkpoint_id"):
+            raise AgentCacheUsageError("put_writes() needs config['configurable']['checkpoint_id']")
+        thread_id = str(conf["thread_id"])
+        prefix = (
+            f"w:{_ns_segment(conf.get('checkpoint_ns', ''))}:{_segment(conf['checkpoint_id'], 'checkpoint_id')}:"
+            f"{_segment(task_id, 'task id')}:"
+        )
+        args: builtins.list[str | int] = [self._thread_ttl(cache) or ""]
+        for position, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, position)
+            entry = {
+                "task": task_id,
+                "channel": channel,
+                "path": task_path,
+                "idx": idx,
+                "value": _pack(self.serde.dumps_typed(value)),
+            }
+            args += [f"{prefix}{idx}", json.dumps(entry, separators=(",", ":")), "1" if idx < 0 else "0"]
+        if len(args) == 1:
+            return
+        with self._measured(cache, "checkpoint_put_writes"):
+            await cache._backend.run_script(scripts.PUT_WRITES, self._keys(cache, thread_id), args)
+
+    # ── delete_thread / delete_for_runs ──────────────────────────────────────
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._runner.run(lambda cache: self._delete_thread(cache, thread_id))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._runner.arun(lambda cache: self._delete_thread(cache, thread_id))
+
+    async def _delete_thread(self, cache: AgentCache, thread_id: str | Any) -> None:
+        thread_id = str(thread_id)
+        with self._measured(cache, "checkpoint_delete_thread"):
+            run_members = await cache._backend.run_script(scripts.DELETE_THREAD, self._keys(cache, thread_id), ())
+            runs = {decode_segment(as_text(member).split(":")[1]) for member in run_members or ()}
+            if runs:
+                await cache._backend.pipeline(
+                    ("SREM", (cache.keys.checkpoint_run_index(run), thread_id)) for run in sorted(runs)
+                )
+            for run in runs:
+                self._registered_runs.pop((run, thread_id), None)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._runner.run(lambda cache: self._delete_for_runs(cache, run_ids))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._runner.arun(lambda cache: self._delete_for_runs(cache, run_ids))
+
+    async def _delete_for_runs(self, cache: AgentCache, run_ids: Sequence[str]) -> None:
+        """Costs O(threads of those runs): each run's index names its threads."""
+        runs = sorted({str(run) for run in run_ids})
+        if not runs:
+            return
+        backend = cache._backend
+        with self._measured(cache, "checkpoint_delete_for_runs"):
+            indexes = [cache.keys.checkpoint_run_index(run) for run in runs]
+            members = await backend.pipeline(("SMEMBERS", (index,)) for index in indexes)
+            by_thread: dict[str, builtins.list[str]] = {}
+            for run, threads in zip(runs, members, strict=True):
+                for thread in threads or ():
+                    by_thread.setdefault(as_text(thread), []).append(_segment(run, "run id"))
+            for thread_id, tokens in by_thread.items():
+                await backend.run_script(scripts.DELETE_RUNS, self._keys(cache, thread_id), tokens)
+            await backend.delete_many(indexes)
+            for run in runs:
+                for thread_id in by_thread:
+                    self._registered_runs.pop((run, thread_id), None)
+
+    # ── copy_thread / prune ──────────────────────────────────────────────────
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._runner.run(lambda cache: self._copy_thread(cache, source_thread_id, target_thread_id))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._runner.arun(lambda cache: self._copy_thread(cache, source_thread_id, target_thread_id))
+
+    async def _copy_thread(self, cache: AgentCache, source: str, target: str) -> None:
+        """Every checkpoint, value and write of ``source`` into ``target`` (two slots: two scripts)."""
+        source, target = str(source), str(target)
+        backend = cache._backend
+        with self._measured(cache, "checkpoint_copy_thread"):
+            exported = await backend.run_script(scripts.EXPORT, self._keys(cache, source, with_index=False), ())
+            pairs, order = exported
+            if isinstance(pairs, dict):  # RESP3 clients answer HGETALL with a map
+                pairs = [item for pair in pairs.items() for item in pair]
+            if not order:
+                return
+            for member in order:
+                text = as_text(member)
+                if text.startswith("r:"):
+                    await self._register_run(cache, decode_segment(text.split(":")[1]), target)
+            args = [self._thread_ttl(cache) or "", len(pairs), *pairs, *order]
+            await backend.run_script(scripts.IMPORT, self._keys(cache, target), args)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._runner.run(lambda cache: self._prune(cache, thread_ids, strategy))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._runner.arun(lambda cache: self._prune(cache, thread_ids, strategy))
+
+    async def _prune(self, cache: AgentCache, thread_ids: Sequence[str], strategy: str) -> None:
+        """``keep_latest``: each namespace's newest checkpoint, its writes and the values it reads stay.
+
+        Like LangGraph's own savers this does not walk back to a ``DeltaChannel`` snapshot: prune threads of
+        graphs that use delta channels with ``strategy="delete"`` or not at all.
+        """
+        if strategy not in ("keep_latest", "delete"):
+            raise AgentCacheUsageError(f"prune strategy must be 'keep_latest' or 'delete', got {strategy!r}")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                await self._delete_thread(cache, thread_id)
+                continue
+            with self._measured(cache, "checkpoint_prune"):
+                await cache._backend.run_script(scripts.PRUNE_KEEP_LATEST, self._keys(cache, str(thread_id)), ())
+
+
+AgentCacheSaver = BetterDBSaver
+
+__all__ = ["AgentCacheSaver", "BetterDBSaver"]
