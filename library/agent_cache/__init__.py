@@ -30,6 +30,7 @@ from .normalizer import (
     passthrough,
 )
 from .sync import SyncAgentCache
+from .tiers.llm import Computed
 from .types import (
     AgentCacheOptions,
     AgentCacheStats,
@@ -44,6 +45,7 @@ from .types import (
     LlmStoreOptions,
     ModelCost,
     ReasoningBlock,
+    ReliabilityOptions,
     SessionStats,
     TelemetryOptions,
     TextBlock,
@@ -73,6 +75,7 @@ __all__ = [
     "BinaryNormalizer",
     "BinaryRef",
     "BlockHints",
+    "Computed",
     "ConfigRefreshOptions",
     "ConfigurationError",
     "ContentBlock",
@@ -86,6 +89,7 @@ __all__ = [
     "ModelCost",
     "NormalizerConfig",
     "ReasoningBlock",
+    "ReliabilityOptions",
     "SerializationError",
     "SessionStats",
     "SyncAgentCache",

@@ -144,29 +144,36 @@ def _normalize(value: Any, path: str) -> Any:
 
 def canonical_json(value: Any, path: str = "value") -> str:
     """Deterministic JSON text for hashing (see the module docstring for the rules)."""
-    return json.dumps(
-        _normalize(value, path), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    try:
+        normalized = _normalize(value, path)
+    except RecursionError:
+        raise SerializationError(f"{path} is nested too deeply to be part of a cache key") from None
+    return json.dumps(normalized, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def llm_hash(params: Mapping[str, Any]) -> str:
-    """Hash of every answer-changing part of an LLM request."""
+def llm_hash(params: Mapping[str, Any], scope: str = "") -> str:
+    """Hash of every answer-changing part of an LLM request (and of the tenant scope, if any)."""
     if not isinstance(params, Mapping):
         raise AgentCacheUsageError(f"params must be a dict, got {type(params).__name__}")
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise AgentCacheUsageError("params.model must be a non-empty string")
     relevant = {k: v for k, v in params.items() if v is not None and k not in TRANSPORT_ONLY_PARAMS}
-    return sha256_hex(canonical_json(relevant, "params"))
+    return sha256_hex(_scoped(scope, canonical_json(relevant, "params")))
 
 
-def tool_hash(args: Any) -> str:
+def tool_hash(args: Any, scope: str = "") -> str:
     """Hash of a tool call's arguments (``None`` and ``{}`` are the same call)."""
-    return sha256_hex(canonical_json({} if args is None else args, "args"))
+    return sha256_hex(_scoped(scope, canonical_json({} if args is None else args, "args")))
+
+
+def _scoped(scope: str, canonical: str) -> str:
+    # A scope is an encoded name (no newline), so "scope\n" can't be the start of canonical JSON.
+    return f"{scope}\n{canonical}" if scope else canonical
 
 
 class KeyLayout:

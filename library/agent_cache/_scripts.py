@@ -164,3 +164,12 @@ end
 return 1
 """,
 )
+
+# KEYS: lock key. ARGV: owner token. Deletes the lock only if this owner still holds it.
+RELEASE_LOCK = Script(
+    "release_lock",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+""",
+)

@@ -13,14 +13,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
 from ._backend import Backend
+from ._breaker import CircuitBreaker
 from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
-from ._keys import KeyLayout
+from ._keys import KeyLayout, encode_segment
 from ._live_config import LiveConfig
 from ._ttl import TIERS, TtlPolicy
 from .config import CacheConfig
@@ -52,7 +53,16 @@ class AgentCache:
         self.options = options
         self.name = options.name
         self.keys = KeyLayout(options.name)
-        self._backend = Backend(options.client)
+        reliability = options.reliability
+        if reliability.on_error not in ("fail_open", "raise"):
+            raise ConfigurationError(
+                f"reliability.on_error must be 'fail_open' or 'raise', got {reliability.on_error!r}"
+            )
+        self._backend = Backend(
+            options.client,
+            timeout_s=reliability.timeout_s,
+            breaker=CircuitBreaker(reliability.breaker_threshold, reliability.breaker_cooldown_s),
+        )
         self._costs = CostTable(options.cost_table, use_default=options.use_default_cost_table)
         self._ttl = TtlPolicy.from_options(options.default_ttl, options.tier_defaults)
         telemetry_options = options.telemetry
@@ -64,7 +74,17 @@ class AgentCache:
             tracer_provider=telemetry_options.tracer_provider,
         )
         self._stats = StatsBuffer(self._backend, self.keys.stats, on_pending=self._ensure_upkeep)
-        context = TierContext(self._backend, self.keys, self._stats, self.telemetry, self._ttl)
+        context = TierContext(
+            self._backend,
+            self.keys,
+            self._stats,
+            self.telemetry,
+            self._ttl,
+            fail_open=reliability.on_error == "fail_open",
+            max_entry_bytes=reliability.max_entry_bytes,
+            lock_lease_s=reliability.lock_lease_s,
+        )
+        self._tenant = context.tenant
         self.llm = LlmCache(context, self._costs)
         self.tool = ToolCache(context)
         self.session = SessionStore(context)
@@ -81,6 +101,24 @@ class AgentCache:
         with contextlib.suppress(RuntimeError):  # no running loop: start on first use instead
             asyncio.get_running_loop()
             self._ensure_upkeep()
+
+    @contextlib.contextmanager
+    def tenant(self, tenant: str) -> Iterator[None]:
+        """Scope every operation in this block (and the tasks it starts) to ``tenant``.
+
+        Tenants never read each other's LLM/tool entries or session threads; stats stay shared.
+        ``with cache.tenant("acme"): await cache.llm.check(params)``
+        """
+        token = self._tenant.set(encode_segment(tenant, "tenant"))
+        try:
+            yield
+        finally:
+            self._tenant.reset(token)
+
+    @property
+    def backend(self) -> Backend:
+        """The Valkey backend (for framework adapters that store their own structures)."""
+        return self._backend
 
     @property
     def client(self) -> Any:

@@ -66,7 +66,7 @@ class StatsBuffer:
                 self._pending = _Counter()
             while self._unsent:
                 batch_id, batch = self._unsent[0]
-                marker = f"{{{self._key}}}:flushed:{batch_id}"
+                marker = f"{self._key}:{{{self._key}}}:flushed:{batch_id}"  # same slot, same prefix (ACLs)
                 args: list[str | int] = [_MARKER_TTL_S]
                 for field, amount in batch.items():
                     args += [field, amount]

@@ -110,6 +110,13 @@ DISCOVERY_WRITE_FAILED = MetricSpec(
     "Failed writes of the discovery registry entry or heartbeat.",
     ("cache_name",),
 )
+COALESCED = MetricSpec(
+    "coalesced_total",
+    "counter",
+    "Misses that did not call the LLM/tool because a concurrent caller computed the value "
+    "(outcome: local, waited) or that computed after waiting a whole lease (fallback).",
+    ("cache_name", "tier", "outcome"),
+)
 CONFIG_INFO = MetricSpec(
     "config_info",
     "gauge",
@@ -126,6 +133,7 @@ METRICS: tuple[MetricSpec, ...] = (
     ERRORS,
     CONFIG_REFRESH_FAILED,
     DISCOVERY_WRITE_FAILED,
+    COALESCED,
     CONFIG_INFO,
 )
 
@@ -181,6 +189,7 @@ class _MetricFamilies:
         self.config_refresh_failed = make(CONFIG_REFRESH_FAILED)
         self.discovery_write_failed = make(DISCOVERY_WRITE_FAILED)
         self.config_info = make(CONFIG_INFO)
+        self.coalesced = make(COALESCED)
 
 
 _families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _MetricFamilies]] = weakref.WeakKeyDictionary()
@@ -235,6 +244,9 @@ class Telemetry:
 
     def error(self, tier: str, operation: str, kind: str) -> None:
         self._child(self._families.errors, tier, operation, kind).inc()
+
+    def coalesced(self, tier: str, outcome: str) -> None:
+        self._child(self._families.coalesced, tier, outcome).inc()
 
     def config_refresh_failed(self) -> None:
         self._child(self._families.config_refresh_failed).inc()

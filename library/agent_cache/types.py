@@ -135,6 +135,25 @@ class ConfigRefreshOptions:
 
 
 @dataclass
+class ReliabilityOptions:
+    """How the cache behaves when Valkey is slow or down, and limits on what it stores."""
+
+    timeout_s: float | None = 1.0
+    """Per-command timeout: a paused or unreachable server costs at most this, never a hang."""
+    on_error: Literal["fail_open", "raise"] = "fail_open"
+    """LLM and tool tiers: ``fail_open`` answers a miss / skips the store (the error is on the result, in
+    ``agent_cache_errors_total`` and on the span); ``raise`` raises. The session tier always raises."""
+    breaker_threshold: int = 5
+    """Consecutive unavailable/timeout failures that open the circuit (then calls fail at once)."""
+    breaker_cooldown_s: float = 5.0
+    """How long the circuit stays open before one probe call is let through."""
+    max_entry_bytes: int | None = 8 * 1024 * 1024
+    """LLM/tool entries above this are not stored (counted as ``too_large``); session writes raise."""
+    lock_lease_s: float = 30.0
+    """get_or_compute: how long a computing caller holds the lock before others may take over."""
+
+
+@dataclass
 class AgentCacheOptions:
     client: Any
     """A ``valkey.asyncio.Valkey`` or ``valkey.asyncio.cluster.ValkeyCluster`` (also redis-py's asyncio clients)."""
@@ -146,6 +165,7 @@ class AgentCacheOptions:
     telemetry: TelemetryOptions = field(default_factory=TelemetryOptions)
     discovery: DiscoveryOptions = field(default_factory=DiscoveryOptions)
     config_refresh: ConfigRefreshOptions = field(default_factory=ConfigRefreshOptions)
+    reliability: ReliabilityOptions = field(default_factory=ReliabilityOptions)
     stats_flush_interval_s: float = 1.0
     """Counters are buffered in-process (so a hit is one round trip) and flushed this often, and on close()."""
 
@@ -162,6 +182,8 @@ class LlmStoreOptions:
     ttl: int | None = None
     tokens: dict[str, int] | None = None
     """``{"input": N, "output": N}``: priced from the cost table; the saving is counted on every later hit."""
+    metadata: dict[str, Any] | None = None
+    """JSON-able response metadata (ids, finish reason...) returned as ``LlmCacheResult.metadata`` on a hit."""
 
 
 @dataclass
@@ -183,6 +205,9 @@ class LlmCacheResult:
     key: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    metadata: dict[str, Any] | None = None
+    error: str | None = None
+    """Set when Valkey failed and the cache answered a miss instead of raising (fail-open)."""
 
 
 @dataclass
@@ -192,6 +217,8 @@ class ToolCacheResult:
     tier: str = "tool"
     response: str | None = None
     key: str | None = None
+    error: str | None = None
+    """Set when Valkey failed and the cache answered a miss instead of raising (fail-open)."""
 
 
 # ─── Stats ────────────────────────────────────────────────────────────────────

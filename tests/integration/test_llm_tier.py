@@ -116,3 +116,8 @@ async def test_corrupt_entry_is_a_miss_and_is_removed(cache: Any, backend_client
     await backend_client.set(key, b"\xff not json")
     assert (await cache.llm.check(PARAMS)).hit is False
     assert await backend_client.exists(key) == 0
+
+
+async def test_response_metadata_round_trips(cache: Any) -> None:
+    await cache.llm.store(PARAMS, "x", LlmStoreOptions(metadata={"id": "chatcmpl-1", "finish_reason": "stop"}))
+    assert (await cache.llm.check(PARAMS)).metadata == {"id": "chatcmpl-1", "finish_reason": "stop"}

@@ -1,18 +1,25 @@
-"""What every tier shares: the backend, the key layout, counters, telemetry and TTL sources."""
+"""What every tier shares: the backend, the key layout, counters, telemetry, TTL sources and the
+reliability policy (fail-open, size limit, tenant scope)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from opentelemetry.trace import Span
 
 from .._backend import Backend
 from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, CorruptEntryError
-from .._keys import KeyLayout
+from .._keys import KeyLayout, encode_segment
 from .._ttl import TtlPolicy
 from ..stats import StatsBuffer
 from ..telemetry import Telemetry
+
+log = logging.getLogger("agent_cache")
 
 
 def error_kind(exc: BaseException) -> str:
@@ -34,6 +41,24 @@ class TierContext:
     stats: StatsBuffer
     telemetry: Telemetry
     ttl: TtlPolicy
+    fail_open: bool = True
+    """LLM and tool tiers: a Valkey failure is a miss (check) or a skipped write (store), not an error."""
+    max_entry_bytes: int | None = None
+    lock_lease_s: float = 30.0
+    tenant: ContextVar[str] = field(default_factory=lambda: ContextVar("agent_cache_tenant", default=""))
+    """The tenant scope (encoded) of the current task: see ``AgentCache.tenant``."""
+
+    @property
+    def scope(self) -> str:
+        """Mixed into LLM/tool keys and thread ids so tenants never share entries."""
+        return self.tenant.get()
+
+    def thread(self, thread_id: str) -> str:
+        scope = self.tenant.get()
+        if not scope:
+            return thread_id
+        encode_segment(thread_id, "thread id")  # validate before wrapping
+        return f"{scope}:{thread_id}"  # the scope is encoded, so it has no ':' of its own
 
     @contextmanager
     def measured(self, tier: str, operation: str) -> Iterator[None]:
@@ -46,3 +71,21 @@ class TierContext:
             raise
         finally:
             self.telemetry.duration(tier, operation, time.perf_counter() - start)
+
+    def failed_open(self, tier: str, operation: str, exc: BackendError, span: Span) -> str:
+        """Record a Valkey failure the caller is shielded from; returns the text for ``result.error``."""
+        kind = error_kind(exc)
+        self.telemetry.error(tier, operation, kind)
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_attribute("cache.error", kind)
+        log.debug("agent-cache %s: %s.%s failed open: %s", self.keys.name, tier, operation, exc)
+        return f"{kind}: {exc}"
+
+    def too_large(self, tier: str, operation: str, size: int, span: Span) -> bool:
+        """True (and counted) when an entry exceeds ``max_entry_bytes``."""
+        if self.max_entry_bytes is None or size <= self.max_entry_bytes:
+            return False
+        self.telemetry.error(tier, operation, "too_large")
+        span.set_attribute("cache.skipped", "too_large")
+        return True

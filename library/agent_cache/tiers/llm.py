@@ -2,49 +2,71 @@
 
 A hit is one GET. Stores also add the key to a per-model index (a sorted set scored by expiry) so
 ``invalidate_by_model`` deletes exactly that model's entries instead of scanning the keyspace.
+Valkey failures fail open (a miss, a skipped store) unless the cache was built with ``on_error="raise"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .._codec import decode_entry, encode_entry, flatten_text, token_counts
-from .._errors import CorruptEntryError
+from .._errors import BackendError, CorruptEntryError
 from .._keys import llm_hash
 from ..cost import CostTable
 from ..types import ContentBlock, LlmCacheResult, LlmStoreOptions
 from ._context import TierContext
+from ._singleflight import SingleFlight
 
 # Index members whose recorded expiry passed this long ago are pruned (tolerates client clock skew).
 _PRUNE_GRACE_MS = 300_000
 _INDEX_BATCH = 500
 
 
+@dataclass
+class Computed:
+    """What a ``get_or_compute`` function may return instead of a plain string: text and token usage."""
+
+    response: str
+    tokens: dict[str, int] | None = None
+
+
 class LlmCache:
     def __init__(self, context: TierContext, costs: CostTable) -> None:
         self._ctx = context
         self._costs = costs
+        self._flights: SingleFlight[LlmCacheResult] = SingleFlight(context, "llm")
 
     def use_cost_table(self, costs: CostTable) -> None:
         """Price later stores with ``costs`` (a live config's overrides merged over the code's)."""
         self._costs = costs
 
+    def key(self, params: Mapping[str, Any]) -> str:
+        return self._ctx.keys.llm(llm_hash(params, self._ctx.scope))
+
     async def check(self, params: Mapping[str, Any]) -> LlmCacheResult:
         ctx = self._ctx
         with ctx.measured("llm", "check"):
-            key = ctx.keys.llm(llm_hash(params))
+            key = self.key(params)
             model = params["model"]
             with ctx.telemetry.span("agent_cache.llm.check", {"cache.key": key, "cache.model": model}) as span:
-                raw = await ctx.backend.get(key)
+                try:
+                    raw = await ctx.backend.get(key)
+                except BackendError as exc:
+                    if not ctx.fail_open:
+                        raise
+                    return LlmCacheResult(hit=False, key=key, error=ctx.failed_open("llm", "check", exc, span))
                 entry = None
                 if raw is not None:
                     try:
                         entry = decode_entry(raw)
                     except CorruptEntryError:
                         ctx.telemetry.error("llm", "check", "corrupt")
-                        await ctx.backend.delete_many([key])
+                        with contextlib.suppress(BackendError):
+                            await ctx.backend.delete_many([key])
                 hit = entry is not None
                 span.set_attribute("cache.hit", hit)
                 ctx.telemetry.request("llm", hit)
@@ -64,6 +86,7 @@ class LlmCache:
                     key=key,
                     input_tokens=int(tokens.get("input", 0)),
                     output_tokens=int(tokens.get("output", 0)),
+                    metadata=entry.get("meta"),
                 )
 
     async def store(self, params: Mapping[str, Any], response: str, options: LlmStoreOptions | None = None) -> str:
@@ -78,6 +101,43 @@ class LlmCache:
         """Store text, tool calls, reasoning and binary refs; ``response`` on a hit is the joined text."""
         return await self._store("store_multipart", params, flatten_text(blocks), list(blocks), options)
 
+    async def get_or_compute(
+        self,
+        params: Mapping[str, Any],
+        compute: Callable[[], Awaitable[str | Computed]],
+        options: LlmStoreOptions | None = None,
+    ) -> LlmCacheResult:
+        """A hit, or ``compute()`` stored — called once however many callers miss at the same time.
+
+        ``compute`` returns the response text, or :class:`Computed` with token usage for cost accounting.
+        """
+        key = self.key(params)
+
+        async def lookup() -> LlmCacheResult | None:
+            result = await self.check(params)
+            return result if result.hit else None
+
+        async def compute_and_store() -> LlmCacheResult:
+            produced = await compute()
+            if isinstance(produced, str):
+                produced = Computed(produced)
+            store_options = LlmStoreOptions(
+                ttl=options.ttl if options else None,
+                tokens=produced.tokens if produced.tokens is not None else (options.tokens if options else None),
+            )
+            await self.store(params, produced.response, store_options)
+            tokens = store_options.tokens or {}
+            return LlmCacheResult(
+                hit=False,
+                response=produced.response,
+                key=key,
+                input_tokens=tokens.get("input", 0),
+                output_tokens=tokens.get("output", 0),
+            )
+
+        result, _ = await self._flights.run(key, lookup, compute_and_store)
+        return result
+
     async def _store(
         self,
         operation: str,
@@ -89,7 +149,7 @@ class LlmCache:
         ctx = self._ctx
         options = options or LlmStoreOptions()
         with ctx.measured("llm", operation):
-            key = ctx.keys.llm(llm_hash(params))
+            key = self.key(params)
             model: str = params["model"]
             ttl = ctx.ttl.resolve("llm", options.ttl)
             cost = None
@@ -98,7 +158,9 @@ class LlmCache:
                 micros = self._costs.cost_micros(model, input_tokens, output_tokens)
                 # Dollars in the entry (the reference's format), rounded so a hit counts exactly these micros.
                 cost = None if micros is None else micros / 1_000_000
-            value = encode_entry(response, contentBlocks=blocks, model=model, tokens=options.tokens, cost=cost)
+            value = encode_entry(
+                response, contentBlocks=blocks, model=model, tokens=options.tokens, cost=cost, meta=options.metadata
+            )
             size = len(value.encode())
             attributes: dict[str, str | int | bool] = {
                 "cache.key": key,
@@ -108,23 +170,31 @@ class LlmCache:
             }
             if blocks is not None:
                 attributes["cache.blocks"] = len(blocks)
-            with ctx.telemetry.span(f"agent_cache.llm.{operation}", attributes):
+            with ctx.telemetry.span(f"agent_cache.llm.{operation}", attributes) as span:
+                if ctx.too_large("llm", operation, size, span):
+                    return key
                 now_ms = int(time.time() * 1000)
                 expiry: float | int = now_ms + ttl * 1000 if ttl else float("inf")
                 index = ctx.keys.model_index(model)
                 set_args: tuple[Any, ...] = (key, value, "EX", ttl) if ttl else (key, value)
-                await ctx.backend.pipeline(
-                    [
-                        ("SET", set_args),
-                        ("ZADD", (index, expiry, key)),
-                        ("ZREMRANGEBYSCORE", (index, "-inf", f"({now_ms - _PRUNE_GRACE_MS}")),
-                    ]
-                )
+                try:
+                    await ctx.backend.pipeline(
+                        [
+                            ("SET", set_args),
+                            ("ZADD", (index, expiry, key)),
+                            ("ZREMRANGEBYSCORE", (index, "-inf", f"({now_ms - _PRUNE_GRACE_MS}")),
+                        ]
+                    )
+                except BackendError as exc:
+                    if not ctx.fail_open:
+                        raise
+                    ctx.failed_open("llm", operation, exc, span)
+                    return key
             ctx.telemetry.stored_bytes("llm", size)
             return key
 
     async def invalidate_by_model(self, model: str) -> int:
-        """Delete every entry stored for ``model``; costs O(that model's entries)."""
+        """Delete every entry stored for ``model`` (all tenants); costs O(that model's entries)."""
         ctx = self._ctx
         with ctx.measured("llm", "invalidate_by_model"):
             with ctx.telemetry.span("agent_cache.llm.invalidate_by_model", {"cache.model": model}) as span:

@@ -53,9 +53,10 @@ class SessionStore:
         self._threads = ActiveThreads()
 
     def _locate(self, thread_id: str, field: str) -> tuple[str, str, str]:
-        prefix = self._ctx.keys.session_prefix(thread_id)
+        ctx = self._ctx
+        prefix = ctx.keys.session_prefix(ctx.thread(thread_id))
         member = encode_segment(field, "field")
-        return prefix + member, member, self._ctx.keys.session_index(thread_id)
+        return prefix + member, member, ctx.keys.session_index(ctx.thread(thread_id))
 
     async def get(self, thread_id: str, field: str) -> str | None:
         ctx = self._ctx
@@ -88,6 +89,12 @@ class SessionStore:
                 "cache.bytes": size,
             }
             with ctx.telemetry.span("agent_cache.session.set", attributes):
+                if ctx.max_entry_bytes is not None and size > ctx.max_entry_bytes:
+                    # State is not a cache: refuse loudly rather than drop it.
+                    raise AgentCacheUsageError(
+                        f"session value for field {field!r} is {size} bytes, over max_entry_bytes="
+                        f"{ctx.max_entry_bytes}; nothing was written"
+                    )
                 await ctx.backend.run_script(SET_INDEXED, (key, index), (member, value, effective or ""))
             ctx.stats.add("session:writes")
             ctx.telemetry.stored_bytes("session", size)
@@ -98,10 +105,10 @@ class SessionStore:
         ctx = self._ctx
         with ctx.measured("session", "get_all"):
             with ctx.telemetry.span("agent_cache.session.get_all", {"cache.thread_id": thread_id}) as span:
-                index = ctx.keys.session_index(thread_id)
+                index = ctx.keys.session_index(ctx.thread(thread_id))
                 ttl = ctx.ttl.tier_ttl("session")
                 flat = await ctx.backend.run_script(
-                    GET_ALL_INDEXED, (index,), (ctx.keys.session_prefix(thread_id), ttl or "")
+                    GET_ALL_INDEXED, (index,), (ctx.keys.session_prefix(ctx.thread(thread_id)), ttl or "")
                 )
                 fields = {decode_segment(as_text(flat[i])): as_text(flat[i + 1]) for i in range(0, len(flat), 2)}
                 ctx.stats.add("session:reads")
@@ -123,10 +130,14 @@ class SessionStore:
         ctx = self._ctx
         with ctx.measured("session", "destroy_thread"):
             with ctx.telemetry.span("agent_cache.session.destroy_thread", {"cache.thread_id": thread_id}) as span:
-                deleted = await drop_index(ctx, ctx.keys.session_index(thread_id), ctx.keys.session_prefix(thread_id))
+                deleted = await drop_index(
+                    ctx, ctx.keys.session_index(ctx.thread(thread_id)), ctx.keys.session_prefix(ctx.thread(thread_id))
+                )
                 # The thread's LangGraph checkpoints (adapters.langgraph) sit under their own index.
                 deleted += await drop_index(
-                    ctx, ctx.keys.checkpoint_index(thread_id), ctx.keys.checkpoint_prefix(thread_id)
+                    ctx,
+                    ctx.keys.checkpoint_index(ctx.thread(thread_id)),
+                    ctx.keys.checkpoint_prefix(ctx.thread(thread_id)),
                 )
                 ctx.telemetry.active_sessions(self._threads.remove(thread_id))
                 span.set_attribute("cache.deleted_count", deleted)
@@ -143,8 +154,8 @@ class SessionStore:
                     touched = int(
                         await ctx.backend.run_script(
                             TOUCH_INDEXED,
-                            (ctx.keys.session_index(thread_id),),
-                            (ctx.keys.session_prefix(thread_id), effective),
+                            (ctx.keys.session_index(ctx.thread(thread_id)),),
+                            (ctx.keys.session_prefix(ctx.thread(thread_id)), effective),
                         )
                     )
                 span.set_attribute("cache.touched_count_approx", touched)

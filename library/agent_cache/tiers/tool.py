@@ -6,18 +6,24 @@ single-slot script calls costing O(that tool's entries), and a hit is one GET.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from .._backend import as_text
 from .._codec import decode_entry, encode_entry
-from .._errors import AgentCacheUsageError, CorruptEntryError
+from .._errors import AgentCacheUsageError, BackendError, CorruptEntryError
 from .._keys import tool_hash, tool_stat_field
 from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED
 from .._ttl import validate_ttl
 from ..types import ToolCacheResult, ToolPolicy, ToolStoreOptions
 from ._context import TierContext
+from ._singleflight import SingleFlight
+from ._tool_decorator import cached_tool
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _DROP_BATCH = 1000
 
@@ -52,6 +58,7 @@ class ToolCache:
         self._policies: dict[str, ToolPolicy] = {}  # from {name}:__tool_policies (set_policy, Monitor)
         self._live_policies: Mapping[str, ToolPolicy] = {}  # from the live config: the platform's, they win
         self._policy_writes = 0  # bumped by set_policy so a concurrent refresh can't undo it
+        self._flights: SingleFlight[ToolCacheResult] = SingleFlight(context, "tool")
 
     def _cacheable(self, tool_name: str) -> bool:
         policy = self.get_policy(tool_name)
@@ -59,7 +66,7 @@ class ToolCache:
 
     def _entry_key(self, tool_name: str, args: Any) -> tuple[str, str, str]:
         prefix = self._ctx.keys.tool_prefix(tool_name)
-        digest = tool_hash(args)
+        digest = tool_hash(args, self._ctx.scope)
         return prefix, digest, prefix + digest
 
     async def check(self, tool_name: str, args: Any) -> ToolCacheResult:
@@ -68,13 +75,20 @@ class ToolCache:
             _, _, key = self._entry_key(tool_name, args)
             with ctx.telemetry.span("agent_cache.tool.check", {"cache.key": key, "cache.tool_name": tool_name}) as span:
                 entry = None
-                raw = await ctx.backend.get(key) if self._cacheable(tool_name) else None
+                try:
+                    raw = await ctx.backend.get(key) if self._cacheable(tool_name) else None
+                except BackendError as exc:
+                    if not ctx.fail_open:
+                        raise
+                    error = ctx.failed_open("tool", "check", exc, span)
+                    return ToolCacheResult(hit=False, tool_name=tool_name, key=key, error=error)
                 if raw is not None:
                     try:
                         entry = decode_entry(raw)
                     except CorruptEntryError:
                         ctx.telemetry.error("tool", "check", "corrupt")
-                        await self.invalidate(tool_name, args)
+                        with contextlib.suppress(BackendError):
+                            await self.invalidate(tool_name, args)
                 hit = entry is not None
                 span.set_attribute("cache.hit", hit)
                 ctx.telemetry.request("tool", hit, tool_name)
@@ -109,14 +123,51 @@ class ToolCache:
                 "cache.ttl": ttl or -1,
                 "cache.bytes": size,
             }
-            with ctx.telemetry.span("agent_cache.tool.store", attributes):
-                if not self._cacheable(tool_name):
-                    return key  # the platform marked this tool not cacheable
-                await ctx.backend.run_script(
-                    SET_INDEXED, (key, ctx.keys.tool_index(tool_name)), (digest, value, ttl or "")
-                )
+            with ctx.telemetry.span("agent_cache.tool.store", attributes) as span:
+                if not self._cacheable(tool_name) or ctx.too_large("tool", "store", size, span):
+                    return key  # the platform marked this tool not cacheable, or the entry is too big
+                try:
+                    await ctx.backend.run_script(
+                        SET_INDEXED, (key, ctx.keys.tool_index(tool_name)), (digest, value, ttl or "")
+                    )
+                except BackendError as exc:
+                    if not ctx.fail_open:
+                        raise
+                    ctx.failed_open("tool", "store", exc, span)
+                    return key
             ctx.telemetry.stored_bytes("tool", size)
             return key
+
+    async def get_or_compute(
+        self,
+        tool_name: str,
+        args: Any,
+        compute: Callable[[], Awaitable[str]],
+        options: ToolStoreOptions | None = None,
+    ) -> ToolCacheResult:
+        """A hit, or ``compute()`` stored — run once however many callers (processes, pods) miss together."""
+        _, _, key = self._entry_key(tool_name, args)
+
+        async def lookup() -> ToolCacheResult | None:
+            result = await self.check(tool_name, args)
+            return result if result.hit else None
+
+        async def compute_and_store() -> ToolCacheResult:
+            response = await compute()
+            await self.store(tool_name, args, response, options)
+            return ToolCacheResult(hit=False, tool_name=tool_name, response=response, key=key)
+
+        result, _ = await self._flights.run(key, lookup, compute_and_store)
+        return result
+
+    def cached(
+        self, name: str | None = None, *, ttl: int | None = None, cost: float | None = None
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """Decorate an async tool function: its bound arguments are the key, its JSON result the entry.
+
+        ``@cache.tool.cached("get_weather", ttl=600, cost=0.001)`` — concurrent misses call it once.
+        """
+        return cached_tool(self, name, ToolStoreOptions(ttl=validate_ttl(ttl), cost=cost))
 
     async def set_policy(self, tool_name: str, policy: ToolPolicy) -> None:
         """Persist a per-tool TTL policy; every instance of this cache picks it up on refresh."""

@@ -1,0 +1,429 @@
+"""Anthropic Messages: requests to cache params, ``Message`` to content blocks and back, event streams.
+
+::
+
+    from agent_cache.adapters.anthropic import cached_create
+
+    message = await cached_create(cache, client.messages.create, model="claude-sonnet-4-6", max_tokens=1024,
+                                  messages=[{"role": "user", "content": "What is Valkey?"}])
+    stream = await cached_create(cache, client.messages.create, stream=True, model=..., max_tokens=..., messages=...)
+    async for event in stream:  # RawMessageStreamEvent objects, live or replayed
+        ...
+
+The key holds every request parameter except transport-only ones (``stream``, ``metadata``, ``timeout``,
+``extra_headers``...) by name — ``max_tokens``, ``thinking`` (budget), ``tools``, ``tool_choice``,
+``stop_sequences``, ``temperature``, ``top_k``, ``output_config``... — with ``system`` and ``messages``
+normalized to content blocks: a string and one text block are the same; ``tool_use`` becomes a tool-call block,
+``tool_result`` a tool-result block, ``thinking``/``redacted_thinking`` reasoning blocks (signatures kept);
+``cache_control`` stays as a block hint. Images and PDFs go through the binary normalizer.
+
+Stored: text, ``tool_use`` (ids and inputs), ``thinking`` with its signature and ``redacted_thinking``, and the
+token counts (input counts include cache reads and writes). Not stored: answers that stopped for another reason
+than ``end_turn``/``tool_use`` (``max_tokens``, ``stop_sequence``, ``refusal``, ``pause_turn``...), citations and
+server-tool blocks. A hit is a ``Message`` with an id derived from the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from agent_cache._errors import AgentCacheUsageError
+from agent_cache.normalizer import BinaryNormalizer, default_normalizer
+from agent_cache.types import BlockHints, ContentBlock, LlmCacheParams, LlmCacheResult, ReasoningBlock
+
+from ._blocks import binary_block, extras, is_omitted, materialize, passthrough_params, plain
+from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, synthetic_id, tokens
+from ._sdk import require
+from ._stream import CachedStream, IncompleteStreamError, RecordingStream, ReplayStream
+
+if TYPE_CHECKING:
+    from anthropic.types import Message, RawMessageStreamEvent
+
+    from agent_cache.cache import AgentCache
+
+__all__ = [
+    "AnthropicPrepareOptions",
+    "UncacheableResponseError",
+    "cached_create",
+    "from_blocks",
+    "prepare_params",
+    "to_blocks",
+    "usage_tokens",
+]
+
+log = logging.getLogger("agent_cache.adapters")
+_WHAT = "agent_cache.adapters.anthropic"
+
+
+@dataclass
+class AnthropicPrepareOptions:
+    normalizer: BinaryNormalizer = default_normalizer
+
+
+# ─── Requests ─────────────────────────────────────────────────────────────────
+
+
+async def prepare_params(params: Mapping[str, Any], opts: AnthropicPrepareOptions | None = None) -> LlmCacheParams:
+    """Cache params for a ``messages.create`` request (async: the normalizer may fetch)."""
+    normalizer = (opts or AnthropicPrepareOptions()).normalizer
+    result = passthrough_params(params, ("messages", "system"))
+    system = params.get("system")
+    if system is not None and not is_omitted(system):
+        result["system"] = await _blocks(plain(system), normalizer)
+    messages = []
+    for message in plain(params.get("messages") or []):
+        content = await _blocks(message.get("content", ""), normalizer)
+        messages.append({"role": message.get("role"), "content": content, **extras(message, ("role", "content"))})
+    result["messages"] = messages
+    return result
+
+
+def _hints(block: Mapping[str, Any]) -> dict[str, Any]:
+    cache_control = block.get("cache_control")
+    if not cache_control:
+        return {}
+    hints: BlockHints = {"anthropicCacheControl": cache_control}
+    return {"hints": hints}
+
+
+async def _blocks(content: Any, normalizer: BinaryNormalizer) -> list[Any]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [await _block(block, normalizer) for block in content]
+
+
+async def _block(block: Mapping[str, Any], normalizer: BinaryNormalizer) -> Any:
+    kind = block.get("type")
+    hints = _hints(block)
+    if kind == "text":
+        return {
+            "type": "text",
+            "text": block.get("text", ""),
+            **hints,
+            **extras(block, ("type", "text", "cache_control")),
+        }
+    if kind in ("image", "document"):
+        source = block.get("source") or {}
+        rest = {**hints, **extras(block, ("type", "source", "cache_control"))}
+        binary_kind: Literal["image", "document"] = "image" if kind == "image" else "document"
+        media_type = source.get("media_type")
+        if source.get("type") == "base64":
+            return await binary_block(
+                binary_kind, normalizer, base64_data=source.get("data", ""), media_type=media_type, **rest
+            )
+        if source.get("type") == "url":
+            return await binary_block(binary_kind, normalizer, url=source.get("url", ""), media_type=media_type, **rest)
+        if source.get("type") == "file":
+            return await binary_block(
+                binary_kind, normalizer, file_id=source.get("file_id", ""), provider="anthropic", **rest
+            )
+        return plain(block)  # plain-text and nested-content documents are text: verbatim
+    if kind == "tool_use":
+        known = ("type", "id", "name", "input", "cache_control")
+        return {
+            "type": "tool_call",
+            "id": block.get("id", ""),
+            "name": block.get("name", ""),
+            "args": plain(block.get("input")),
+            **hints,
+            **extras(block, known),
+        }
+    if kind == "tool_result":
+        content = block.get("content")
+        result: dict[str, Any] = {
+            "type": "tool_result",
+            "toolCallId": block.get("tool_use_id", ""),
+            "content": [] if content is None else await _blocks(content, normalizer),
+        }
+        if block.get("is_error"):
+            result["isError"] = True
+        return {**result, **hints, **extras(block, ("type", "tool_use_id", "content", "is_error", "cache_control"))}
+    if kind == "thinking":
+        reasoning: dict[str, Any] = {"type": "reasoning", "text": block.get("thinking", "")}
+        if block.get("signature"):
+            reasoning["opaqueSignature"] = block["signature"]
+        return reasoning
+    if kind == "redacted_thinking":
+        return {"type": "reasoning", "text": "", "redacted": True, "opaqueSignature": block.get("data", "")}
+    return plain(block)  # server tools, search results and future kinds: verbatim
+
+
+# ─── Responses ────────────────────────────────────────────────────────────────
+
+
+def _wire(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dumped: dict[str, Any] = obj.model_dump(mode="json")
+    return dumped
+
+
+def _answer(message: Mapping[str, Any]) -> Answer:
+    blocks: list[ContentBlock] = []
+    for block in message.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            if block.get("citations"):
+                raise UncacheableResponseError("citations cannot be stored")
+            blocks.append({"type": "text", "text": block.get("text", "")})
+        elif kind == "tool_use":
+            if block.get("caller") or block.get("toolset_name"):
+                raise UncacheableResponseError("a tool_use with a caller or toolset cannot be stored")
+            blocks.append(
+                {"type": "tool_call", "id": block["id"], "name": block["name"], "args": block.get("input") or {}}
+            )
+        elif kind == "thinking":
+            reasoning: ReasoningBlock = {"type": "reasoning", "text": block.get("thinking", "")}
+            if block.get("signature"):
+                reasoning["opaqueSignature"] = block["signature"]
+            blocks.append(reasoning)
+        elif kind == "redacted_thinking":
+            blocks.append({"type": "reasoning", "text": "", "redacted": True, "opaqueSignature": block.get("data", "")})
+        else:
+            raise UncacheableResponseError(f"a {kind!r} block cannot be stored")
+    expected = "tool_use" if any(b["type"] == "tool_call" for b in blocks) else "end_turn"
+    if message.get("stop_reason") != expected or message.get("stop_details") or message.get("container"):
+        raise UncacheableResponseError(f"stop_reason {message.get('stop_reason')!r}: only complete answers are stored")
+    usage = message.get("usage") or {}
+    input_tokens = sum(
+        usage.get(k) or 0 for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+    return Answer(blocks, tokens(input_tokens if usage else None, usage.get("output_tokens")))
+
+
+def to_blocks(message: Message | Mapping[str, Any]) -> list[ContentBlock]:
+    """The answer as content blocks; raises :class:`UncacheableResponseError` when it cannot be stored faithfully."""
+    return _answer(_wire(message)).blocks
+
+
+def usage_tokens(message: Message | Mapping[str, Any]) -> dict[str, int] | None:
+    """Input (including cache reads and writes) and output tokens, for ``LlmStoreOptions(tokens=...)``."""
+    return _answer(_wire(message)).tokens if _wire(message).get("usage") else None
+
+
+def _message_data(
+    blocks: Sequence[ContentBlock], params: Mapping[str, Any], input_tokens: int, output_tokens: int, key: str | None
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    for block in blocks:
+        if block["type"] == "text":
+            content.append({"type": "text", "text": block["text"], "citations": None})
+        elif block["type"] == "tool_call":
+            args = block["args"] if isinstance(block["args"], Mapping) else {}
+            content.append({"type": "tool_use", "id": block["id"], "name": block["name"], "input": args})
+        elif block["type"] == "reasoning" and block.get("redacted"):
+            content.append({"type": "redacted_thinking", "data": block.get("opaqueSignature", "")})
+        elif block["type"] == "reasoning":
+            content.append(
+                {"type": "thinking", "thinking": block["text"], "signature": block.get("opaqueSignature", "")}
+            )
+        else:
+            raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a message")
+    return {
+        "id": synthetic_id("msg_", key),
+        "type": "message",
+        "role": "assistant",
+        "model": params["model"],
+        "content": content,
+        "stop_reason": "tool_use" if any(c["type"] == "tool_use" for c in content) else "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def _message(data: Mapping[str, Any]) -> Message:
+    types = require("anthropic.types", "anthropic", _WHAT)
+    message: Message = types.Message.construct(**data)
+    return message
+
+
+def from_blocks(
+    blocks: Sequence[ContentBlock],
+    params: Mapping[str, Any],
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    key: str | None = None,
+) -> Message:
+    """Rebuild a ``Message`` from stored blocks (text, tool calls, thinking) for ``params``."""
+    return _message(_message_data(blocks, params, input_tokens, output_tokens, key))
+
+
+def _hit_data(result: LlmCacheResult, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        return _message_data(blocks_of(result), params, result.input_tokens, result.output_tokens, result.key)
+    except AgentCacheUsageError as exc:
+        log.debug("agent-cache: entry %s is not an Anthropic message, calling the provider: %s", result.key, exc)
+        return None
+
+
+# ─── Streams ──────────────────────────────────────────────────────────────────
+
+
+def _events(message: Mapping[str, Any]) -> list[RawMessageStreamEvent]:
+    types = require("anthropic.types", "anthropic", _WHAT)
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}
+    events: list[Any] = [types.RawMessageStartEvent.construct(type="message_start", message=start)]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            opened, delta = {**block, "text": ""}, [{"type": "text_delta", "text": block["text"]}]
+        elif block["type"] == "tool_use":
+            opened, delta = (
+                {**block, "input": {}},
+                [{"type": "input_json_delta", "partial_json": json.dumps(block["input"])}],
+            )
+        elif block["type"] == "thinking":
+            opened = {**block, "thinking": "", "signature": ""}
+            delta = [{"type": "thinking_delta", "thinking": block["thinking"]}]
+            if block["signature"]:
+                delta.append({"type": "signature_delta", "signature": block["signature"]})
+        else:
+            opened, delta = block, []
+        events.append(
+            types.RawContentBlockStartEvent.construct(type="content_block_start", index=index, content_block=opened)
+        )
+        events += [
+            types.RawContentBlockDeltaEvent.construct(type="content_block_delta", index=index, delta=d) for d in delta
+        ]
+        events.append(types.RawContentBlockStopEvent.construct(type="content_block_stop", index=index))
+    events.append(
+        types.RawMessageDeltaEvent.construct(
+            type="message_delta",
+            delta={"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
+            usage={"output_tokens": usage["output_tokens"]},
+        )
+    )
+    events.append(types.RawMessageStopEvent.construct(type="message_stop"))
+    return events
+
+
+class _EventAssembler:
+    """Folds raw stream events into the ``Message`` they describe; ``message_stop`` marks a complete answer."""
+
+    def __init__(self) -> None:
+        self._message: dict[str, Any] | None = None
+        self._json: dict[int, str] = {}
+        self._stopped = False
+
+    def feed(self, event: Any) -> None:
+        data = _wire(event)
+        kind = data.get("type")
+        if kind == "message_start":
+            self._message = {**data["message"], "content": list(data["message"].get("content") or [])}
+            return
+        message = self._message
+        if message is None:
+            return
+        if kind == "content_block_start":
+            message["content"].append(dict(data["content_block"]))
+        elif kind == "content_block_delta":
+            self._apply(message["content"][data["index"]], data["index"], data["delta"])
+        elif kind == "content_block_stop":
+            block = message["content"][data["index"]]
+            if block.get("type") == "tool_use" and data["index"] in self._json:
+                text = self._json.pop(data["index"])
+                block["input"] = json.loads(text) if text else {}
+        elif kind == "message_delta":
+            message.update({k: v for k, v in (data.get("delta") or {}).items() if v is not None})
+            usage = {k: v for k, v in (data.get("usage") or {}).items() if v is not None}
+            message["usage"] = {**(message.get("usage") or {}), **usage}
+        elif kind == "message_stop":
+            self._stopped = True
+
+    def _apply(self, block: dict[str, Any], index: int, delta: Mapping[str, Any]) -> None:
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + delta.get("text", "")
+        elif kind == "input_json_delta":
+            self._json[index] = self._json.get(index, "") + delta.get("partial_json", "")
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+        elif kind == "signature_delta":
+            block["signature"] = delta.get("signature", "")
+        elif kind == "citations_delta":
+            block["citations"] = [*(block.get("citations") or []), delta.get("citation")]
+
+    def _complete(self) -> dict[str, Any]:
+        if self._message is None or not self._stopped:
+            raise IncompleteStreamError("the stream ended before message_stop")
+        return self._message
+
+    def response(self) -> Message:
+        return _message(self._complete())
+
+    def answer(self) -> Answer:
+        return _answer(self._complete())
+
+
+# ─── The wrapper ──────────────────────────────────────────────────────────────
+
+
+@overload
+async def cached_create(
+    cache: AgentCache,
+    create: Callable[..., Awaitable[Any]],
+    /,
+    *,
+    stream: Literal[True],
+    options: AnthropicPrepareOptions | None = None,
+    ttl: int | None = None,
+    **request: Any,
+) -> CachedStream[RawMessageStreamEvent, Message]: ...
+
+
+@overload
+async def cached_create(
+    cache: AgentCache,
+    create: Callable[..., Awaitable[Any]],
+    /,
+    *,
+    stream: Literal[False] = False,
+    options: AnthropicPrepareOptions | None = None,
+    ttl: int | None = None,
+    **request: Any,
+) -> Message: ...
+
+
+async def cached_create(
+    cache: AgentCache,
+    create: Callable[..., Awaitable[Any]],
+    /,
+    *,
+    stream: bool = False,
+    options: AnthropicPrepareOptions | None = None,
+    ttl: int | None = None,
+    **request: Any,
+) -> Message | CachedStream[RawMessageStreamEvent, Message]:
+    """``create(**request)`` through the LLM tier (``create`` is ``client.messages.create`` of an async client).
+
+    With ``stream=True`` the result is an async iterator of ``RawMessageStreamEvent``; a live stream is stored only
+    after ``message_stop``. Valkey errors follow the cache's ``on_error`` policy.
+    """
+    require("anthropic", "anthropic", _WHAT)
+    request = materialize(request)
+    if stream:
+        request["stream"] = True
+    params = await prepare_params(request, options)
+    result = await lookup(cache, params)
+    if result.hit and (data := _hit_data(result, params)) is not None:
+        return ReplayStream(_events(data), _message(data)) if stream else _message(data)
+    response = await create(**request)
+    if stream:
+
+        async def store(answer: Answer) -> None:
+            await save(cache, params, answer, ttl)
+
+        return RecordingStream(response, _EventAssembler(), store)
+    if (answer := answer_of(lambda r: _answer(_wire(r)), response)) is not None:
+        await save(cache, params, answer, ttl)
+    return response  # type: ignore[no-any-return]

@@ -1,0 +1,190 @@
+"""LlamaIndex chat messages: ``ChatMessage`` lists to cache params, ``ChatResponse`` to content blocks and back.
+
+::
+
+    from agent_cache.adapters.llamaindex import from_blocks, prepare_params, to_blocks
+
+    params = await prepare_params(messages, model=llm.metadata.model_name, temperature=0.2, tools=tools)
+    hit = await cache.llm.check(params)
+    if hit.hit:
+        response = from_blocks(hit.content_blocks or [])
+    else:
+        response = await llm.achat(messages)
+        await cache.llm.store_multipart(params, to_blocks(response), LlmStoreOptions(tokens=usage_tokens(response)))
+
+The key holds the model, every keyword parameter given (``temperature``, ``max_tokens``, ``reasoning_effort``...,
+by name), the tools' names, descriptions and parameter schemas (never their callables), and the messages: role,
+``additional_kwargs`` (tool calls and ids of older integrations) and blocks — text, tool calls (arguments as JSON),
+thinking, and images, audio, video and documents through the binary normalizer (inline bytes, a path and a data
+URL of the same bytes give the same key). Messages may be ``ChatMessage`` objects or dicts of their fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent_cache._errors import AgentCacheUsageError
+from agent_cache.normalizer import BinaryNormalizer, default_normalizer
+from agent_cache.types import ContentBlock, LlmCacheParams, ReasoningBlock
+
+from ._blocks import Kind, binary_block, extras, parse_arguments, passthrough_params, plain
+from ._caching import UncacheableResponseError, tokens
+from ._sdk import require
+
+if TYPE_CHECKING:
+    from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+
+__all__ = [
+    "LlamaIndexPrepareOptions",
+    "UncacheableResponseError",
+    "from_blocks",
+    "prepare_params",
+    "to_blocks",
+    "usage_tokens",
+]
+
+_WHAT = "agent_cache.adapters.llamaindex"
+# (block_type, attribute holding inline bytes, mimetype attribute, content-block kind)
+_BINARY = {
+    "image": ("image", "image_mimetype", "image"),
+    "audio": ("audio", None, "audio"),
+    "video": ("video", "video_mimetype", "document"),
+    "document": ("data", "document_mimetype", "document"),
+}
+
+
+@dataclass
+class LlamaIndexPrepareOptions:
+    normalizer: BinaryNormalizer = default_normalizer
+
+
+def _tool(tool: Any) -> Any:
+    metadata = getattr(tool, "metadata", None)
+    if metadata is None:
+        return plain(tool)
+    return {
+        "type": "function",
+        "function": {
+            "name": metadata.name,
+            "description": metadata.description,
+            "parameters": metadata.get_parameters_dict(),
+        },
+    }
+
+
+async def prepare_params(
+    messages: Sequence[ChatMessage | Mapping[str, Any]],
+    opts: LlamaIndexPrepareOptions | None = None,
+    *,
+    model: str,
+    tools: Sequence[Any] | None = None,
+    **params: Any,
+) -> LlmCacheParams:
+    """Cache params for a chat call with ``messages``; ``params`` are the call's other parameters, kept by name."""
+    types = require("llama_index.core.base.llms.types", "llamaindex", _WHAT)
+    normalizer = (opts or LlamaIndexPrepareOptions()).normalizer
+    result = passthrough_params(params, ())
+    result["model"] = model
+    if tools:
+        result["tools"] = [_tool(t) for t in tools]
+    canonical = []
+    for message in messages:
+        chat = message if isinstance(message, types.ChatMessage) else types.ChatMessage.model_validate(message)
+        entry: dict[str, Any] = {
+            "role": getattr(chat.role, "value", chat.role),
+            "content": [await _block(b, normalizer) for b in chat.blocks],
+        }
+        if chat.additional_kwargs:
+            entry["additional_kwargs"] = plain(chat.additional_kwargs)
+        canonical.append(entry)
+    result["messages"] = canonical
+    return result
+
+
+async def _block(block: Any, normalizer: BinaryNormalizer) -> Any:
+    kind = block.block_type
+    if kind == "text":
+        return {"type": "text", "text": block.text}
+    if kind == "tool_call":
+        return {
+            "type": "tool_call",
+            "id": block.tool_call_id or "",
+            "name": block.tool_name,
+            "args": parse_arguments(block.tool_kwargs),
+        }
+    if kind == "thinking":
+        reasoning = {"type": "reasoning", "text": block.content or ""}
+        return {**reasoning, **extras(block.model_dump(mode="json"), ("block_type", "content", "num_tokens"))}
+    if kind in _BINARY:
+        return await _binary(block, normalizer)
+    return plain(block)  # cache points, citations and future kinds: verbatim
+
+
+async def _binary(block: Any, normalizer: BinaryNormalizer) -> Any:
+    data_attr, mimetype_attr, content_kind = _BINARY[block.block_type]
+    binary_kind: Kind = content_kind  # type: ignore[assignment]
+    media_type = getattr(block, mimetype_attr, None) if mimetype_attr else None
+    if media_type is None and block.block_type == "audio" and getattr(block, "format", None):
+        media_type = f"audio/{block.format}"
+    skip = {"block_type", data_attr, "path", "url", "format", *((mimetype_attr,) if mimetype_attr else ())}
+    rest = extras(block.model_dump(mode="json", exclude={data_attr}), skip)
+    if block.block_type == "video":
+        rest["blockType"] = "video"  # same bytes as a document and as a video are different requests
+    url = str(block.url) if getattr(block, "url", None) is not None else None
+    if url is not None and getattr(block, data_attr, None) is None and block.path is None:
+        return await binary_block(binary_kind, normalizer, url=url, media_type=media_type, **rest)
+    resolve = getattr(block, f"resolve_{block.block_type}")  # resolve_image(as_base64=True) etc.
+    encoded = resolve(as_base64=True).read()
+    return await binary_block(binary_kind, normalizer, base64_data=encoded.decode(), media_type=media_type, **rest)
+
+
+def to_blocks(response: ChatResponse) -> list[ContentBlock]:
+    """The response message as content blocks; raises :class:`UncacheableResponseError` for other block kinds."""
+    blocks: list[ContentBlock] = []
+    for block in response.message.blocks:
+        if block.block_type == "text":
+            blocks.append({"type": "text", "text": block.text})
+        elif block.block_type == "tool_call":
+            args = parse_arguments(block.tool_kwargs)
+            blocks.append({"type": "tool_call", "id": block.tool_call_id or "", "name": block.tool_name, "args": args})
+        elif block.block_type == "thinking":
+            reasoning: ReasoningBlock = {"type": "reasoning", "text": block.content or ""}
+            blocks.append(reasoning)
+        else:
+            raise UncacheableResponseError(f"a {block.block_type!r} block cannot be stored")
+    if response.message.additional_kwargs:
+        raise UncacheableResponseError("additional_kwargs (provider tool calls, ids) cannot be stored")
+    return blocks
+
+
+def usage_tokens(response: ChatResponse) -> dict[str, int] | None:
+    """Token counts from ``raw.usage`` when the integration exposes them (OpenAI- or Anthropic-shaped)."""
+    raw = response.raw
+    usage = raw.get("usage") if isinstance(raw, Mapping) else getattr(raw, "usage", None)
+    if usage is None:
+        return None
+    data = plain(usage) if not isinstance(usage, Mapping) else dict(usage)
+    return tokens(
+        data.get("prompt_tokens", data.get("input_tokens")), data.get("completion_tokens", data.get("output_tokens"))
+    )
+
+
+def from_blocks(blocks: Sequence[ContentBlock]) -> ChatResponse:
+    """An assistant ``ChatResponse`` rebuilt from stored blocks (text, tool calls, thinking)."""
+    types = require("llama_index.core.base.llms.types", "llamaindex", _WHAT)
+    out: list[Any] = []
+    for block in blocks:
+        if block["type"] == "text":
+            out.append(types.TextBlock(text=block["text"]))
+        elif block["type"] == "tool_call":
+            out.append(
+                types.ToolCallBlock(tool_call_id=block["id"], tool_name=block["name"], tool_kwargs=block["args"])
+            )
+        elif block["type"] == "reasoning":
+            out.append(types.ThinkingBlock(content=block["text"]))
+        else:
+            raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a LlamaIndex chat response")
+    response: ChatResponse = types.ChatResponse(message=types.ChatMessage(role="assistant", blocks=out))
+    return response

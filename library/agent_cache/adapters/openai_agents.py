@@ -1,0 +1,301 @@
+"""OpenAI Agents SDK (``openai-agents``): a ``Model`` and a ``ModelProvider`` that cache model responses.
+
+::
+
+    from agents import Agent, RunConfig, Runner
+    from agent_cache.adapters.openai_agents import CachedModel, CachedModelProvider
+
+    agent = Agent(name="Assistant", model=CachedModel(OpenAIResponsesModel("gpt-5", client), cache))
+    # or every model a provider hands out:
+    result = await Runner.run(agent, "Hi", run_config=RunConfig(model_provider=CachedModelProvider(provider, cache)))
+
+Both ``get_response`` and ``stream_response`` are cached (``Runner.run`` and ``Runner.run_streamed``); a streamed
+hit replays Responses stream events ending in ``response.completed``, which is what the runner reads. The key
+holds the model name, the system instructions, the input items (normalized like the Responses adapter: server ids
+left out, binary parts through the normalizer), the answer-changing model settings (temperature, reasoning,
+max_tokens, tool_choice, extra_body...; not metadata, store, retries, timeouts), every tool's and handoff's name,
+description and JSON schema, the output schema, and ``previous_response_id``/``conversation_id``/``prompt``.
+
+A hit's ``response_id`` is derived from the entry; OpenAI does not know it, so server-managed conversation state
+(``previous_response_id``) cannot continue from a hit — it fails loudly instead of losing context.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent_cache._errors import ConfigurationError
+from agent_cache._keys import TRANSPORT_ONLY_PARAMS
+from agent_cache.normalizer import BinaryNormalizer, default_normalizer
+from agent_cache.types import LlmCacheParams
+
+from ._blocks import describe, plain
+from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, tokens
+from ._responses_format import (
+    EventAssembler,
+    build_response,
+    normalize_input,
+    output_blocks,
+    output_items,
+    replay_events,
+    response_wire,
+)
+from ._stream import RecordingStream
+
+try:
+    from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
+    from agents.models.interface import Model, ModelProvider, ModelTracing
+    from agents.usage import Usage
+except ImportError as exc:  # the classes below subclass the SDK's, so the import cannot wait
+    raise ConfigurationError(
+        'agent_cache.adapters.openai_agents needs the OpenAI Agents SDK: pip install "agent-cache[openai-agents]"'
+    ) from exc
+
+if TYPE_CHECKING:
+    from agents.agent_output import AgentOutputSchemaBase
+    from agents.handoffs import Handoff
+    from agents.model_settings import ModelSettings
+    from agents.tool import Tool
+    from openai.types.responses.response_prompt_param import ResponsePromptParam
+
+    from agent_cache.cache import AgentCache
+
+__all__ = ["CachedModel", "CachedModelProvider", "OpenAIAgentsPrepareOptions", "prepare_params"]
+
+log = logging.getLogger("agent_cache.adapters")
+
+# Settings that never change the answer: delivery, accounting, retries and prompt-cache placement.
+_TRANSPORT_SETTINGS = TRANSPORT_ONLY_PARAMS | {
+    "include_usage",
+    "extra_query",
+    "retry",
+    "preserve_raw_usage",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+}
+
+
+@dataclass
+class OpenAIAgentsPrepareOptions:
+    normalizer: BinaryNormalizer = default_normalizer
+
+
+def _settings(model_settings: ModelSettings | None) -> dict[str, Any]:
+    if model_settings is None:
+        return {}
+    data = model_settings.to_json_dict()
+    return {k: v for k, v in data.items() if k not in _TRANSPORT_SETTINGS and v is not None}
+
+
+def _tool(tool: Any) -> Any:
+    """A tool or handoff as the model sees it: name, description, schema (never its Python callable)."""
+    return describe(tool)
+
+
+def _output_schema(schema: AgentOutputSchemaBase | None) -> dict[str, Any] | None:
+    if schema is None or schema.is_plain_text():
+        return None
+    return {"name": schema.name(), "schema": schema.json_schema(), "strict": schema.is_strict_json_schema()}
+
+
+async def prepare_params(
+    model_name: str,
+    system_instructions: str | None,
+    input: str | list[TResponseInputItem],
+    model_settings: ModelSettings | None = None,
+    tools: list[Tool] | None = None,
+    output_schema: AgentOutputSchemaBase | None = None,
+    handoffs: list[Handoff[Any, Any]] | None = None,
+    *,
+    previous_response_id: str | None = None,
+    conversation_id: str | None = None,
+    prompt: ResponsePromptParam | None = None,
+    opts: OpenAIAgentsPrepareOptions | None = None,
+) -> LlmCacheParams:
+    """Cache params for one ``Model.get_response``/``stream_response`` call."""
+    normalizer = (opts or OpenAIAgentsPrepareOptions()).normalizer
+    params: dict[str, Any] = {
+        "model": model_name,
+        "instructions": system_instructions,
+        "messages": await normalize_input(input, normalizer),
+        **_settings(model_settings),
+        "tools": [_tool(t) for t in tools or ()] or None,
+        "handoffs": [_tool(h) for h in handoffs or ()] or None,
+        "output_schema": _output_schema(output_schema),
+        "previous_response_id": previous_response_id,
+        "conversation_id": conversation_id,
+        "prompt": plain(prompt) if prompt is not None else None,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _hit_response(
+    blocks: Any, params: Mapping[str, Any], input_tokens: int, output_tokens: int, key: str | None
+) -> dict[str, Any]:
+    items = output_items(blocks, key)
+    return response_wire(
+        {"model": params["model"]}, items, input_tokens=input_tokens, output_tokens=output_tokens, key=key
+    )
+
+
+class CachedModel(Model):
+    """Wraps any Agents SDK ``Model``: responses are looked up in, and stored to, the LLM tier."""
+
+    def __init__(
+        self,
+        model: Model,
+        cache: AgentCache,
+        *,
+        model_name: str | None = None,
+        ttl: int | None = None,
+        options: OpenAIAgentsPrepareOptions | None = None,
+    ) -> None:
+        name = model_name or getattr(model, "model", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"CachedModel cannot tell the name of {type(model).__name__}: pass model_name=")
+        self.model = model
+        self.model_name = name
+        self._cache = cache
+        self._ttl = ttl
+        self._options = options or OpenAIAgentsPrepareOptions()
+
+    async def close(self) -> None:
+        await self.model.close()
+
+    async def _cleanup_on_run_end(self, owner: object) -> None:
+        await self.model._cleanup_on_run_end(owner)
+
+    def get_retry_advice(self, request: Any) -> Any:
+        return self.model.get_retry_advice(request)
+
+    async def _params(self, *args: Any, **kwargs: Any) -> LlmCacheParams:
+        return await prepare_params(self.model_name, *args, opts=self._options, **kwargs)
+
+    async def _hit(self, params: LlmCacheParams) -> dict[str, Any] | None:
+        result = await lookup(self._cache, params)
+        if not result.hit:
+            return None
+        try:
+            return _hit_response(blocks_of(result), params, result.input_tokens, result.output_tokens, result.key)
+        except UncacheableResponseError as exc:
+            log.debug("agent-cache: entry %s is not a Responses output, calling the model: %s", result.key, exc)
+            return None
+
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff[Any, Any]],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> ModelResponse:
+        ids: dict[str, Any] = {
+            "previous_response_id": previous_response_id,
+            "conversation_id": conversation_id,
+            "prompt": prompt,
+        }
+        params = await self._params(system_instructions, input, model_settings, tools, output_schema, handoffs, **ids)
+        data = await self._hit(params)
+        if data is not None:
+            usage = data["usage"]
+            return ModelResponse(
+                output=list(build_response(data).output),
+                usage=Usage(
+                    requests=1,
+                    input_tokens=usage["input_tokens"],
+                    output_tokens=usage["output_tokens"],
+                    total_tokens=usage["total_tokens"],
+                ),
+                response_id=data["id"],
+            )
+        response = await self.model.get_response(
+            system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **ids
+        )
+        usage = response.usage
+        answer = answer_of(
+            lambda r: Answer(output_blocks(r.output), tokens(usage.input_tokens, usage.output_tokens)), response
+        )
+        if answer is not None:
+            await save(self._cache, params, answer, self._ttl)
+        return response
+
+    def stream_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[TResponseInputItem],
+        model_settings: ModelSettings,
+        tools: list[Tool],
+        output_schema: AgentOutputSchemaBase | None,
+        handoffs: list[Handoff[Any, Any]],
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None,
+        conversation_id: str | None,
+        prompt: ResponsePromptParam | None,
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        ids: dict[str, Any] = {
+            "previous_response_id": previous_response_id,
+            "conversation_id": conversation_id,
+            "prompt": prompt,
+        }
+
+        async def events() -> AsyncIterator[TResponseStreamEvent]:
+            params = await self._params(
+                system_instructions, input, model_settings, tools, output_schema, handoffs, **ids
+            )
+            data = await self._hit(params)
+            if data is not None:
+                for event in replay_events(data):
+                    yield event
+                return
+            source = self.model.stream_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **ids
+            )
+
+            async def store(answer: Answer) -> None:
+                await save(self._cache, params, answer, self._ttl)
+
+            recording: RecordingStream[TResponseStreamEvent, Any] = RecordingStream(source, EventAssembler(), store)
+            try:
+                async for event in recording:
+                    yield event
+            finally:
+                await recording.aclose()
+
+        return events()
+
+
+class CachedModelProvider(ModelProvider):
+    """Wraps a ``ModelProvider`` so that every model it returns is a :class:`CachedModel`."""
+
+    def __init__(
+        self,
+        provider: ModelProvider,
+        cache: AgentCache,
+        *,
+        ttl: int | None = None,
+        options: OpenAIAgentsPrepareOptions | None = None,
+    ) -> None:
+        self.provider = provider
+        self._cache = cache
+        self._ttl = ttl
+        self._options = options
+
+    def get_model(self, model_name: str | None) -> Model:
+        model = self.provider.get_model(model_name)
+        if isinstance(model, CachedModel):
+            return model
+        name = getattr(model, "model", None) or model_name
+        return CachedModel(model, self._cache, model_name=name, ttl=self._ttl, options=self._options)
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()

@@ -1,0 +1,348 @@
+"""Pydantic AI: a ``WrapperModel`` that caches model responses in the LLM tier.
+
+::
+
+    from pydantic_ai import Agent
+    from agent_cache.adapters.pydantic_ai import CachedModel
+
+    agent = Agent(CachedModel("openai:gpt-5", cache))  # or CachedModel(OpenAIChatModel(...), cache)
+
+``request`` and ``request_stream`` are both cached (``agent.run``, ``run_stream``, ``iter``); a streamed hit is a
+``CompletedStreamedResponse`` that replays the parts as stream events. The key holds the model (name and provider
+system), the message history — dumped with Pydantic AI's own serializer, minus what the model never reads
+(timestamps, run and conversation ids, usage, provider response ids, part ids) and with binary content and file URLs
+through the binary normalizer — the answer-changing model settings (not timeouts, retries, headers, prompt-cache
+placement) and the request parameters: function and output tools with their JSON schemas, native tools, output
+mode and schema, whether text or images may be output, and the thinking level.
+
+Stored: text, tool calls (ids kept; arguments as JSON) and thinking with its signature. Not stored: responses that
+are not ``complete``, finished for another reason than ``stop``/``tool_call``, or hold native-tool, file or speech
+parts and citations. A hit is a ``ModelResponse`` with the stored token counts as usage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from agent_cache._errors import AgentCacheUsageError, ConfigurationError
+from agent_cache._keys import TRANSPORT_ONLY_PARAMS
+from agent_cache.normalizer import BinaryNormalizer, default_normalizer
+from agent_cache.types import ContentBlock, LlmCacheParams, ReasoningBlock
+
+from ._blocks import Kind, binary_block, describe, extras, parse_arguments, plain
+from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, tokens
+
+try:
+    from pydantic_ai.messages import (
+        ModelMessage,
+        ModelMessagesTypeAdapter,
+        ModelResponse,
+        ModelResponsePart,
+        TextPart,
+        ThinkingPart,
+        ToolCallPart,
+    )
+    from pydantic_ai.models import CompletedStreamedResponse, KnownModelName, Model, ModelRequestParameters
+    from pydantic_ai.models.wrapper import WrapperModel
+    from pydantic_ai.usage import RequestUsage
+except ImportError as exc:  # CachedModel subclasses WrapperModel, so the import cannot wait
+    raise ConfigurationError(
+        'agent_cache.adapters.pydantic_ai needs Pydantic AI: pip install "agent-cache[pydantic-ai]"'
+    ) from exc
+
+if TYPE_CHECKING:
+    from pydantic_ai import RunContext
+    from pydantic_ai.models import StreamedResponse
+    from pydantic_ai.settings import ModelSettings
+
+    from agent_cache.cache import AgentCache
+
+__all__ = [
+    "CachedModel",
+    "PydanticAIPrepareOptions",
+    "UncacheableResponseError",
+    "from_blocks",
+    "prepare_params",
+    "to_blocks",
+]
+
+log = logging.getLogger("agent_cache.adapters")
+
+# Fields of serialized messages the model never reads, or that differ between a live response and its cached copy.
+_VOLATILE = frozenset(
+    {
+        "timestamp",
+        "run_id",
+        "conversation_id",
+        "usage",
+        "model_name",
+        "model_id",
+        "provider_name",
+        "provider_url",
+        "canonical_system",
+        "provider_details",
+        "provider_response_id",
+        "finish_reason",
+        "state",
+        "failed_attempts",
+        "history_digest",
+        "workspace_ref",
+        "metadata",
+        "id",
+        "tool_kind",
+        "identifier",
+    }
+)
+_TRANSPORT_SETTINGS = TRANSPORT_ONLY_PARAMS | {
+    "request_timeout",
+    "first_event_timeout",
+    "max_retries",
+    "extra_headers",
+    "cache",
+}
+_FILE_URL_KINDS: dict[str, Kind] = {
+    "image-url": "image",
+    "audio-url": "audio",
+    "document-url": "document",
+    "video-url": "document",
+}
+
+
+def _kind_of(media_type: str) -> Kind:
+    if media_type.startswith("image/"):
+        return "image"
+    return "audio" if media_type.startswith("audio/") else "document"
+
+
+@dataclasses.dataclass
+class PydanticAIPrepareOptions:
+    normalizer: BinaryNormalizer = default_normalizer
+
+
+# ─── Requests ─────────────────────────────────────────────────────────────────
+
+
+async def _scrub(value: Any, normalizer: BinaryNormalizer) -> Any:
+    if isinstance(value, list):
+        return [await _scrub(item, normalizer) for item in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value.get("kind")
+    if kind == "binary" and isinstance(value.get("data"), str):
+        media_type = str(value.get("media_type") or "")
+        rest = extras(value, ("kind", "data", "media_type", *_VOLATILE))
+        return await binary_block(
+            _kind_of(media_type), normalizer, base64_data=value["data"], media_type=media_type or None, **rest
+        )
+    if kind in _FILE_URL_KINDS and isinstance(value.get("url"), str):
+        rest = extras(value, ("kind", "url", "media_type", *_VOLATILE))
+        return await binary_block(
+            _FILE_URL_KINDS[kind],
+            normalizer,
+            url=value["url"],
+            media_type=value.get("media_type"),
+            urlKind=kind,
+            **rest,
+        )
+    out = {}
+    for name, item in value.items():
+        if name in _VOLATILE or item is None:
+            continue
+        if name == "args" and value.get("part_kind") == "tool-call":
+            item = parse_arguments(item)  # '{"a": 1}' and {"a": 1} are the same call
+        out[name] = await _scrub(item, normalizer)
+    return out
+
+
+def _request_parameters(parameters: ModelRequestParameters | None) -> dict[str, Any]:
+    if parameters is None:
+        return {}
+    out = {
+        "function_tools": [describe(t) for t in parameters.function_tools],
+        "native_tools": [describe(t) for t in parameters.native_tools],
+        "output_mode": parameters.output_mode,
+        "output_object": describe(parameters.output_object) if parameters.output_object is not None else None,
+        "output_tools": [describe(t) for t in parameters.output_tools],
+        "prompted_output_template": parameters.prompted_output_template,
+        "allow_text_output": parameters.allow_text_output,
+        "allow_image_output": parameters.allow_image_output,
+        "thinking": plain(parameters.thinking),
+    }
+    return {k: v for k, v in out.items() if v is not None and v != []}
+
+
+async def prepare_params(
+    messages: Sequence[ModelMessage],
+    model_name: str,
+    model_settings: ModelSettings | Mapping[str, Any] | None = None,
+    model_request_parameters: ModelRequestParameters | None = None,
+    *,
+    system: str | None = None,
+    opts: PydanticAIPrepareOptions | None = None,
+) -> LlmCacheParams:
+    """Cache params for one ``Model.request`` call (``system`` is the provider, e.g. ``"openai"``)."""
+    normalizer = (opts or PydanticAIPrepareOptions()).normalizer
+    dumped = ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
+    settings = {
+        k: plain(v) for k, v in (model_settings or {}).items() if k not in _TRANSPORT_SETTINGS and v is not None
+    }
+    params: dict[str, Any] = {
+        "model": model_name,
+        "system": system,
+        "messages": await _scrub(dumped, normalizer),
+        **settings,
+        "request": _request_parameters(model_request_parameters) or None,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+# ─── Responses ────────────────────────────────────────────────────────────────
+
+
+def to_blocks(response: ModelResponse) -> list[ContentBlock]:
+    """The parts as content blocks; raises :class:`UncacheableResponseError` when they cannot be stored faithfully."""
+    if response.state != "complete":
+        raise UncacheableResponseError(f"response state {response.state!r}: only complete responses are stored")
+    blocks: list[ContentBlock] = []
+    for part in response.parts:
+        if isinstance(part, TextPart) and part.part_kind == "text" and not getattr(part, "citations", None):
+            blocks.append({"type": "text", "text": part.content})
+        elif isinstance(part, ToolCallPart) and part.part_kind == "tool-call":
+            args = parse_arguments(part.args) if part.args is not None else {}
+            blocks.append({"type": "tool_call", "id": part.tool_call_id, "name": part.tool_name, "args": args})
+        elif isinstance(part, ThinkingPart) and part.part_kind == "thinking":
+            reasoning: ReasoningBlock = {"type": "reasoning", "text": part.content}
+            if part.signature:
+                reasoning["opaqueSignature"] = part.signature
+            blocks.append(reasoning)
+        else:
+            raise UncacheableResponseError(f"a {part.part_kind!r} part cannot be stored")
+    expected = "tool_call" if any(b["type"] == "tool_call" for b in blocks) else "stop"
+    if response.finish_reason not in (None, expected):
+        raise UncacheableResponseError(f"finish_reason {response.finish_reason!r}: only complete answers are stored")
+    return blocks
+
+
+def from_blocks(
+    blocks: Sequence[ContentBlock],
+    *,
+    model_name: str,
+    provider_name: str | None = None,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+) -> ModelResponse:
+    """Rebuild a ``ModelResponse`` from stored blocks (text, tool calls, thinking)."""
+    parts: list[ModelResponsePart] = []
+    for block in blocks:
+        if block["type"] == "text":
+            parts.append(TextPart(content=block["text"]))
+        elif block["type"] == "tool_call":
+            parts.append(ToolCallPart(tool_name=block["name"], args=block["args"], tool_call_id=block["id"]))
+        elif block["type"] == "reasoning":
+            signature = block.get("opaqueSignature")
+            parts.append(
+                ThinkingPart(
+                    content=block["text"], signature=signature, provider_name=provider_name if signature else None
+                )
+            )
+        else:
+            raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a Pydantic AI response")
+    has_calls = any(isinstance(p, ToolCallPart) for p in parts)
+    return ModelResponse(
+        parts=parts,
+        usage=RequestUsage(input_tokens=input_tokens, output_tokens=output_tokens),
+        model_name=model_name,
+        provider_name=provider_name,
+        finish_reason="tool_call" if has_calls else "stop",
+    )
+
+
+# ─── The wrapper ──────────────────────────────────────────────────────────────
+
+
+class CachedModel(WrapperModel):
+    """Any Pydantic AI model (or ``"provider:model"`` name) with its responses cached in the LLM tier."""
+
+    def __init__(
+        self,
+        wrapped: Model | KnownModelName | str,
+        cache: AgentCache,
+        *,
+        ttl: int | None = None,
+        options: PydanticAIPrepareOptions | None = None,
+    ) -> None:
+        super().__init__(wrapped)
+        self.cache = cache
+        self.ttl = ttl
+        self.options = options or PydanticAIPrepareOptions()
+
+    async def _params(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> LlmCacheParams:
+        return await prepare_params(
+            messages, self.model_name, model_settings, model_request_parameters, system=self.system, opts=self.options
+        )
+
+    async def _hit(self, params: LlmCacheParams) -> ModelResponse | None:
+        result = await lookup(self.cache, params)
+        if not result.hit:
+            return None
+        try:
+            return from_blocks(
+                blocks_of(result),
+                model_name=self.model_name,
+                provider_name=self.system,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+            )
+        except AgentCacheUsageError as exc:
+            log.debug("agent-cache: entry %s is not a Pydantic AI response, calling the model: %s", result.key, exc)
+            return None
+
+    async def _store(self, params: LlmCacheParams, response: ModelResponse) -> None:
+        def extract(r: ModelResponse) -> Answer:
+            return Answer(to_blocks(r), tokens(r.usage.input_tokens, r.usage.output_tokens))
+
+        if (answer := answer_of(extract, response)) is not None:
+            await save(self.cache, params, answer, self.ttl)
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        params = await self._params(messages, model_settings, model_request_parameters)
+        hit = await self._hit(params)
+        if hit is not None:
+            return hit
+        response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+        await self._store(params, response)
+        return response
+
+    @asynccontextmanager
+    async def request_stream(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+        run_context: RunContext[Any] | None = None,
+    ) -> AsyncGenerator[StreamedResponse]:
+        params = await self._params(messages, model_settings, model_request_parameters)
+        hit = await self._hit(params)
+        if hit is not None:
+            yield CompletedStreamedResponse(hit, model_request_parameters=model_request_parameters, replay_events=True)
+            return
+        async with self.wrapped.request_stream(
+            messages, model_settings, model_request_parameters, run_context
+        ) as stream:
+            yield stream
+        # Reached only when the consumer's block ended without an error; get() says whether the stream finished.
+        await self._store(params, stream.get())

@@ -1,0 +1,92 @@
+"""Stampede protection: N concurrent misses for one key compute once — in one process or across many.
+
+In-process callers for the same key share one future. Across processes and pods, the first caller
+takes a lease lock in Valkey (``SET key:lock token NX PX lease``) and computes; the others poll the cache
+until the value appears. When the holder dies or fails, its lease lapses (or it releases the lock), and
+a waiter takes over; a waiter that waited a whole lease computes itself. A Valkey outage degrades to
+plain computing: stampede protection never blocks an agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from .._errors import BackendError
+from .._scripts import RELEASE_LOCK
+from ._context import TierContext
+
+T = TypeVar("T")
+
+_POLL_START_S = 0.02
+_POLL_MAX_S = 0.25
+
+
+class SingleFlight(Generic[T]):
+    def __init__(self, ctx: TierContext, tier: str) -> None:
+        self._ctx = ctx
+        self._tier = tier
+        self._inflight: dict[str, asyncio.Future[tuple[T, bool]]] = {}
+
+    async def run(
+        self,
+        key: str,
+        lookup: Callable[[], Awaitable[T | None]],
+        compute_and_store: Callable[[], Awaitable[T]],
+    ) -> tuple[T, bool]:
+        """Return ``(value, from_cache)``; ``compute_and_store`` runs at most once per key at a time."""
+        shared = self._inflight.get(key)
+        if shared is not None:
+            value, _ = await asyncio.shield(shared)
+            self._ctx.telemetry.coalesced(self._tier, "local")
+            return value, True
+        future: asyncio.Future[tuple[T, bool]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            outcome = await self._across_processes(key, lookup, compute_and_store)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: followers re-raise it, nobody logs "never retrieved"
+            raise
+        else:
+            future.set_result(outcome)
+            return outcome
+        finally:
+            del self._inflight[key]
+
+    async def _across_processes(
+        self, key: str, lookup: Callable[[], Awaitable[T | None]], compute_and_store: Callable[[], Awaitable[T]]
+    ) -> tuple[T, bool]:
+        ctx = self._ctx
+        lock, token = f"{key}:lock", uuid.uuid4().hex
+        lease_ms = max(1, int(ctx.lock_lease_s * 1000))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ctx.lock_lease_s
+        poll = _POLL_START_S
+        waited = False
+        while True:
+            cached = await lookup()
+            if cached is not None:
+                if waited:
+                    ctx.telemetry.coalesced(self._tier, "waited")
+                return cached, True
+            try:
+                acquired = await ctx.backend.command("SET", lock, token, "NX", "PX", lease_ms)
+            except BackendError:
+                return await compute_and_store(), False  # no lock without Valkey: just compute
+            if acquired:
+                try:
+                    return await compute_and_store(), False
+                finally:
+                    try:
+                        await ctx.backend.run_script(RELEASE_LOCK, (lock,), (token,))
+                    except BackendError:
+                        pass  # the lease expires on its own
+            if loop.time() >= deadline:
+                ctx.telemetry.coalesced(self._tier, "fallback")
+                return await compute_and_store(), False
+            waited = True
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, _POLL_MAX_S)

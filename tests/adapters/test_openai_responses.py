@@ -1,0 +1,199 @@
+"""OpenAI Responses API through the real ``AsyncOpenAI`` client, a loopback server and a real Valkey."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+from openai.types.responses import Response, ResponseCompletedEvent
+
+from agent_cache import AgentCache
+from agent_cache._keys import llm_hash
+from agent_cache.adapters.openai_responses import (
+    UncacheableResponseError,
+    cached_create,
+    from_blocks,
+    prepare_params,
+    to_blocks,
+    usage_tokens,
+)
+from tests.adapters.conftest import ProviderServer
+from tests.adapters.wire import (
+    function_call_item,
+    message_item,
+    reasoning_item,
+    response_body,
+    response_events,
+)
+
+pytestmark = pytest.mark.valkey
+
+PATH = "/v1/responses"
+TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}, "strict": False}
+OUTPUT = [
+    reasoning_item(["The user wants weather.", "Call the tool."], encrypted="gAAAA-opaque"),
+    function_call_item("call_7", "get_weather", {"city": "Sofia"}),
+    message_item("Checking the weather in Sofia."),
+]
+
+
+@pytest.fixture
+async def client(provider: ProviderServer) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="test", max_retries=0) as sdk:
+        yield sdk
+
+
+def essentials(response: Response) -> dict[str, Any]:
+    """Everything a caller reads from a response except server-assigned ids and timestamps."""
+    items = []
+    for item in response.output:
+        data = item.model_dump(mode="json", exclude_none=True)
+        data.pop("id", None)
+        if data["type"] == "function_call":
+            data["arguments"] = json.loads(data["arguments"])
+        items.append(data)
+    usage = response.usage
+    assert usage is not None
+    return {
+        "status": response.status,
+        "output": items,
+        "text": response.output_text,
+        "usage": (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+    }
+
+
+async def test_miss_then_hit_with_reasoning_and_tool_calls(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    provider.reply_json(response_body(OUTPUT))
+    request = {"model": "gpt-5", "input": "Weather in Sofia?", "tools": [TOOL], "reasoning": {"effort": "low"}}
+    first = await cached_create(cache, client.responses.create, **request)
+    second = await cached_create(cache, client.responses.create, **request)
+    assert provider.calls(PATH) == 1
+    assert isinstance(second, Response)
+    assert essentials(second) == essentials(first)
+    assert second.id.startswith("resp_") and second.id != first.id
+    assert [t.name for t in second.tools] == ["get_weather"]  # type: ignore[union-attr]
+    assert second.reasoning is not None and second.reasoning.effort == "low"
+
+
+async def test_stream_records_then_replays_the_same_events(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    body = response_body(OUTPUT)
+    provider.reply_sse(response_events(body))
+    live = await cached_create(cache, client.responses.create, stream=True, model="gpt-5", input="Weather?")
+    live_events = [event async for event in live]
+    replay = await cached_create(cache, client.responses.create, stream=True, model="gpt-5", input="Weather?")
+    replayed = [event async for event in replay]
+    assert provider.calls() == 1
+    assert (live.cached, replay.cached) == (False, True)
+
+    def shape(events: list[Any]) -> list[str]:
+        return [e.type for e in events if not e.type.endswith("delta")]
+
+    assert shape(replayed) == shape(live_events)
+    assert [e.sequence_number for e in replayed] == list(range(len(replayed)))
+    text = "".join(e.delta for e in replayed if e.type == "response.output_text.delta")
+    args = "".join(e.delta for e in replayed if e.type == "response.function_call_arguments.delta")
+    summary = "".join(e.delta for e in replayed if e.type == "response.reasoning_summary_text.delta")
+    assert (text, json.loads(args)) == ("Checking the weather in Sofia.", {"city": "Sofia"})
+    assert summary == "The user wants weather.Call the tool."
+    final_live, final_replayed = live_events[-1], replayed[-1]
+    assert isinstance(final_live, ResponseCompletedEvent) and isinstance(final_replayed, ResponseCompletedEvent)
+    assert essentials(final_replayed.response) == essentials(final_live.response)
+    assert essentials(await replay.final_response()) == essentials(final_live.response)
+
+
+async def test_dropped_and_abandoned_streams_store_nothing(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    events = response_events(response_body([message_item("A long answer that never finishes.")]))
+    provider.reply_sse(events, cut_after=len(events) - 1)  # everything but response.completed
+    stream = await cached_create(cache, client.responses.create, stream=True, model="gpt-5", input="hi")
+    with pytest.raises(openai.APIConnectionError):
+        async for _ in stream:
+            pass
+
+    provider.reply_sse(events)
+    stream = await cached_create(cache, client.responses.create, stream=True, model="gpt-5", input="hi")
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    await stream.aclose()
+    assert not (await cache.llm.check(await prepare_params({"model": "gpt-5", "input": "hi"}))).hit
+
+
+async def test_incomplete_responses_are_returned_but_not_stored(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    for _ in range(2):
+        provider.reply_json(response_body([message_item("Cut sh")], status="incomplete"))
+        result = await cached_create(cache, client.responses.create, model="gpt-5", input="hi", max_output_tokens=3)
+        assert result.status == "incomplete"
+    assert provider.calls() == 2
+    with pytest.raises(UncacheableResponseError):
+        to_blocks(response_body([{"type": "web_search_call", "id": "ws_1", "status": "completed"}]))
+
+
+async def key(**request: Any) -> str:
+    return llm_hash(await prepare_params({"model": "gpt-5", "input": "hi", **request}))
+
+
+async def test_key_covers_every_answer_changing_parameter() -> None:
+    base = await key()
+    assert await key(reasoning={"effort": "high"}) != await key(reasoning={"effort": "low"})
+    assert await key(max_output_tokens=50) != base
+    assert await key(tools=[TOOL]) != base
+    assert await key(instructions="Be terse.") != base
+    assert await key(previous_response_id="resp_1") != base
+    assert await key(text={"verbosity": "low"}) != base
+    assert await key(include=["reasoning.encrypted_content"]) != base
+    assert await key(stream=True, store=False, metadata={"a": "b"}, user="u") == base
+    assert await key(input=[{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]) == base
+
+
+async def test_output_items_echoed_back_key_like_dicts() -> None:
+    echoed = Response.model_validate(response_body(OUTPUT)).output
+    renamed = [{**item, "id": f"other_{i}"} for i, item in enumerate(OUTPUT)]  # ids are the server's, not content
+    turn = [{"role": "user", "content": "Weather?"}]
+    assert await key(input=[*turn, *echoed]) == await key(input=[*turn, *renamed])
+    changed = [*OUTPUT[:2], message_item("Something else.")]
+    assert await key(input=[*turn, *echoed]) != await key(input=[*turn, *changed])
+
+
+async def test_binary_inputs_go_through_the_normalizer() -> None:
+    pdf = base64.b64encode(b"%PDF-1.7 tiny").decode()
+
+    def with_file(file_data: str) -> list[dict[str, Any]]:
+        part = {"type": "input_file", "file_data": file_data, "filename": "a.pdf"}
+        return [{"role": "user", "content": [{"type": "input_text", "text": "Summarize"}, part]}]
+
+    assert await key(input=with_file(pdf)) == await key(input=with_file(f"data:application/pdf;base64,{pdf}"))
+    params = await prepare_params({"model": "gpt-5", "input": with_file(pdf)})
+    assert params["messages"][0]["content"][1]["mediaType"] == "application/pdf"
+    assert pdf not in json.dumps(params)
+    image = {"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "high"}
+    assert await key(input=[{"role": "user", "content": [image]}]) != await key(
+        input=[{"role": "user", "content": [{**image, "detail": "low"}]}]
+    )
+
+
+def test_blocks_round_trip() -> None:
+    original = Response.model_validate(response_body(OUTPUT))
+    blocks = to_blocks(original)
+    assert blocks == [
+        {"type": "reasoning", "text": "The user wants weather.", "opaqueSignature": "gAAAA-opaque"},
+        {"type": "reasoning", "text": "Call the tool."},
+        {"type": "tool_call", "id": "call_7", "name": "get_weather", "args": {"city": "Sofia"}},
+        {"type": "text", "text": "Checking the weather in Sofia."},
+    ]
+    assert usage_tokens(original) == {"input": 20, "output": 7}
+    rebuilt = from_blocks(blocks, {"model": "gpt-5"}, input_tokens=20, output_tokens=7, key="c:llm:abc")
+    assert essentials(rebuilt) == essentials(original)
+    assert from_blocks(blocks, {"model": "gpt-5"}, key="c:llm:abc").output[0].id == rebuilt.output[0].id
