@@ -115,3 +115,40 @@ json_values = st.recursive(
 def test_key_order_never_matters(value: dict[str, object]) -> None:
     reordered = dict(reversed(list(value.items())))
     assert tool_hash(value) == tool_hash(reordered)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equality as the cache key sees it: 1 == 1.0, but True is not 1 and key order never matters."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _respell(value: object) -> object:
+    """The same value spelled differently: floats for integers, keys reordered, tuples for lists."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return float(value) if abs(value) < 2**53 else value
+    if isinstance(value, dict):
+        return {k: _respell(v) for k, v in reversed(list(value.items()))}
+    if isinstance(value, list):
+        return tuple(_respell(v) for v in value)
+    return value
+
+
+@given(json_values, json_values)
+def test_different_values_get_different_keys(a: object, b: object) -> None:
+    args_a, args_b = ({} if v is None else v for v in (a, b))  # no arguments and {} are the same call
+    assert (tool_hash(a) == tool_hash(b)) == _same(args_a, args_b)
+
+
+@given(json_values)
+def test_equal_values_spelled_differently_get_the_same_key(value: object) -> None:
+    assert tool_hash(_respell(value)) == tool_hash(value)

@@ -1,0 +1,110 @@
+"""Stampede protection: concurrent misses compute once — in one process, across processes, after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agent_cache import Computed
+from tests.reliability.conftest import make_cache
+
+pytestmark = pytest.mark.valkey
+
+WORKER = str(Path(__file__).with_name("flight_worker.py"))
+PARAMS = {"model": "gpt-4o", "messages": [{"role": "user", "content": "expensive"}]}
+
+
+async def test_concurrent_misses_in_one_process_call_the_llm_once(valkey_client: Any) -> None:
+    registry = CollectorRegistry()
+    cache = make_cache(valkey_client, registry)
+    calls = 0
+
+    async def compute() -> Computed:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)
+        return Computed("answer", tokens={"input": 10, "output": 20})
+
+    results = await asyncio.gather(*(cache.llm.get_or_compute(PARAMS, compute) for _ in range(50)))
+    assert calls == 1
+    assert {r.response for r in results} == {"answer"}
+    assert (await cache.llm.check(PARAMS)).hit
+    local = registry.get_sample_value(
+        "agent_cache_coalesced_total", {"cache_name": "rel", "tier": "llm", "outcome": "local"}
+    )
+    assert local == 49
+    await cache.close()
+
+
+def _spawn(url: str, calls: int, lease_s: float, compute_s: float) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, WORKER, url, str(calls), str(lease_s), str(compute_s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+def test_fifty_misses_across_two_processes_compute_once(valkey_server: Any) -> None:
+    import valkey
+
+    raw = valkey.Valkey.from_url(valkey_server.url)
+    raw.flushall()
+    workers = [_spawn(valkey_server.url, 25, 10.0, 0.5) for _ in range(2)]
+    outputs = [w.communicate(timeout=60) for w in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+        assert json.loads(out) == ["computed"] * 25
+    assert int(raw.get("flight:computations")) == 1
+    raw.close()
+
+
+def test_waiters_take_over_when_the_lock_holder_dies(valkey_server: Any) -> None:
+    import valkey
+
+    raw = valkey.Valkey.from_url(valkey_server.url)
+    raw.flushall()
+    holder = _spawn(valkey_server.url, 1, 1.0, 60.0)  # computes "forever" while holding a 1 s lease
+    deadline = time.monotonic() + 10
+    while int(raw.get("flight:computations") or 0) == 0:
+        assert time.monotonic() < deadline, "the holder never started computing"
+        time.sleep(0.02)
+    waiter = _spawn(valkey_server.url, 5, 1.0, 0.1)
+    holder.kill()
+    holder.communicate()
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert json.loads(out) == ["computed"] * 5
+    assert int(raw.get("flight:computations")) == 2  # the dead holder's attempt + one take-over
+    raw.close()
+
+
+async def test_cached_decorator_returns_the_tools_json_and_calls_it_once(valkey_client: Any) -> None:
+    cache = make_cache(valkey_client)
+    calls: list[tuple[str, str]] = []
+
+    @cache.tool.cached("get_weather", ttl=600, cost=0.01)
+    async def get_weather(city: str, units: str = "metric") -> dict[str, Any]:
+        calls.append((city, units))
+        await asyncio.sleep(0.05)
+        return {"city": city, "temp": 21, "units": units}
+
+    first = await asyncio.gather(*(get_weather("Sofia") for _ in range(10)))
+    again = await get_weather(city="Sofia", units="metric")  # same bound arguments, other spelling
+    other = await get_weather("Varna")
+    assert first == [{"city": "Sofia", "temp": 21, "units": "metric"}] * 10 and again == first[0]
+    assert other["city"] == "Varna"
+    assert calls == [("Sofia", "metric"), ("Varna", "metric")]
+    stats = await cache.stats()
+    assert stats.per_tool["get_weather"].cost_saved_micros == 10_000
+    await cache.close()
