@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -65,7 +66,7 @@ async def test_a_least_privilege_acl_user_can_run_everything(valkey_server_facto
     assert cache.live_config.version == version
     await cache.close()
     for forbidden in (("KEYS", "*"), ("FLUSHALL",), ("CONFIG", "GET", "*"), ("GET", "other_app:secret")):
-        with pytest.raises(Exception, match="NOPERM|permission"):
+        with pytest.raises(Exception, match=r"NOPERM|permission"):
             await client.execute_command(*forbidden)
     assert await admin.get("other_app:secret") == b"x"
     await client.aclose()
@@ -81,6 +82,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> dict[str, str]:
+    if not os.path.exists(REDIS7_BINARY):
+        pytest.skip(f"{REDIS7_BINARY} (Debian redis-server, built with TLS) is not installed")
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -97,8 +100,6 @@ def tls_files(tmp_path: Path) -> dict[str, str]:
 async def test_tls_connections(
     valkey_server_factory: Callable[..., Any], tls_files: dict[str, str], mutual: bool
 ) -> None:
-    if not Path(REDIS7_BINARY).exists():
-        pytest.skip(f"{REDIS7_BINARY} (Debian redis-server, built with TLS) is not installed")
     tls_port = _free_port()
     valkey_server_factory(
         binary=REDIS7_BINARY,
