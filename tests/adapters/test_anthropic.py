@@ -13,13 +13,14 @@ import pytest
 from anthropic import AsyncAnthropic
 from anthropic.types import Message, RawMessageStreamEvent
 
-from agent_cache import AgentCache
+from agent_cache import AgentCache, LlmStoreOptions
 from agent_cache._keys import llm_hash
 from agent_cache.adapters.anthropic import (
     UncacheableResponseError,
     cached_create,
     from_blocks,
     prepare_params,
+    to_answer,
     to_blocks,
     usage_tokens,
 )
@@ -56,7 +57,7 @@ def essentials(message: Message) -> dict[str, Any]:
 async def fold(events: AsyncIterator[RawMessageStreamEvent]) -> dict[str, Any]:
     """What a streaming caller reconstructs: per-block text/thinking/JSON, the stop reason, the output tokens."""
     blocks: dict[int, dict[str, Any]] = {}
-    stop, output_tokens = None, None
+    stop, sequence, output_tokens, message_id = None, None, None, None
     async for event in events:
         if event.type == "content_block_start":
             blocks[event.index] = {"type": event.content_block.type, "text": ""}
@@ -67,7 +68,16 @@ async def fold(events: AsyncIterator[RawMessageStreamEvent]) -> dict[str, Any]:
             blocks[event.index]["text"] += piece
         elif event.type == "message_delta":
             stop, output_tokens = event.delta.stop_reason, event.usage.output_tokens
-    return {"blocks": [b for _, b in sorted(blocks.items())], "stop": stop, "output_tokens": output_tokens}
+            sequence = event.delta.stop_sequence
+        elif event.type == "message_start":
+            message_id = event.message.id
+    return {
+        "id": message_id,
+        "blocks": [b for _, b in sorted(blocks.items())],
+        "stop": stop,
+        "stop_sequence": sequence,
+        "output_tokens": output_tokens,
+    }
 
 
 async def test_miss_then_hit_keeps_thinking_and_tool_use(
@@ -78,8 +88,13 @@ async def test_miss_then_hit_keeps_thinking_and_tool_use(
     second = await cached_create(cache, client.messages.create, **REQUEST)
     assert provider.calls(PATH) == 1
     assert isinstance(second, Message)
-    assert essentials(second) == essentials(first)
-    assert second.id.startswith("msg_") and second.id != first.id
+    assert second == first  # id, dated model, stop reason, usage with its cache details
+    assert second.model_dump() == first.model_dump()
+    assert (second.id, second.model) == ("msg_original", "claude-sonnet-4-6-20260101")
+    usage = second.usage
+    assert (usage.input_tokens, usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (25, 100, 2000)
+    assert usage.cache_creation is not None and usage.cache_creation.ephemeral_5m_input_tokens == 100
+    assert usage.service_tier == "standard"
     saved = (await cache.stats()).cost_saved_micros
     assert saved > 0  # the stored token counts price the hit
 
@@ -94,9 +109,12 @@ async def test_stream_records_and_replays(cache: AgentCache, client: AsyncAnthro
     assert replay.cached
     assert await fold(replay) == original
     assert original["stop"] == "tool_use" and original["output_tokens"] == 11
-    # The non-streamed form of the same request is the same entry, rebuilt as a Message.
+    assert original["id"] == "msg_original"
+    assert await replay.final_response() == await live.final_response()
+    # The non-streamed form of the same request is the same entry: the message the stream described.
     rebuilt = await cached_create(cache, client.messages.create, **REQUEST)
-    assert essentials(rebuilt) == essentials(Message.model_validate(message))
+    assert rebuilt == await live.final_response()
+    assert rebuilt.model_dump() == Message.model_validate(message).model_dump()
 
 
 async def test_aborted_streams_store_nothing(
@@ -123,15 +141,87 @@ async def test_aborted_streams_store_nothing(
     assert provider.calls() == 3
 
 
-async def test_truncated_answers_are_not_stored(
+async def test_max_tokens_answers_are_cached_with_their_stop_reason(
     cache: AgentCache, client: AsyncAnthropic, provider: ProviderServer
 ) -> None:
+    cut = anthropic_message([{"type": "text", "text": "Valkey is an in-", "citations": None}], stop_reason="max_tokens")
+    provider.reply_json(cut)
+    request = {**REQUEST, "max_tokens": 5}
+    first = await cached_create(cache, client.messages.create, **request)
+    second = await cached_create(cache, client.messages.create, **request)
+    assert provider.calls() == 1
+    assert second == first and second.stop_reason == "max_tokens"
+    replayed = await fold(await cached_create(cache, client.messages.create, stream=True, **request))
+    assert (replayed["stop"], replayed["blocks"][0]["text"]) == ("max_tokens", "Valkey is an in-")
+    with pytest.raises(UncacheableResponseError):
+        to_blocks(cut)  # blocks alone would rebuild it as end_turn
+
+
+async def test_a_stop_sequence_is_cached_with_the_sequence(
+    cache: AgentCache, client: AsyncAnthropic, provider: ProviderServer
+) -> None:
+    message = anthropic_message(
+        [{"type": "text", "text": "Step one", "citations": None}], stop_reason="stop_sequence", stop_sequence="###"
+    )
+    provider.reply_sse(anthropic_events(message))
+    request = {**REQUEST, "stop_sequences": ["###", "END"]}
+    live = await cached_create(cache, client.messages.create, stream=True, **request)
+    original = await fold(live)
+    assert (original["stop"], original["stop_sequence"]) == ("stop_sequence", "###")
+    replay = await cached_create(cache, client.messages.create, stream=True, **request)
+    assert await fold(replay) == original
+    hit = await cached_create(cache, client.messages.create, **request)
+    assert provider.calls() == 1
+    assert (hit.stop_reason, hit.stop_sequence) == ("stop_sequence", "###")
+    assert hit == await live.final_response() == await replay.final_response()
+
+    events = [event async for event in await cached_create(cache, client.messages.create, stream=True, **request)]
+    start, delta = events[0], events[-2]
+    assert start.type == "message_start" and delta.type == "message_delta"
+    assert (start.message.id, start.message.model) == ("msg_original", "claude-sonnet-4-6-20260101")
+    assert start.message.usage.cache_read_input_tokens == 2000
+    # message_delta carries the cumulative usage, as the API sends it.
+    assert (delta.usage.output_tokens, delta.usage.input_tokens, delta.usage.cache_read_input_tokens) == (11, 25, 2000)
+
+
+async def test_refusals_are_cached_with_their_details(
+    cache: AgentCache, client: AsyncAnthropic, provider: ProviderServer
+) -> None:
+    details = {"type": "refusal", "category": "cyber", "explanation": "This could enable harm."}
+    refusal = anthropic_message(
+        [{"type": "text", "text": "I can", "citations": None}], stop_reason="refusal", stop_details=details
+    )
+    provider.reply_sse(anthropic_events(refusal))
+    live = await cached_create(cache, client.messages.create, stream=True, **REQUEST)
+    await fold(live)
+    hit = await cached_create(cache, client.messages.create, **REQUEST)
+    assert provider.calls() == 1
+    assert hit == await live.final_response()
+    assert hit.stop_reason == "refusal" and hit.stop_details is not None
+    assert hit.stop_details.category == "cyber"
+    with pytest.raises(UncacheableResponseError):
+        to_blocks(refusal)
+
+
+async def test_paused_turns_are_not_stored(cache: AgentCache, client: AsyncAnthropic, provider: ProviderServer) -> None:
     for _ in range(2):
-        provider.reply_json(anthropic_message([{"type": "text", "text": "Cut"}], stop_reason="max_tokens"))
+        provider.reply_json(anthropic_message([{"type": "text", "text": "Working"}], stop_reason="pause_turn"))
         await cached_create(cache, client.messages.create, **REQUEST)
     assert provider.calls() == 2
-    with pytest.raises(UncacheableResponseError):
-        to_blocks(anthropic_message([{"type": "text", "text": "x"}], stop_reason="refusal"))
+
+
+async def test_entries_without_metadata_are_still_served(
+    cache: AgentCache, client: AsyncAnthropic, provider: ProviderServer
+) -> None:
+    original = anthropic_message(CONTENT)
+    params = await prepare_params(REQUEST)
+    await cache.llm.store_multipart(params, to_blocks(original), LlmStoreOptions(tokens=usage_tokens(original)))
+    hit = await cached_create(cache, client.messages.create, **REQUEST)
+    assert provider.calls() == 0
+    assert hit.id.startswith("msg_") and hit.id != "msg_original"
+    assert (hit.model, hit.stop_reason) == ("claude-sonnet-4-6", "tool_use")
+    assert (hit.usage.input_tokens, hit.usage.cache_read_input_tokens) == (2125, 0)  # cache reads/writes folded in
+    assert essentials(hit)["content"] == essentials(Message.model_validate(original))["content"]
 
 
 async def key(**request: Any) -> str:
@@ -194,6 +284,9 @@ def test_blocks_round_trip() -> None:
     blocks = to_blocks(original)
     assert blocks[0] == {"type": "reasoning", "text": "The user wants the weather.", "opaqueSignature": "sig-abc"}
     assert blocks[-1] == {"type": "reasoning", "text": "", "redacted": True, "opaqueSignature": "opaque"}
-    assert usage_tokens(original) == {"input": 25, "output": 11}
+    assert usage_tokens(original) == {"input": 2125, "output": 11}  # input, cache writes and cache reads
     rebuilt = from_blocks(blocks, {"model": "claude-sonnet-4-6"}, input_tokens=25, output_tokens=11)
-    assert essentials(rebuilt) == essentials(original)
+    assert essentials(rebuilt)["content"] == essentials(original)["content"]
+    answer = to_answer(original)
+    assert answer.blocks == blocks and answer.metadata is not None and answer.metadata["finish"] == "tool_calls"
+    assert from_blocks(answer.blocks, {"model": "claude-sonnet-4-6"}, metadata=answer.metadata) == original

@@ -18,7 +18,8 @@ from llama_index.core.tools import FunctionTool
 
 from agent_cache import AgentCache, LlmStoreOptions
 from agent_cache._keys import llm_hash
-from agent_cache.adapters.llamaindex import from_blocks, prepare_params, to_blocks
+from agent_cache.adapters.llamaindex import from_blocks, prepare_params, to_answer, to_blocks
+from tests.adapters.wire import chat_completion
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 
@@ -87,3 +88,31 @@ async def test_a_chat_response_round_trips_through_the_cache(cache: AgentCache) 
     rebuilt = from_blocks(hit.content_blocks)
     assert rebuilt.message.blocks == response.message.blocks
     assert rebuilt.message.role == response.message.role
+
+
+@pytest.mark.valkey
+async def test_a_chat_response_round_trips_with_its_metadata(cache: AgentCache) -> None:
+    """Thinking signatures, argument text, additional_kwargs and raw come back; raw as its JSON form."""
+    raw = chat_completion(content="Checking.", finish_reason="length")
+    response = ChatResponse(
+        message=ChatMessage(
+            role="assistant",
+            blocks=[
+                ThinkingBlock(content="Need the weather.", num_tokens=4, additional_information={"signature": "sig"}),
+                TextBlock(text="Checking."),
+                ToolCallBlock(tool_call_id="c1", tool_name="get_weather", tool_kwargs='{"city": "Sofia"}'),
+            ],
+        ),
+        raw=raw,
+        additional_kwargs={"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21},
+    )
+    params = await prepare_params([ChatMessage(role="user", content="Weather?")], model="gpt-4o")
+    answer = to_answer(response)
+    assert answer.blocks == to_blocks(response) and answer.tokens == {"input": 12, "output": 9}
+    await cache.llm.store_multipart(params, answer.blocks, answer.store_options())
+    hit = await cache.llm.check(params)
+    assert hit.hit and hit.content_blocks is not None and hit.metadata is not None
+    assert hit.metadata["finish"] == "length"  # from raw, for adapters of other formats sharing the entry
+    rebuilt = from_blocks(hit.content_blocks, hit.metadata)
+    assert rebuilt == response
+    assert rebuilt.message.blocks[0].additional_information == {"signature": "sig"}  # type: ignore[union-attr]

@@ -15,13 +15,14 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from prometheus_client import CollectorRegistry
 from valkey.asyncio import Valkey
 
-from agent_cache import AgentCache, TelemetryOptions
+from agent_cache import AgentCache, LlmStoreOptions, TelemetryOptions
 from agent_cache._keys import llm_hash
 from agent_cache.adapters.openai import (
     UncacheableResponseError,
     cached_create,
     from_blocks,
     prepare_params,
+    to_answer,
     to_blocks,
     usage_tokens,
 )
@@ -93,7 +94,7 @@ async def test_miss_calls_the_provider_and_a_hit_does_not(
     assert provider.calls(PATH) == 1
     assert isinstance(second, ChatCompletion)
     assert essentials(second) == essentials(first)
-    assert first.id == "chatcmpl-original" and second.id.startswith("chatcmpl-")
+    assert second.id == first.id == "chatcmpl-original"
     stats = await cache.stats()
     assert (stats.llm.hits, stats.llm.misses) == (1, 1)
 
@@ -201,13 +202,126 @@ async def test_a_consumer_that_stops_early_stores_nothing(
     assert not (await cache.llm.check(await prepare_params({"model": "gpt-4o", "messages": MESSAGES}))).hit
 
 
-async def test_truncated_and_multi_choice_answers_are_not_stored(
+async def test_a_hit_is_the_original_completion(
     cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
 ) -> None:
-    provider.reply_json(chat_completion(finish_reason="length"))
-    provider.reply_json(chat_completion(finish_reason="length"))
+    # finish_reason "stop" with a tool call (a forced tool_choice answers so) and argument text with spaces: what the
+    # blocks alone would rebuild differently.
+    calls = [function_call("call_1", "get_weather", {"city": "Sofia"})]
+    provider.reply_json(chat_completion(content=None, tool_calls=calls, finish_reason="stop"))
+    request = {"model": "gpt-4o", "messages": MESSAGES, "tools": [WEATHER_TOOL]}
+    first = await cached_create(cache, client.chat.completions.create, **request)
+    second = await cached_create(cache, client.chat.completions.create, **request)
+    assert provider.calls() == 1
+    assert second == first
+    assert second.model_dump() == first.model_dump()
+    assert (second.id, second.created, second.model) == ("chatcmpl-original", 1_700_000_000, "gpt-4o-2024-08-06")
+    assert (second.system_fingerprint, second.service_tier) == ("fp_1", "default")
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.tool_calls[0].function.arguments == '{"city": "Sofia"}'  # type: ignore[index,union-attr]
+    usage = second.usage
+    assert usage is not None and usage.prompt_tokens_details is not None and usage.completion_tokens_details is not None
+    assert (usage.prompt_tokens_details.cached_tokens, usage.completion_tokens_details.reasoning_tokens) == (4, 2)
+
+
+async def test_a_truncated_answer_is_cached_and_replayed_with_its_finish_reason(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    provider.reply_json(chat_completion(content="Valkey is an in-mem", finish_reason="length", completion_tokens=5))
+    request = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 5}
+    first = await cached_create(cache, client.chat.completions.create, **request)
+    second = await cached_create(cache, client.chat.completions.create, **request)
+    assert provider.calls() == 1
+    assert second == first
+    assert second.choices[0].finish_reason == "length"
+    assert second.choices[0].message.content == "Valkey is an in-mem"
+
+    stream = await cached_create(
+        cache, client.chat.completions.create, stream=True, stream_options={"include_usage": True}, **request
+    )
+    assert stream.cached
+    replayed = await assemble(stream)
+    assert (replayed["text"], replayed["finish"], replayed["usage"]) == ("Valkey is an in-mem", "length", (12, 5))
+    assert await stream.final_response() == first
+    with pytest.raises(UncacheableResponseError):
+        to_blocks(first)  # blocks alone would rebuild it as complete: only to_answer (with metadata) stores it
+
+
+async def test_a_truncated_stream_is_cached_with_its_finish_reason(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    provider.reply_sse(chat_chunks(["Valkey ", "is "], finish_reason="length", usage=(12, 2)))
+    request = {"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 2, "stream_options": {"include_usage": True}}
+    live = await cached_create(cache, client.chat.completions.create, stream=True, **request)
+    assert (await assemble(live))["finish"] == "length"
+    completion = await cached_create(cache, client.chat.completions.create, **request)
+    assert provider.calls() == 1
+    assert completion == await live.final_response()
+    assert (completion.choices[0].finish_reason, completion.id) == ("length", "chatcmpl-streamed")
+
+
+async def test_a_streamed_hit_replays_the_original_chunks(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    provider.reply_sse(chat_chunks(["Valkey ", "is ", "fast."], [("call_9", "get_weather", ['{"ci', 'ty": "Sofia"}'])]))
+    request = {
+        "model": "gpt-4o",
+        "messages": MESSAGES,
+        "tools": [WEATHER_TOOL],
+        "stream_options": {"include_usage": True},
+    }
+    live = await cached_create(cache, client.chat.completions.create, stream=True, **request)
+    live_chunks = [chunk async for chunk in live]
+    replay = await cached_create(cache, client.chat.completions.create, stream=True, **request)
+    replayed = [chunk async for chunk in replay]
+    assert provider.calls() == 1
+    assert await replay.final_response() == await live.final_response()
+
+    def header(chunk: ChatCompletionChunk) -> tuple[Any, ...]:
+        return (chunk.id, chunk.created, chunk.model, chunk.system_fingerprint, chunk.service_tier, chunk.object)
+
+    assert (
+        {header(c) for c in replayed}
+        == {header(c) for c in live_chunks}
+        == {("chatcmpl-streamed", 1_700_000_001, "gpt-4o-2024-08-06", "fp_2", "default", "chat.completion.chunk")}
+    )
+    assert replayed[-1].usage == live_chunks[-1].usage  # the usage chunk, token details included
+    assert replayed[-1].choices == []
+    # The same request without streaming is the completion the stream assembled.
+    assert await cached_create(cache, client.chat.completions.create, **request) == await live.final_response()
+
+
+async def test_refusals_are_cached(cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer) -> None:
+    refusal = "I'm sorry, I can't help with that."
+    provider.reply_json(chat_completion(content=None, refusal=refusal))
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    request = {"model": "gpt-4o", "messages": MESSAGES, "response_format": schema}
+    first = await cached_create(cache, client.chat.completions.create, **request)
+    second = await cached_create(cache, client.chat.completions.create, **request)
+    assert provider.calls() == 1
+    assert second == first
+    assert (second.choices[0].message.refusal, second.choices[0].message.content) == (refusal, None)
+    stream = await cached_create(cache, client.chat.completions.create, stream=True, **request)
+    refused = "".join([c.choices[0].delta.refusal or "" async for c in stream if c.choices])
+    assert refused == refusal
+
+    # A streamed refusal is stored too.
+    provider.reply_sse(chat_chunks([], refusal_pieces=["I'm sorry, ", "I can't."]))
+    other = {**request, "messages": [{"role": "user", "content": "Something else"}]}
+    live = await cached_create(cache, client.chat.completions.create, stream=True, **other)
+    await live.final_response()
+    hit = await cached_create(cache, client.chat.completions.create, **other)
+    assert provider.calls() == 2
+    assert hit.choices[0].message.refusal == "I'm sorry, I can't."
+
+
+async def test_filtered_and_multi_choice_answers_are_not_stored(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    provider.reply_json(chat_completion(finish_reason="content_filter"))
+    provider.reply_json(chat_completion(finish_reason="content_filter"))
     for _ in range(2):
-        await cached_create(cache, client.chat.completions.create, model="gpt-4o", messages=MESSAGES, max_tokens=3)
+        await cached_create(cache, client.chat.completions.create, model="gpt-4o", messages=MESSAGES)
     assert provider.calls() == 2
 
     two = chat_completion()
@@ -219,7 +333,22 @@ async def test_truncated_and_multi_choice_answers_are_not_stored(
         assert len(result.choices) == 2
     assert provider.calls() == 4
     with pytest.raises(UncacheableResponseError):
-        to_blocks(chat_completion(finish_reason="content_filter"))
+        to_answer(chat_completion(finish_reason="content_filter"))
+
+
+async def test_entries_without_metadata_are_still_served(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    """An entry stored before response metadata existed (or by hand, without it) rebuilds with derived ids."""
+    original = chat_completion(tool_calls=[function_call("call_1", "get_weather", {"city": "Oslo"})])
+    params = await prepare_params({"model": "gpt-4o", "messages": MESSAGES})
+    await cache.llm.store_multipart(params, to_blocks(original), LlmStoreOptions(tokens=usage_tokens(original)))
+    hit = await cached_create(cache, client.chat.completions.create, model="gpt-4o", messages=MESSAGES)
+    again = await cached_create(cache, client.chat.completions.create, model="gpt-4o", messages=MESSAGES)
+    assert provider.calls() == 0
+    assert hit.id.startswith("chatcmpl-") and hit.id != "chatcmpl-original" and hit.id == again.id
+    assert (hit.model, hit.system_fingerprint, hit.choices[0].finish_reason) == ("gpt-4o", None, "tool_calls")
+    assert essentials(hit) == essentials(ChatCompletion.model_validate(original))
 
 
 async def key(**request: Any) -> str:
@@ -299,6 +428,11 @@ def test_blocks_round_trip_to_the_sdk_type() -> None:
     assert essentials(rebuilt) == essentials(original)
     forced = from_blocks(blocks, {"model": "gpt-4o", "tool_choice": {"type": "function", "function": {"name": "x"}}})
     assert forced.choices[0].finish_reason == "stop"  # what OpenAI answers when the tool was forced
+
+    answer = to_answer(original)
+    assert answer.blocks == blocks and answer.tokens == {"input": 12, "output": 9}
+    assert answer.metadata is not None and answer.metadata["finish"] == "tool_calls"
+    assert from_blocks(answer.blocks, {"model": "gpt-4o"}, metadata=answer.metadata) == original
 
 
 async def test_a_valkey_outage_never_costs_the_caller_its_answer(client: AsyncOpenAI, provider: ProviderServer) -> None:

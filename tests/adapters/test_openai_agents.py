@@ -17,6 +17,8 @@ from openai import AsyncOpenAI
 from agent_cache import AgentCache
 from agent_cache._keys import llm_hash
 from agent_cache.adapters.openai_agents import CachedModel, CachedModelProvider, prepare_params
+from agent_cache.adapters.openai_responses import cached_create as responses_create
+from agent_cache.adapters.openai_responses import prepare_params as responses_params
 from tests.adapters.conftest import ProviderServer
 from tests.adapters.wire import function_call_item, message_item, reasoning_item, response_body, response_events
 
@@ -74,6 +76,12 @@ async def test_a_tool_using_run_is_replayed_from_the_cache(
     ]
     stats = await cache.stats()
     assert (stats.llm.hits, stats.llm.misses) == (2, 2)
+    # The model responses are the originals: output items with their ids, response ids, usage with its details.
+    assert second.raw_responses == first.raw_responses
+    assert [r.response_id for r in second.raw_responses] == ["resp_original", "resp_original"]
+    usage = second.raw_responses[0].usage
+    assert (usage.input_tokens_details.cached_tokens, usage.output_tokens_details.reasoning_tokens) == (5, 3)
+    assert [item.id for item in second.raw_responses[0].output] == ["rs_1", "fc_1"]  # type: ignore[union-attr]
 
 
 async def test_streamed_runs_record_and_replay(
@@ -84,20 +92,27 @@ async def test_streamed_runs_record_and_replay(
     config = RunConfig(model_provider=provider_model, tracing_disabled=True)
     tool_turns(provider, stream=True)
 
-    async def run() -> tuple[Any, list[str]]:
+    async def run() -> tuple[Any, list[str], list[Any]]:
         result = Runner.run_streamed(agent, "Weather in Sofia?", run_config=config)
         deltas = [
             event.data.delta
             async for event in result.stream_events()
             if event.type == "raw_response_event" and event.data.type == "response.output_text.delta"
         ]
-        return result.final_output, deltas
+        return result.final_output, deltas, result.raw_responses
 
-    live_output, live_deltas = await run()
-    replay_output, replay_deltas = await run()
+    live_output, live_deltas, live_responses = await run()
+    replay_output, replay_deltas, replay_responses = await run()
     assert provider.calls() == 2
     assert replay_output == live_output == "It is 21C in Sofia."
     assert "".join(replay_deltas) == "".join(live_deltas)
+    assert replay_responses == live_responses
+    assert [r.response_id for r in replay_responses] == ["resp_original", "resp_original"]
+
+    # A non-streamed run of the same agent is served the same model responses.
+    plain_run = await Runner.run(agent, "Weather in Sofia?", run_config=config)
+    assert plain_run.raw_responses == live_responses
+    assert provider.calls() == 2
 
 
 async def test_an_interrupted_stream_stores_nothing(
@@ -138,3 +153,20 @@ async def test_tool_objects_that_cannot_be_hashed_are_described_by_their_schema(
     assert llm_hash(await prepare_params("gpt-5", None, "hi", tools=[guarded])) == plain_key
     renamed = dataclasses.replace(get_weather, description="Another description.")
     assert llm_hash(await prepare_params("gpt-5", None, "hi", tools=[renamed])) != plain_key
+
+
+async def test_an_incomplete_response_is_never_a_hit_for_the_agents_sdk(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    """The SDK's Responses model raises on an incomplete response: an entry holding one is a miss here."""
+    model = CachedModel(OpenAIResponsesModel("gpt-5", client), cache)
+    params = await prepare_params("gpt-5", None, "hi", ModelSettings())
+    assert llm_hash(params) == llm_hash(await responses_params({"model": "gpt-5", "input": "hi"}))  # one entry
+    provider.reply_json(response_body([message_item("Cut", status="incomplete")], status="incomplete"))
+    assert (await responses_create(cache, client.responses.create, model="gpt-5", input="hi")).status == "incomplete"
+    assert (await cache.llm.check(params)).hit  # stored by the Responses adapter
+
+    provider.reply_json(response_body([message_item("Complete.")]))
+    agent = Agent(name="A", model=model)
+    assert (await Runner.run(agent, "hi", run_config=NO_TRACING)).final_output == "Complete."
+    assert provider.calls() == 2

@@ -16,8 +16,9 @@ def chat_completion(
     model: str = "gpt-4o-2024-08-06",
     prompt_tokens: int = 12,
     completion_tokens: int = 9,
+    refusal: str | None = None,
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": refusal, "annotations": []}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
@@ -26,6 +27,7 @@ def chat_completion(
         "created": 1_700_000_000,
         "model": model,
         "system_fingerprint": "fp_1",
+        "service_tier": "default",
         "choices": [
             {
                 "index": 0,
@@ -34,10 +36,22 @@ def chat_completion(
                 "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop"),
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+        "usage": chat_usage(prompt_tokens, completion_tokens),
+    }
+
+
+def chat_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """Usage as OpenAI reports it, with cached prompt tokens and reasoning tokens in the details."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 2,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
         },
     }
 
@@ -53,24 +67,33 @@ def chat_chunks(
     finish_reason: str | None = None,
     usage: tuple[int, int] | None = (12, 9),
     done: bool = True,
+    refusal_pieces: list[str] | None = None,
 ) -> list[tuple[str | None, Any]]:
     """SSE events of a streamed chat completion; tool_calls are ``(id, name, argument fragments)``."""
-    base = {"id": "chatcmpl-streamed", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "gpt-4o"}
+    base = {
+        "id": "chatcmpl-streamed",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_001,
+        "model": "gpt-4o-2024-08-06",
+        "system_fingerprint": "fp_2",
+        "service_tier": "default",
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> tuple[None, dict[str, Any]]:
-        return None, {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return None, {**data, "obfuscation": "x" * len(json.dumps(delta))}  # per-chunk padding, as OpenAI sends
 
-    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    first: dict[str, Any] = {"role": "assistant", "content": None if refusal_pieces else "", "refusal": None}
+    events = [chunk(first)]
     events += [chunk({"content": piece}) for piece in text_pieces]
+    events += [chunk({"refusal": piece}) for piece in refusal_pieces or ()]
     for index, (call_id, name, fragments) in enumerate(tool_calls or []):
-        first = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-        events.append(chunk({"tool_calls": [first]}))
+        first_call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        events.append(chunk({"tool_calls": [first_call]}))
         events += [chunk({"tool_calls": [{"index": index, "function": {"arguments": f}}]}) for f in fragments]
     events.append(chunk({}, finish_reason or ("tool_calls" if tool_calls else "stop")))
     if usage is not None:
-        prompt, completion = usage
-        totals = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-        events.append((None, {**base, "choices": [], "usage": totals}))
+        events.append((None, {**base, "choices": [], "usage": chat_usage(*usage)}))
     if done:
         events.append((None, "[DONE]"))
     return events
@@ -79,9 +102,22 @@ def chat_chunks(
 # ─── OpenAI Responses ─────────────────────────────────────────────────────────
 
 
-def message_item(text: str, item_id: str = "msg_1") -> dict[str, Any]:
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    return {"type": "message", "id": item_id, "role": "assistant", "status": "completed", "content": [part]}
+def message_item(
+    text: str,
+    item_id: str = "msg_1",
+    *,
+    phase: str | None = None,
+    refusal: str | None = None,
+    status: str = "completed",
+) -> dict[str, Any]:
+    if refusal is not None:
+        part: dict[str, Any] = {"type": "refusal", "refusal": refusal}
+    else:
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    item = {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": [part]}
+    if phase is not None:
+        item["phase"] = phase
+    return item
 
 
 def function_call_item(call_id: str, name: str, args: dict[str, Any], item_id: str = "fc_1") -> dict[str, Any]:
@@ -107,25 +143,40 @@ def reasoning_item(summary: list[str], encrypted: str | None = None, item_id: st
 
 
 def response_body(
-    output: list[dict[str, Any]], *, status: str = "completed", usage: tuple[int, int] = (20, 7), **config: Any
+    output: list[dict[str, Any]],
+    *,
+    status: str = "completed",
+    usage: tuple[int, int] = (20, 7),
+    incomplete_reason: str = "max_output_tokens",
+    **config: Any,
 ) -> dict[str, Any]:
+    """A Responses API body with the server's echo of its configuration and usage with token details."""
     return {
         "id": "resp_original",
         "object": "response",
         "created_at": 1_700_000_000,
+        "completed_at": 1_700_000_002 if status == "completed" else None,
         "status": status,
         "error": None,
-        "incomplete_details": None if status == "completed" else {"reason": "max_output_tokens"},
+        "incomplete_details": None if status == "completed" else {"reason": incomplete_reason},
         "model": "gpt-5-2025-08-07",
         "output": output,
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "reasoning": {"effort": "medium", "summary": None},
+        "service_tier": "default",
+        "store": True,
+        "metadata": {},
         "usage": {
             "input_tokens": usage[0],
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 5, "cache_write_tokens": 0},
             "output_tokens": usage[1],
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 3},
             "total_tokens": usage[0] + usage[1],
         },
         **config,
@@ -151,6 +202,13 @@ def response_events(body: dict[str, Any], pieces: int = 3) -> list[tuple[str | N
         if item["type"] == "message":
             emit("response.output_item.added", output_index=position, item={**item, "content": []})
             for index, part in enumerate(item["content"]):
+                if part["type"] == "refusal":
+                    emit("response.content_part.added", **at, content_index=index, part={**part, "refusal": ""})
+                    for piece in split(part["refusal"]):
+                        emit("response.refusal.delta", **at, content_index=index, delta=piece)
+                    emit("response.refusal.done", **at, content_index=index, refusal=part["refusal"])
+                    emit("response.content_part.done", **at, content_index=index, part=part)
+                    continue
                 emit("response.content_part.added", **at, content_index=index, part={**part, "text": ""})
                 for piece in split(part["text"]):
                     emit("response.output_text.delta", **at, content_index=index, delta=piece, logprobs=[])
@@ -170,7 +228,7 @@ def response_events(body: dict[str, Any], pieces: int = 3) -> list[tuple[str | N
                 emit("response.reasoning_summary_text.done", **at, summary_index=index, text=part["text"])
                 emit("response.reasoning_summary_part.done", **at, summary_index=index, part=part)
         emit("response.output_item.done", output_index=position, item=item)
-    emit("response.completed", response=body)
+    emit("response.completed" if body["status"] == "completed" else f"response.{body['status']}", response=body)
     return events
 
 
@@ -178,24 +236,35 @@ def response_events(body: dict[str, Any], pieces: int = 3) -> list[tuple[str | N
 
 
 def anthropic_message(
-    content: list[dict[str, Any]], *, stop_reason: str | None = None, usage: tuple[int, int] = (25, 11)
+    content: list[dict[str, Any]],
+    *,
+    stop_reason: str | None = None,
+    stop_sequence: str | None = None,
+    usage: tuple[int, int] = (25, 11),
+    stop_details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A Messages API body; usage with prompt-cache reads and writes (split by TTL) and the service tier."""
     has_tool = any(block["type"] == "tool_use" for block in content)
-    return {
+    message = {
         "id": "msg_original",
         "type": "message",
         "role": "assistant",
         "model": "claude-sonnet-4-6-20260101",
         "content": content,
         "stop_reason": stop_reason or ("tool_use" if has_tool else "end_turn"),
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence,
         "usage": {
             "input_tokens": usage[0],
             "output_tokens": usage[1],
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 100,
+            "cache_read_input_tokens": 2000,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 0},
+            "service_tier": "standard",
         },
     }
+    if stop_details is not None:
+        message["stop_details"] = stop_details
+    return message
 
 
 def anthropic_events(message: dict[str, Any], pieces: int = 3) -> list[tuple[str | None, Any]]:
@@ -230,6 +299,9 @@ def anthropic_events(message: dict[str, Any], pieces: int = 3) -> list[tuple[str
             emit("content_block_delta", index=index, delta={"type": "signature_delta", "signature": block["signature"]})
         emit("content_block_stop", index=index)
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
-    emit("message_delta", delta=delta, usage={"output_tokens": usage["output_tokens"]})
+    if message.get("stop_details"):
+        delta["stop_details"] = message["stop_details"]
+    totals = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+    emit("message_delta", delta=delta, usage={name: usage[name] for name in totals})  # cumulative, as the API sends
     emit("message_stop")
     return events

@@ -207,6 +207,17 @@ def dump_arguments(args: Any) -> str:
     return json.dumps(args, ensure_ascii=False, separators=(",", ":"))
 
 
+def verbatim_arguments(arguments: Any) -> str | None:
+    """The provider's argument text when dumping its parsed JSON would not give it back byte for byte, else None.
+
+    Blocks hold parsed arguments (so spacing never splits a key); response metadata keeps the text itself only when
+    it differs from the compact dump, so a hit returns the arguments exactly as the provider sent them.
+    """
+    if isinstance(arguments, str) and dump_arguments(parse_arguments(arguments)) != arguments:
+        return arguments
+    return None
+
+
 def text_of(blocks: Iterable[Mapping[str, Any]]) -> str | None:
     """The joined text blocks, or None when there are none."""
     texts = [str(b.get("text", "")) for b in blocks if b.get("type") == "text"]

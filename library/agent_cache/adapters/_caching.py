@@ -4,6 +4,23 @@ Valkey trouble is the tier's business: by default a failed lookup is a miss and 
 cache's ``on_error`` policy), so a wrapper in front of a paid call never loses the call's answer; with
 ``on_error="raise"`` the error reaches the caller as the cache was told. A response the wrappers cannot read back
 faithfully is returned uncached, never an error.
+
+Response metadata
+-----------------
+Content blocks carry what the model said; everything else a provider reports about a response (its ids, timestamps,
+stop reason, usage details...) is stored beside them as ``LlmStoreOptions(metadata=...)`` and comes back as
+``LlmCacheResult.metadata`` on a hit. The dict is the same for every adapter at its top level::
+
+    {"format": "openai.chat", "version": 1, "finish": "length", ...fields of that format}
+
+``format`` names the adapter family that wrote it (``openai.chat``, ``openai.responses``, ``anthropic``,
+``pydantic_ai``, ``llamaindex``) and the other fields are that format's own: only a reader of the same format and
+version uses them. ``finish`` is a provider-neutral stop reason (:data:`FINISH_REASONS`), read by everyone: an entry
+may be shared by several formats (a plain-text conversation keys alike in Chat Completions, the Responses API and
+LlamaIndex), and a reader of another format must not rebuild a truncated answer as a complete one. A reader
+translates ``length`` and ``stop_sequence`` where its provider can say so, and treats the entry as a miss otherwise
+(a refusal of another provider; see :func:`foreign_finish`). Entries without metadata (stored before it existed,
+or by ``cache.llm.store``) are read as complete answers, with ids derived from the cache key.
 """
 
 from __future__ import annotations
@@ -11,10 +28,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from agent_cache._errors import AgentCacheUsageError
 from agent_cache.types import ContentBlock, LlmCacheResult, LlmStoreOptions
+
+from ._blocks import is_omitted, plain
 
 if TYPE_CHECKING:
     from agent_cache.cache import AgentCache
@@ -22,20 +41,50 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent_cache.adapters")
 
 
+class UncacheableResponseError(AgentCacheUsageError):
+    """The response holds something the cache cannot carry faithfully, so it is not stored.
+
+    Several choices, citations, audio, logprobs, hosted-tool items, an answer cut short by a content filter...
+    Storing them would make a hit differ from the original; the wrappers return such responses uncached.
+    """
+
+
+METADATA_VERSION: Final = 1
+
+FINISH_REASONS: Final = frozenset({"stop", "tool_calls", "length", "stop_sequence", "refusal"})
+"""Provider-neutral stop reasons: a natural end, a turn that calls tools, the output token limit (``max_tokens``,
+``length``, ``max_output_tokens``), one of the request's stop sequences, a refusal."""
+
+COMPLETE: Final = frozenset({"stop", "tool_calls"})
+"""The stop reasons that content blocks alone describe: what entries without metadata are read as."""
+
+
 @dataclass(frozen=True)
 class Answer:
-    """A provider response reduced to what the LLM tier stores."""
+    """A provider response reduced to what the LLM tier stores: blocks, token counts and response metadata."""
 
     blocks: list[ContentBlock]
     tokens: dict[str, int] | None = None
+    metadata: dict[str, Any] | None = None
 
+    def store_options(self, ttl: int | None = None) -> LlmStoreOptions:
+        """``LlmStoreOptions`` for ``cache.llm.store_multipart(params, answer.blocks, answer.store_options())``."""
+        return LlmStoreOptions(ttl=ttl, tokens=self.tokens, metadata=self.metadata)
 
-class UncacheableResponseError(AgentCacheUsageError):
-    """The response holds something content blocks cannot carry faithfully, so it is not stored.
+    @property
+    def finish(self) -> str | None:
+        """The neutral stop reason recorded in the metadata, if any."""
+        return None if self.metadata is None else self.metadata.get("finish")
 
-    Several choices, a refusal, citations, audio, hosted-tool items, a truncated answer... Storing them would
-    make a hit differ from the original; the wrappers return such responses uncached.
-    """
+    def complete(self) -> Answer:
+        """This answer if blocks alone rebuild it faithfully, else :class:`UncacheableResponseError`.
+
+        ``to_blocks`` helpers use it: a caller that stores blocks without the metadata must not store a truncated
+        answer or a refusal, which a hit would rebuild as a complete answer.
+        """
+        if self.finish not in COMPLETE:
+            raise UncacheableResponseError(f"a {self.finish!r} answer needs its metadata to be stored faithfully")
+        return self
 
 
 async def lookup(cache: AgentCache, params: Mapping[str, Any]) -> LlmCacheResult:
@@ -43,7 +92,49 @@ async def lookup(cache: AgentCache, params: Mapping[str, Any]) -> LlmCacheResult
 
 
 async def save(cache: AgentCache, params: Mapping[str, Any], answer: Answer, ttl: int | None) -> str:
-    return await cache.llm.store_multipart(params, answer.blocks, LlmStoreOptions(ttl=ttl, tokens=answer.tokens))
+    return await cache.llm.store_multipart(params, answer.blocks, answer.store_options(ttl))
+
+
+def metadata(fmt: str, finish: str, **fields: Any) -> dict[str, Any]:
+    """The metadata dict of one format: ``format``, ``version``, ``finish`` and the format's fields (None dropped)."""
+    if finish not in FINISH_REASONS:
+        raise UncacheableResponseError(f"stop reason {finish!r} cannot be stored")
+    meta: dict[str, Any] = {"format": fmt, "version": METADATA_VERSION, "finish": finish}
+    meta.update((name, value) for name, value in fields.items() if value is not None)
+    return meta
+
+
+def native(meta: Mapping[str, Any] | None, fmt: str) -> dict[str, Any] | None:
+    """The metadata if format ``fmt`` wrote it (same version), else None: a legacy entry or another format's."""
+    if isinstance(meta, Mapping) and meta.get("format") == fmt and meta.get("version") == METADATA_VERSION:
+        return dict(meta)
+    return None
+
+
+def foreign_finish(meta: Mapping[str, Any] | None) -> str:
+    """The neutral stop reason of an entry this reader does not know the format of.
+
+    Entries without metadata, or with a ``finish`` this version does not know, are complete answers as far as the
+    blocks say (``stop``; readers pick ``tool_calls`` from the blocks).
+    """
+    finish = meta.get("finish") if isinstance(meta, Mapping) else None
+    return finish if isinstance(finish, str) and finish in FINISH_REASONS else "stop"
+
+
+def without(data: Mapping[str, Any], names: Sequence[str] | frozenset[str]) -> dict[str, Any]:
+    """``data`` without ``names`` and without None values: a response's fields that blocks do not carry."""
+    return {k: v for k, v in data.items() if k not in names and v is not None}
+
+
+def echoed(request: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The transport-only request parameters a response echoes (``metadata``, ``user``...), from this request.
+
+    They are not in the key, so the entry's original values belong to another caller: they are never stored, and a
+    hit echoes the current request's values instead.
+    """
+    return {
+        name: plain(request[name]) for name in names if request.get(name) is not None and not is_omitted(request[name])
+    }
 
 
 def answer_of(extract: Callable[[Any], Answer], response: Any) -> Answer | None:
@@ -68,10 +159,10 @@ def tokens(input_tokens: int | None, output_tokens: int | None) -> dict[str, int
 
 
 def synthetic_id(prefix: str, key: str | None, index: int | None = None, length: int = 24) -> str:
-    """A stable id for a rebuilt response: the provider's prefix and the entry's hash.
+    """A stable id for a response rebuilt without its metadata: the provider's prefix and the entry's hash.
 
-    Stored entries keep tool-call ids but not response or item ids, so a hit gets an id derived from its
-    cache key: the same entry always rebuilds with the same id.
+    Entries stored without metadata keep tool-call ids but not response or item ids, so a hit gets an id derived
+    from its cache key: the same entry always rebuilds with the same id.
     """
     digest = (key or "").rpartition(":")[2][:length] or "0" * length
     return f"{prefix}{digest}" if index is None else f"{prefix}{digest}_{index}"

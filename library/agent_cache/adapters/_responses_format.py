@@ -20,8 +20,19 @@ from typing import TYPE_CHECKING, Any
 from agent_cache.normalizer import BinaryNormalizer
 from agent_cache.types import ContentBlock, ReasoningBlock
 
-from ._blocks import binary_block, dump_arguments, extras, parse_arguments, plain
-from ._caching import Answer, UncacheableResponseError, synthetic_id, tokens
+from ._blocks import binary_block, dump_arguments, extras, parse_arguments, plain, verbatim_arguments
+from ._caching import (
+    COMPLETE,
+    Answer,
+    UncacheableResponseError,
+    echoed,
+    foreign_finish,
+    metadata,
+    native,
+    synthetic_id,
+    tokens,
+    without,
+)
 from ._sdk import require
 from ._stream import IncompleteStreamError
 
@@ -123,56 +134,112 @@ async def _parts(content: Any, normalizer: BinaryNormalizer) -> list[Any]:
 
 # ─── Output items ↔ blocks ────────────────────────────────────────────────────
 
+FORMAT = "openai.responses"
+# The response's echo of transport-only request parameters: never stored, taken from the request on a hit (with
+# the API's default when the request has none).
+ECHOED = ("metadata", "user", "safety_identifier", "prompt_cache_key")
+_ECHO_DEFAULTS: dict[str, Any] = {"metadata": {}}
+
+
+def _finish(response: Mapping[str, Any]) -> str | None:
+    """The neutral stop reason of a finished response; None when it is not one the cache stores."""
+    status = response.get("status")
+    incomplete = response.get("incomplete_details") or {}
+    if response.get("error"):
+        return None
+    if status in (None, "completed") and not incomplete:
+        return "stop"
+    if status == "incomplete" and incomplete.get("reason") == "max_output_tokens":
+        return "length"
+    return None
+
 
 def output_answer(response: Mapping[str, Any]) -> Answer:
-    """A completed response's output as blocks and token counts; raises :class:`UncacheableResponseError`."""
-    status = response.get("status")
-    if status not in (None, "completed") or response.get("error") or response.get("incomplete_details"):
-        raise UncacheableResponseError(f"response status {status!r}: only completed responses are stored")
-    blocks = output_blocks(response.get("output") or [])
+    """A finished response as blocks, token counts and metadata; raises :class:`UncacheableResponseError`.
+
+    Stored: completed responses and responses cut short by ``max_output_tokens``, refusals included. The metadata
+    holds the response's own fields (id, ``created_at``, ``completed_at``, dated model, status, usage with its
+    token details, the server's echo of the configuration...) except the echo of transport-only parameters, and one
+    skeleton per output item (id, status, phase, part layout).
+    """
+    finish = _finish(response)
+    if finish is None:
+        details = response.get("incomplete_details") or response.get("error")
+        raise UncacheableResponseError(f"response status {response.get('status')!r} ({details}): not stored")
+    blocks, skeletons = read_output(response.get("output") or [], strict=False)
+    if any(part.get("type") == "refusal" for item in skeletons for part in item.get("content") or ()):
+        finish = "refusal"
+    elif finish == "stop" and any(b["type"] == "tool_call" for b in blocks):
+        finish = "tool_calls"
+    meta = metadata(FORMAT, finish, response=without(response, ("output", "output_text", *ECHOED)), items=skeletons)
     usage = response.get("usage") or {}
-    return Answer(blocks, tokens(usage.get("input_tokens"), usage.get("output_tokens")))
+    return Answer(blocks, tokens(usage.get("input_tokens"), usage.get("output_tokens")), meta)
 
 
 def output_blocks(items: Sequence[Any]) -> list[ContentBlock]:
+    """Output items as blocks alone (no metadata): raises for what a rebuild from blocks would change."""
+    return read_output(items, strict=True)[0]
+
+
+def read_output(items: Sequence[Any], *, strict: bool) -> tuple[list[ContentBlock], list[dict[str, Any]]]:
+    """Blocks and item skeletons (each item's fields the blocks do not hold) of output items.
+
+    ``strict``: for blocks stored without their skeletons, which rebuild consecutive text as one message and
+    reasoning as one item per ``encrypted_content`` — so adjacent messages, message phases, adjacent reasoning
+    items without encrypted content and refusal parts raise :class:`UncacheableResponseError`. With the skeletons
+    they are rebuilt exactly.
+    """
     blocks: list[ContentBlock] = []
+    skeletons: list[dict[str, Any]] = []
     previous: str | None = None
     for raw in items:
         item = wire(raw)
         kind = item.get("type")
         if kind == "message":
-            if previous == "message" or item.get("phase"):
+            if strict and (previous == "message" or item.get("phase")):
                 raise UncacheableResponseError("adjacent messages or message phases cannot be told apart once stored")
+            layout: list[dict[str, Any]] = []
             for part in item.get("content") or ():
+                if part.get("type") == "refusal" and not strict:
+                    layout.append(dict(part))
+                    continue
                 if part.get("type") != "output_text" or part.get("annotations") or part.get("logprobs"):
                     raise UncacheableResponseError(f"a {part.get('type')!r} part with annotations/logprobs")
                 blocks.append({"type": "text", "text": part.get("text", "")})
+                layout.append(without(part, ("text",)))
+            skeletons.append({**without(item, ("content",)), "content": layout})
         elif kind == "function_call":
             if item.get("namespace") or item.get("caller") or item.get("async"):
                 raise UncacheableResponseError("a namespaced or program-called function call cannot be stored")
-            args = parse_arguments(item.get("arguments", ""))
+            arguments = item.get("arguments", "")
+            args = parse_arguments(arguments)
             blocks.append(
                 {"type": "tool_call", "id": item.get("call_id", ""), "name": item.get("name", ""), "args": args}
             )
+            skeleton = without(item, ("call_id", "name", "arguments"))
+            if (text := verbatim_arguments(arguments)) is not None:
+                skeleton["arguments"] = text
+            skeletons.append(skeleton)
         elif kind == "reasoning":
             if item.get("content"):
                 raise UncacheableResponseError("raw reasoning text cannot be stored")
-            if previous == "reasoning" and not item.get("encrypted_content"):
+            if strict and previous == "reasoning" and not item.get("encrypted_content"):
                 raise UncacheableResponseError("adjacent reasoning items cannot be told apart once stored")
-            summary = [s.get("text", "") for s in item.get("summary") or ()] or [""]
-            for index, text in enumerate(summary):
+            summary = [s.get("text", "") for s in item.get("summary") or ()]
+            for index, text in enumerate(summary or [""]):
                 reasoning: ReasoningBlock = {"type": "reasoning", "text": text}
                 if index == 0 and item.get("encrypted_content"):
                     reasoning["opaqueSignature"] = item["encrypted_content"]
                 blocks.append(reasoning)
+            skeletons.append({**without(item, ("summary", "encrypted_content")), "summary": len(summary)})
         else:
             raise UncacheableResponseError(f"a {kind!r} output item cannot be stored")
         previous = kind
-    return blocks
+    return blocks, skeletons
 
 
 def output_items(blocks: Sequence[ContentBlock], key: str | None) -> list[dict[str, Any]]:
-    """Output items (wire dicts) for stored blocks; ids are derived from the entry's key."""
+    """Output items (wire dicts) for blocks stored without skeletons; ids are derived from the entry's key."""
     items: list[dict[str, Any]] = []
     for block in blocks:
         last = items[-1] if items else None
@@ -210,6 +277,42 @@ def output_items(blocks: Sequence[ContentBlock], key: str | None) -> list[dict[s
     return items
 
 
+def skeleton_items(blocks: Sequence[ContentBlock], skeletons: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Output items rebuilt exactly: each skeleton takes its blocks in order (its ids, statuses, parts kept)."""
+    queue = list(blocks)
+
+    def take(kind: str) -> Any:
+        if not queue or queue[0]["type"] != kind:
+            raise UncacheableResponseError(f"the stored item layout expects a {kind!r} block")
+        return queue.pop(0)
+
+    items: list[dict[str, Any]] = []
+    for skeleton in skeletons:
+        kind = skeleton.get("type")
+        if kind == "message":
+            content = [
+                {**part, "text": take("text")["text"]} if part.get("type") == "output_text" else dict(part)
+                for part in skeleton.get("content") or ()
+            ]
+            items.append({**skeleton, "content": content})
+        elif kind == "function_call":
+            block = take("tool_call")
+            fields = {"call_id": block["id"], "name": block["name"], "arguments": dump_arguments(block["args"])}
+            items.append({**fields, **skeleton})
+        elif kind == "reasoning":
+            count = int(skeleton.get("summary") or 0)
+            taken = [take("reasoning") for _ in range(max(count, 1))]
+            item = {**skeleton, "summary": [{"type": "summary_text", "text": b["text"]} for b in taken[:count]]}
+            if taken[0].get("opaqueSignature"):
+                item["encrypted_content"] = taken[0]["opaqueSignature"]
+            items.append(item)
+        else:
+            raise UncacheableResponseError(f"a stored {kind!r} item cannot be rebuilt")
+    if queue:
+        raise UncacheableResponseError("the stored item layout does not hold every block")
+    return items
+
+
 def response_wire(
     params: Mapping[str, Any],
     output: list[dict[str, Any]],
@@ -220,7 +323,7 @@ def response_wire(
 ) -> dict[str, Any]:
     """A completed ``Response`` as the server would send it, echoing the request's configuration."""
     now = time.time()
-    echoed = {
+    config = {
         name: params[name]
         for name in (
             "instructions",
@@ -253,7 +356,7 @@ def response_wire(
         "parallel_tool_calls": params.get("parallel_tool_calls", True),
         "tool_choice": params.get("tool_choice", "auto"),
         "tools": params.get("tools") or [],
-        **echoed,
+        **config,
         "usage": {
             "input_tokens": input_tokens,
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -262,6 +365,49 @@ def response_wire(
             "total_tokens": input_tokens + output_tokens,
         },
     }
+
+
+def hit_wire(
+    blocks: Sequence[ContentBlock],
+    params: Mapping[str, Any],
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    key: str | None,
+    meta: Mapping[str, Any] | None,
+    request: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The wire ``Response`` of a hit; raises :class:`UncacheableResponseError` when the entry cannot be one.
+
+    With this format's metadata it is the original response (a full one as stored from the Responses API, or the
+    fields an Agents SDK ``ModelResponse`` had over a response derived from the request), with the transport-only
+    echoes of ``request``. Without it, items and ids are derived from the blocks and the key, and the stop reason of
+    another format's metadata decides the status: ``length`` is ``incomplete`` (``max_output_tokens``).
+    """
+    stored = native(meta, FORMAT)
+    if stored is None:
+        data = response_wire(
+            params, output_items(blocks, key), input_tokens=input_tokens, output_tokens=output_tokens, key=key
+        )
+        finish = foreign_finish(meta)
+        if finish == "length":
+            data.update(status="incomplete", incomplete_details={"reason": "max_output_tokens"}, completed_at=None)
+            if data["output"]:
+                data["output"][-1]["status"] = "incomplete"
+        elif finish not in COMPLETE:
+            raise UncacheableResponseError(f"a {finish!r} answer stored by another adapter cannot be a response")
+        return data
+    items = skeleton_items(blocks, stored.get("items") or [])
+    original = stored.get("response") or {}
+    if original.get("object") == "response":  # stored from a whole Response
+        data = {**original, "output": items}
+    else:  # stored from an Agents SDK ModelResponse: its id and usage over a response derived from the request
+        derived = response_wire(params, items, input_tokens=input_tokens, output_tokens=output_tokens, key=key)
+        data = {**derived, **original}
+    data.update({name: value for name, value in _ECHO_DEFAULTS.items() if name not in data})
+    if request is not None:
+        data.update(echoed(request, ECHOED))
+    return data
 
 
 def build_response(data: Mapping[str, Any]) -> Response:
@@ -280,7 +426,14 @@ def replay_events(response: Mapping[str, Any]) -> list[ResponseStreamEvent]:
     def emit(kind: str, **fields: Any) -> None:
         events.append({"type": kind, "sequence_number": len(events), **fields})
 
-    opening = {**response, "status": "in_progress", "output": [], "usage": None, "completed_at": None}
+    opening = {
+        **response,
+        "status": "in_progress",
+        "output": [],
+        "usage": None,
+        "completed_at": None,
+        "incomplete_details": None,
+    }
     emit("response.created", response=opening)
     emit("response.in_progress", response=opening)
     for position, item in enumerate(response.get("output") or ()):
@@ -292,9 +445,14 @@ def replay_events(response: Mapping[str, Any]) -> list[ResponseStreamEvent]:
                 item={**item, "status": "in_progress", "content": []},
             )
             for index, part in enumerate(item["content"]):
-                emit("response.content_part.added", **at, content_index=index, part={**part, "text": ""})
-                emit("response.output_text.delta", **at, content_index=index, delta=part["text"], logprobs=[])
-                emit("response.output_text.done", **at, content_index=index, text=part["text"], logprobs=[])
+                if part["type"] == "refusal":
+                    emit("response.content_part.added", **at, content_index=index, part={**part, "refusal": ""})
+                    emit("response.refusal.delta", **at, content_index=index, delta=part["refusal"])
+                    emit("response.refusal.done", **at, content_index=index, refusal=part["refusal"])
+                else:
+                    emit("response.content_part.added", **at, content_index=index, part={**part, "text": ""})
+                    emit("response.output_text.delta", **at, content_index=index, delta=part["text"], logprobs=[])
+                    emit("response.output_text.done", **at, content_index=index, text=part["text"], logprobs=[])
                 emit("response.content_part.done", **at, content_index=index, part=part)
         elif item["type"] == "function_call":
             emit(
@@ -312,7 +470,7 @@ def replay_events(response: Mapping[str, Any]) -> list[ResponseStreamEvent]:
                 emit("response.reasoning_summary_text.done", **at, summary_index=index, text=part["text"])
                 emit("response.reasoning_summary_part.done", **at, summary_index=index, part=part)
         emit("response.output_item.done", output_index=position, item=item)
-    emit("response.completed", response=response)
+    emit("response.incomplete" if response.get("status") == "incomplete" else "response.completed", response=response)
     return [_event(e) for e in events]
 
 
@@ -325,6 +483,8 @@ _EVENT_CLASSES = {
     "response.content_part.done": "ResponseContentPartDoneEvent",
     "response.output_text.delta": "ResponseTextDeltaEvent",
     "response.output_text.done": "ResponseTextDoneEvent",
+    "response.refusal.delta": "ResponseRefusalDeltaEvent",
+    "response.refusal.done": "ResponseRefusalDoneEvent",
     "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
     "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
     "response.reasoning_summary_part.added": "ResponseReasoningSummaryPartAddedEvent",
@@ -332,6 +492,7 @@ _EVENT_CLASSES = {
     "response.reasoning_summary_text.delta": "ResponseReasoningSummaryTextDeltaEvent",
     "response.reasoning_summary_text.done": "ResponseReasoningSummaryTextDoneEvent",
     "response.completed": "ResponseCompletedEvent",
+    "response.incomplete": "ResponseIncompleteEvent",
 }
 
 
@@ -342,11 +503,15 @@ def _event(data: dict[str, Any]) -> ResponseStreamEvent:
 
 
 class EventAssembler:
-    """Keeps what a Responses event stream says about the final response: ``response.completed`` is the end."""
+    """Keeps what a Responses event stream says about the final response.
+
+    ``response.completed`` and ``response.incomplete`` end a response (``output_answer`` decides whether an
+    incomplete one is stored: only a ``max_output_tokens`` cut is); ``response.failed`` and ``error`` do not.
+    """
 
     def __init__(self) -> None:
         self._done_items: dict[int, dict[str, Any]] = {}
-        self._completed: dict[str, Any] | None = None
+        self._final: dict[str, Any] | None = None
         self._failure: str | None = None
 
     def feed(self, event: Any) -> None:
@@ -354,23 +519,23 @@ class EventAssembler:
         kind = data.get("type")
         if kind == "response.output_item.done":
             self._done_items[int(data.get("output_index", len(self._done_items)))] = data["item"]
-        elif kind == "response.completed":
-            self._completed = dict(data["response"])
-            if not self._completed.get("output") and self._done_items:
+        elif kind in ("response.completed", "response.incomplete"):
+            self._final = dict(data["response"])
+            if not self._final.get("output") and self._done_items:
                 # Some compatible servers send the final response without its output; the items came before.
-                self._completed["output"] = [item for _, item in sorted(self._done_items.items())]
-        elif kind in ("response.failed", "response.incomplete", "error"):
+                self._final["output"] = [item for _, item in sorted(self._done_items.items())]
+        elif kind in ("response.failed", "error"):
             self._failure = str(kind)
 
-    def completed(self) -> dict[str, Any]:
+    def final(self) -> dict[str, Any]:
         if self._failure is not None:
             raise UncacheableResponseError(f"the stream reported {self._failure}")
-        if self._completed is None:
+        if self._final is None:
             raise IncompleteStreamError("the stream ended before response.completed")
-        return self._completed
+        return self._final
 
     def response(self) -> Response:
-        return build_response(self.completed())
+        return build_response(self.final())
 
     def answer(self) -> Answer:
-        return output_answer(self.completed())
+        return output_answer(self.final())

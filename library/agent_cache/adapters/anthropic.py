@@ -17,10 +17,13 @@ normalized to content blocks: a string and one text block are the same; ``tool_u
 ``tool_result`` a tool-result block, ``thinking``/``redacted_thinking`` reasoning blocks (signatures kept);
 ``cache_control`` stays as a block hint. Images and PDFs go through the binary normalizer.
 
-Stored: text, ``tool_use`` (ids and inputs), ``thinking`` with its signature and ``redacted_thinking``, and the
-token counts (input counts include cache reads and writes). Not stored: answers that stopped for another reason
-than ``end_turn``/``tool_use`` (``max_tokens``, ``stop_sequence``, ``refusal``, ``pause_turn``...), citations and
-server-tool blocks. A hit is a ``Message`` with an id derived from the entry.
+Stored: text, ``tool_use`` (ids and inputs), ``thinking`` with its signature and ``redacted_thinking`` as blocks;
+the message's other fields as metadata — id, dated model, ``stop_reason``, ``stop_sequence``, ``stop_details``,
+usage as reported (cache reads and writes, their TTL split, service tier) — and the token counts for pricing
+(input including cache reads and writes). Answers that stopped at ``end_turn``, ``tool_use``, ``max_tokens``,
+``model_context_window_exceeded``, ``stop_sequence`` or ``refusal`` are stored; a hit (plain or streamed) is the
+original message. Not stored: ``pause_turn``, citations, containers and server-tool blocks. Entries without
+metadata (stored before it existed) rebuild with an id derived from the entry and the requested model.
 """
 
 from __future__ import annotations
@@ -36,7 +39,21 @@ from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import BlockHints, ContentBlock, LlmCacheParams, LlmCacheResult, ReasoningBlock
 
 from ._blocks import binary_block, extras, is_omitted, materialize, passthrough_params, plain
-from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, synthetic_id, tokens
+from ._caching import (
+    COMPLETE,
+    Answer,
+    UncacheableResponseError,
+    answer_of,
+    blocks_of,
+    foreign_finish,
+    lookup,
+    metadata,
+    native,
+    save,
+    synthetic_id,
+    tokens,
+    without,
+)
 from ._sdk import require
 from ._stream import CachedStream, IncompleteStreamError, RecordingStream, ReplayStream
 
@@ -46,11 +63,13 @@ if TYPE_CHECKING:
     from agent_cache.cache import AgentCache
 
 __all__ = [
+    "Answer",
     "AnthropicPrepareOptions",
     "UncacheableResponseError",
     "cached_create",
     "from_blocks",
     "prepare_params",
+    "to_answer",
     "to_blocks",
     "usage_tokens",
 ]
@@ -162,7 +181,23 @@ def _wire(obj: Any) -> dict[str, Any]:
     return dumped
 
 
+FORMAT = "anthropic"
+_STOPS = {
+    "end_turn": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "stop_sequence": "stop_sequence",
+    "refusal": "refusal",
+}
+
+
 def _answer(message: Mapping[str, Any]) -> Answer:
+    """Blocks, token counts and metadata of a message; :class:`UncacheableResponseError` if they cannot hold it.
+
+    The metadata holds the message's fields but its content: id, dated model, ``stop_reason``, ``stop_sequence``,
+    ``stop_details`` and usage as Anthropic reported it (cache reads and writes, their TTL split, service tier...).
+    """
     blocks: list[ContentBlock] = []
     for block in message.get("content") or ():
         kind = block.get("type")
@@ -185,28 +220,74 @@ def _answer(message: Mapping[str, Any]) -> Answer:
             blocks.append({"type": "reasoning", "text": "", "redacted": True, "opaqueSignature": block.get("data", "")})
         else:
             raise UncacheableResponseError(f"a {kind!r} block cannot be stored")
-    expected = "tool_use" if any(b["type"] == "tool_call" for b in blocks) else "end_turn"
-    if message.get("stop_reason") != expected or message.get("stop_details") or message.get("container"):
-        raise UncacheableResponseError(f"stop_reason {message.get('stop_reason')!r}: only complete answers are stored")
+    stop = message.get("stop_reason")
+    if stop not in _STOPS or message.get("container"):
+        raise UncacheableResponseError(f"stop_reason {stop!r}: not stored")
+    finish = _STOPS[stop]
+    calls = any(b["type"] == "tool_call" for b in blocks)
+    if finish in COMPLETE and (finish == "tool_calls") != calls:
+        finish = "tool_calls" if calls else "stop"  # a neutral reason that agrees with the blocks
+    meta = metadata(FORMAT, finish, message=without(message, ("content",)))
     usage = message.get("usage") or {}
     input_tokens = sum(
         usage.get(k) or 0 for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
-    return Answer(blocks, tokens(input_tokens if usage else None, usage.get("output_tokens")))
+    return Answer(blocks, tokens(input_tokens if usage else None, usage.get("output_tokens")), meta)
+
+
+def to_answer(message: Message | Mapping[str, Any]) -> Answer:
+    """What ``cached_create`` stores: blocks, token counts and metadata (``answer.store_options(ttl)``).
+
+    Stored: answers that stopped at ``end_turn``, ``tool_use``, ``max_tokens``, ``model_context_window_exceeded``,
+    ``stop_sequence`` (the sequence kept) or ``refusal`` (its ``stop_details`` kept). Raises
+    :class:`UncacheableResponseError` for ``pause_turn``, citations, containers and server-tool blocks.
+    """
+    return _answer(_wire(message))
 
 
 def to_blocks(message: Message | Mapping[str, Any]) -> list[ContentBlock]:
-    """The answer as content blocks; raises :class:`UncacheableResponseError` when it cannot be stored faithfully."""
-    return _answer(_wire(message)).blocks
+    """The answer as content blocks, for an ``end_turn``/``tool_use`` answer that blocks alone rebuild.
+
+    Raises :class:`UncacheableResponseError` otherwise — including ``max_tokens``, ``stop_sequence`` and refusals,
+    which need the metadata of :func:`to_answer` to be rebuilt faithfully.
+    """
+    data = _wire(message)
+    answer = _answer(data)
+    expected = "tool_use" if any(b["type"] == "tool_call" for b in answer.blocks) else "end_turn"
+    if data.get("stop_reason") != expected:
+        raise UncacheableResponseError(f"stop_reason {data.get('stop_reason')!r} needs the metadata")
+    return answer.complete().blocks
 
 
 def usage_tokens(message: Message | Mapping[str, Any]) -> dict[str, int] | None:
     """Input (including cache reads and writes) and output tokens, for ``LlmStoreOptions(tokens=...)``."""
-    return _answer(_wire(message)).tokens if _wire(message).get("usage") else None
+    usage = _wire(message).get("usage") or {}
+    if not usage:
+        return None
+    input_tokens = sum(
+        usage.get(k) or 0 for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+    return tokens(input_tokens, usage.get("output_tokens"))
+
+
+def _foreign_stop(meta: Mapping[str, Any] | None, has_tool_use: bool) -> str:
+    """``stop_reason`` for an entry stored without Anthropic metadata (legacy or another format)."""
+    finish = foreign_finish(meta)
+    if finish in COMPLETE:
+        return "tool_use" if has_tool_use else "end_turn"
+    if finish == "length":
+        return "max_tokens"
+    # stop_sequence without the sequence (Chat Completions does not say which), a refusal of another provider...
+    raise AgentCacheUsageError(f"a {finish!r} answer stored by another adapter cannot be an Anthropic message")
 
 
 def _message_data(
-    blocks: Sequence[ContentBlock], params: Mapping[str, Any], input_tokens: int, output_tokens: int, key: str | None
+    blocks: Sequence[ContentBlock],
+    params: Mapping[str, Any],
+    input_tokens: int,
+    output_tokens: int,
+    key: str | None,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     for block in blocks:
@@ -223,13 +304,16 @@ def _message_data(
             )
         else:
             raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a message")
+    stored = native(meta, FORMAT)
+    if stored is not None and isinstance(stored.get("message"), Mapping):
+        return {**stored["message"], "content": content}
     return {
         "id": synthetic_id("msg_", key),
         "type": "message",
         "role": "assistant",
         "model": params["model"],
         "content": content,
-        "stop_reason": "tool_use" if any(c["type"] == "tool_use" for c in content) else "end_turn",
+        "stop_reason": _foreign_stop(meta, any(c["type"] == "tool_use" for c in content)),
         "stop_sequence": None,
         "usage": {
             "input_tokens": input_tokens,
@@ -253,14 +337,25 @@ def from_blocks(
     input_tokens: int = 0,
     output_tokens: int = 0,
     key: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Message:
-    """Rebuild a ``Message`` from stored blocks (text, tool calls, thinking) for ``params``."""
-    return _message(_message_data(blocks, params, input_tokens, output_tokens, key))
+    """Rebuild a ``Message`` from stored blocks (text, tool calls, thinking) for ``params``.
+
+    With the entry's ``metadata`` (``LlmCacheResult.metadata``) written by this adapter it is the original message:
+    id, dated model, ``stop_reason``, ``stop_sequence``, ``stop_details`` and usage with its cache details.
+    Without it (older entries, ``cache.llm.store``) the id is derived from ``key``, ``model`` is the requested one
+    and usage holds the given counts (input including cache reads and writes); metadata of another adapter
+    contributes its stop reason (``length`` → ``max_tokens``), or raises ``AgentCacheUsageError`` for one a
+    message cannot express.
+    """
+    return _message(_message_data(blocks, params, input_tokens, output_tokens, key, metadata))
 
 
 def _hit_data(result: LlmCacheResult, params: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
-        return _message_data(blocks_of(result), params, result.input_tokens, result.output_tokens, result.key)
+        return _message_data(
+            blocks_of(result), params, result.input_tokens, result.output_tokens, result.key, result.metadata
+        )
     except AgentCacheUsageError as exc:
         log.debug("agent-cache: entry %s is not an Anthropic message, calling the provider: %s", result.key, exc)
         return None
@@ -269,10 +364,27 @@ def _hit_data(result: LlmCacheResult, params: Mapping[str, Any]) -> dict[str, An
 # ─── Streams ──────────────────────────────────────────────────────────────────
 
 
+# Usage fields a message_delta repeats as cumulative totals (the API sends them when they apply).
+_DELTA_USAGE = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "server_tool_use",
+    "output_tokens_details",
+)
+
+
 def _events(message: Mapping[str, Any]) -> list[RawMessageStreamEvent]:
     types = require("anthropic.types", "anthropic", _WHAT)
     usage = message["usage"]
-    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "stop_details": None,
+        "usage": {**usage, "output_tokens": 0},
+    }
     events: list[Any] = [types.RawMessageStartEvent.construct(type="message_start", message=start)]
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
@@ -296,13 +408,12 @@ def _events(message: Mapping[str, Any]) -> list[RawMessageStreamEvent]:
             types.RawContentBlockDeltaEvent.construct(type="content_block_delta", index=index, delta=d) for d in delta
         ]
         events.append(types.RawContentBlockStopEvent.construct(type="content_block_stop", index=index))
-    events.append(
-        types.RawMessageDeltaEvent.construct(
-            type="message_delta",
-            delta={"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
-            usage={"output_tokens": usage["output_tokens"]},
-        )
-    )
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": message.get("stop_sequence")}
+    if message.get("stop_details") is not None:
+        stop["stop_details"] = message["stop_details"]
+    delta_usage = {"output_tokens": usage["output_tokens"]}
+    delta_usage.update((name, usage[name]) for name in _DELTA_USAGE if usage.get(name) is not None)
+    events.append(types.RawMessageDeltaEvent.construct(type="message_delta", delta=stop, usage=delta_usage))
     events.append(types.RawMessageStopEvent.construct(type="message_stop"))
     return events
 
@@ -314,6 +425,7 @@ class _EventAssembler:
         self._message: dict[str, Any] | None = None
         self._json: dict[int, str] = {}
         self._stopped = False
+        self._problem: str | None = None
 
     def feed(self, event: Any) -> None:
         data = _wire(event)
@@ -332,7 +444,10 @@ class _EventAssembler:
             block = message["content"][data["index"]]
             if block.get("type") == "tool_use" and data["index"] in self._json:
                 text = self._json.pop(data["index"])
-                block["input"] = json.loads(text) if text else {}
+                try:
+                    block["input"] = json.loads(text) if text else {}
+                except ValueError:  # arguments cut short by max_tokens: the SDK's partial parse cannot be stored
+                    self._problem = "tool input that is not complete JSON cannot be stored"
         elif kind == "message_delta":
             message.update({k: v for k, v in (data.get("delta") or {}).items() if v is not None})
             usage = {k: v for k, v in (data.get("usage") or {}).items() if v is not None}
@@ -362,6 +477,8 @@ class _EventAssembler:
         return _message(self._complete())
 
     def answer(self) -> Answer:
+        if self._problem is not None:
+            raise UncacheableResponseError(self._problem)
         return _answer(self._complete())
 
 

@@ -2,25 +2,32 @@
 
 ::
 
-    from agent_cache.adapters.llamaindex import from_blocks, prepare_params, to_blocks
+    from agent_cache.adapters.llamaindex import from_blocks, prepare_params, to_answer
 
     params = await prepare_params(messages, model=llm.metadata.model_name, temperature=0.2, tools=tools)
     hit = await cache.llm.check(params)
     if hit.hit:
-        response = from_blocks(hit.content_blocks or [])
+        response = from_blocks(hit.content_blocks or [], hit.metadata)
     else:
         response = await llm.achat(messages)
-        await cache.llm.store_multipart(params, to_blocks(response), LlmStoreOptions(tokens=usage_tokens(response)))
+        answer = to_answer(response)
+        await cache.llm.store_multipart(params, answer.blocks, answer.store_options())
 
 The key holds the model, every keyword parameter given (``temperature``, ``max_tokens``, ``reasoning_effort``...,
 by name), the tools' names, descriptions and parameter schemas (never their callables), and the messages: role,
 ``additional_kwargs`` (tool calls and ids of older integrations) and blocks — text, tool calls (arguments as JSON),
 thinking, and images, audio, video and documents through the binary normalizer (inline bytes, a path and a data
 URL of the same bytes give the same key). Messages may be ``ChatMessage`` objects or dicts of their fields.
+
+``to_answer(response)`` also returns response metadata (each block's other fields — a thinking block's
+``additional_information``, where integrations keep Anthropic's signature —, ``additional_kwargs``, ``logprobs``,
+``raw`` as JSON) for ``store_multipart(params, answer.blocks, answer.store_options())``;
+``from_blocks(hit.content_blocks, hit.metadata)`` puts it back.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,17 +37,19 @@ from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import ContentBlock, LlmCacheParams, ReasoningBlock
 
 from ._blocks import Kind, binary_block, extras, parse_arguments, passthrough_params, plain
-from ._caching import UncacheableResponseError, tokens
+from ._caching import Answer, UncacheableResponseError, metadata, native, tokens, without
 from ._sdk import require
 
 if TYPE_CHECKING:
     from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 
 __all__ = [
+    "Answer",
     "LlamaIndexPrepareOptions",
     "UncacheableResponseError",
     "from_blocks",
     "prepare_params",
+    "to_answer",
     "to_blocks",
     "usage_tokens",
 ]
@@ -140,9 +149,62 @@ async def _binary(block: Any, normalizer: BinaryNormalizer) -> Any:
     return await binary_block(binary_kind, normalizer, base64_data=encoded.decode(), media_type=media_type, **rest)
 
 
-def to_blocks(response: ChatResponse) -> list[ContentBlock]:
-    """The response message as content blocks; raises :class:`UncacheableResponseError` for other block kinds."""
+FORMAT = "llamaindex"
+# What the blocks hold of each LlamaIndex block type; its other fields (thinking's num_tokens and
+# additional_information — Anthropic's signature —, future fields) are metadata.
+_IN_BLOCKS = {
+    "text": ("block_type", "text"),
+    "tool_call": ("block_type", "tool_call_id", "tool_name", "tool_kwargs"),
+    "thinking": ("block_type", "content"),
+}
+# A raw provider response's stop reason, for adapters of other formats that may share the entry.
+_RAW_FINISHES = {
+    "length": "length",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "stop_sequence": "stop_sequence",
+    "refusal": "refusal",
+}
+
+
+def _json_or_none(value: Any) -> Any:
+    """``value`` as JSON values, losslessly (None fields kept), or None when it has no JSON form."""
+    from pydantic_core import to_jsonable_python  # LlamaIndex is built on pydantic
+
+    try:
+        data = to_jsonable_python(value)
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError):  # PydanticSerializationError is a ValueError: an object with no JSON form
+        return None
+    return data
+
+
+def _raw_finish(raw: Any) -> str | None:
+    """The neutral stop reason of an OpenAI- or Anthropic-shaped raw response, when it says one."""
+    data = _json_or_none(raw)
+    if not isinstance(data, Mapping):
+        return None
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+        reason = choices[0].get("finish_reason")
+        message = choices[0].get("message")
+        if isinstance(message, Mapping) and message.get("refusal"):
+            return "refusal"
+    else:
+        reason = data.get("stop_reason")
+    return _RAW_FINISHES.get(reason) if isinstance(reason, str) else None
+
+
+def to_answer(response: ChatResponse) -> Answer:
+    """Blocks, token counts and metadata for ``cache.llm.store_multipart(params, a.blocks, a.store_options())``.
+
+    The metadata holds each block's fields the content blocks do not (a thinking block's ``num_tokens`` and
+    ``additional_information``, where integrations keep Anthropic's signature; a tool call's argument text), the
+    response's ``additional_kwargs`` and ``logprobs``, and ``raw`` as JSON (dropped when it has no JSON form).
+    Raises :class:`UncacheableResponseError` for other block kinds and message ``additional_kwargs``.
+    """
     blocks: list[ContentBlock] = []
+    fields: list[dict[str, Any]] = []
     for block in response.message.blocks:
         if block.block_type == "text":
             blocks.append({"type": "text", "text": block.text})
@@ -154,9 +216,30 @@ def to_blocks(response: ChatResponse) -> list[ContentBlock]:
             blocks.append(reasoning)
         else:
             raise UncacheableResponseError(f"a {block.block_type!r} block cannot be stored")
+        dumped = block.model_dump(mode="json")
+        extra = {k: v for k, v in without(dumped, _IN_BLOCKS[block.block_type]).items() if v != {}}
+        if block.block_type == "tool_call" and not isinstance(block.tool_kwargs, dict):
+            extra["tool_kwargs"] = block.tool_kwargs  # the argument text, exactly
+        if block.block_type == "tool_call" and block.tool_call_id is None:
+            extra["tool_call_id"] = None
+        fields.append(extra)
     if response.message.additional_kwargs:
         raise UncacheableResponseError("additional_kwargs (provider tool calls, ids) cannot be stored")
-    return blocks
+    finish = _raw_finish(response.raw) or ("tool_calls" if any(b["type"] == "tool_call" for b in blocks) else "stop")
+    meta = metadata(
+        FORMAT,
+        finish,
+        blocks=fields if any(fields) else None,
+        additional_kwargs=_json_or_none(response.additional_kwargs) or None,
+        logprobs=_json_or_none(response.logprobs),
+        raw=_json_or_none(response.raw),
+    )
+    return Answer(blocks, usage_tokens(response), meta)
+
+
+def to_blocks(response: ChatResponse) -> list[ContentBlock]:
+    """The response message as content blocks; raises :class:`UncacheableResponseError` for other block kinds."""
+    return to_answer(response).blocks
 
 
 def usage_tokens(response: ChatResponse) -> dict[str, int] | None:
@@ -171,20 +254,33 @@ def usage_tokens(response: ChatResponse) -> dict[str, int] | None:
     )
 
 
-def from_blocks(blocks: Sequence[ContentBlock]) -> ChatResponse:
-    """An assistant ``ChatResponse`` rebuilt from stored blocks (text, tool calls, thinking)."""
+def from_blocks(blocks: Sequence[ContentBlock], metadata: Mapping[str, Any] | None = None) -> ChatResponse:
+    """An assistant ``ChatResponse`` rebuilt from stored blocks (text, tool calls, thinking).
+
+    With the entry's ``metadata`` (``LlmCacheResult.metadata``) written by :func:`to_answer`, each block gets its
+    other fields back and the response its ``additional_kwargs``, ``logprobs`` and ``raw`` (as JSON: a dict, not
+    the provider SDK's object).
+    """
     types = require("llama_index.core.base.llms.types", "llamaindex", _WHAT)
+    stored = native(metadata, FORMAT) or {}
+    fields: list[Mapping[str, Any]] = stored.get("blocks") or [{} for _ in blocks]
+    if len(fields) != len(blocks):
+        raise AgentCacheUsageError("the stored block layout does not match the blocks")
     out: list[Any] = []
-    for block in blocks:
+    for block, extra in zip(blocks, fields, strict=True):
         if block["type"] == "text":
-            out.append(types.TextBlock(text=block["text"]))
+            out.append(types.TextBlock(**{"text": block["text"], **extra}))
         elif block["type"] == "tool_call":
-            out.append(
-                types.ToolCallBlock(tool_call_id=block["id"], tool_name=block["name"], tool_kwargs=block["args"])
-            )
+            call = {"tool_call_id": block["id"], "tool_name": block["name"], "tool_kwargs": block["args"]}
+            out.append(types.ToolCallBlock(**{**call, **extra}))
         elif block["type"] == "reasoning":
-            out.append(types.ThinkingBlock(content=block["text"]))
+            out.append(types.ThinkingBlock(**{"content": block["text"], **extra}))
         else:
             raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a LlamaIndex chat response")
-    response: ChatResponse = types.ChatResponse(message=types.ChatMessage(role="assistant", blocks=out))
+    response: ChatResponse = types.ChatResponse(
+        message=types.ChatMessage(role="assistant", blocks=out),
+        raw=stored.get("raw"),
+        logprobs=stored.get("logprobs"),
+        additional_kwargs=stored.get("additional_kwargs") or {},
+    )
     return response

@@ -17,10 +17,13 @@ are normalized to content blocks (a string and one text part are the same messag
 as JSON, not as text), and images, audio and files go through the binary normalizer. A streamed and a
 non-streamed request share one entry.
 
-Stored: text, ``reasoning_content`` (OpenAI-compatible servers) and function tool calls, with their ids. Not stored
-(returned uncached): several choices, refusals, audio, annotations, logprobs, custom tool calls and answers that
-did not finish with ``stop``/``tool_calls``. A hit rebuilds a ``ChatCompletion`` whose id is derived from the
-entry and whose ``usage`` holds the stored token counts.
+Stored: text, ``reasoning_content`` (OpenAI-compatible servers) and function tool calls (ids kept) as blocks, and
+the rest of the completion as response metadata — id, ``created``, dated model, ``system_fingerprint``,
+``service_tier``, ``finish_reason``, refusal, usage with its token details. Answers that finished with ``stop``,
+``tool_calls`` or ``length`` are stored, refusals included; a hit (plain or streamed) is the original completion.
+Not stored (returned uncached): several choices, audio, annotations, logprobs, custom tool calls, ``content_filter``.
+Entries without metadata (stored before it existed) rebuild with an id derived from the entry, the requested model
+and the stored token counts.
 """
 
 from __future__ import annotations
@@ -45,8 +48,24 @@ from ._blocks import (
     passthrough_params,
     plain,
     text_of,
+    verbatim_arguments,
 )
-from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, synthetic_id, tokens
+from ._caching import (
+    COMPLETE,
+    Answer,
+    UncacheableResponseError,
+    answer_of,
+    blocks_of,
+    echoed,
+    foreign_finish,
+    lookup,
+    metadata,
+    native,
+    save,
+    synthetic_id,
+    tokens,
+    without,
+)
 from ._sdk import require
 from ._stream import CachedStream, IncompleteStreamError, RecordingStream, ReplayStream
 
@@ -56,11 +75,13 @@ if TYPE_CHECKING:
     from agent_cache.cache import AgentCache
 
 __all__ = [
+    "Answer",
     "OpenAIPrepareOptions",
     "UncacheableResponseError",
     "cached_create",
     "from_blocks",
     "prepare_params",
+    "to_answer",
     "to_blocks",
     "usage_tokens",
 ]
@@ -169,6 +190,11 @@ async def _file(file: Mapping[str, Any], normalizer: BinaryNormalizer) -> Any:
 
 # ─── Responses ────────────────────────────────────────────────────────────────
 
+FORMAT = "openai.chat"
+# The completion's echo of transport-only request parameters: never stored, taken from the request on a hit.
+_ECHOED = ("metadata",)
+_FINISHES = ("stop", "tool_calls", "length")
+
 
 def _wire(obj: Any) -> dict[str, Any]:
     if isinstance(obj, Mapping):
@@ -178,44 +204,88 @@ def _wire(obj: Any) -> dict[str, Any]:
 
 
 def _answer(completion: Mapping[str, Any]) -> Answer:
+    """Blocks, token counts and metadata of a completion; :class:`UncacheableResponseError` if they cannot hold it.
+
+    Blocks hold text, ``reasoning_content`` and function calls (parsed arguments). The metadata holds the rest: the
+    completion's fields (id, created, dated model, ``system_fingerprint``, ``service_tier``, usage with its token
+    details), the choice's (``finish_reason``), the message's (``refusal``...) and each tool call's extra fields
+    (and its argument text when it is not the compact dump of its JSON).
+    """
     choices = completion.get("choices") or []
     if len(choices) != 1:
         raise UncacheableResponseError(f"{len(choices)} choices cannot be stored as one answer")
     choice = choices[0]
     message = choice.get("message") or {}
-    for name in ("refusal", "audio", "function_call", "annotations"):
+    for name in ("audio", "function_call", "annotations"):
         if message.get(name):
-            raise UncacheableResponseError(f"the message has {name}, which content blocks cannot carry")
+            raise UncacheableResponseError(f"the message has {name}, which the cache does not store")
     if choice.get("logprobs"):
         raise UncacheableResponseError("logprobs cannot be stored")
+    finish = choice.get("finish_reason")
+    if finish not in _FINISHES:
+        raise UncacheableResponseError(f"finish_reason {finish!r}: only complete or truncated answers are stored")
     blocks: list[ContentBlock] = []
     if message.get("reasoning_content"):
         blocks.append({"type": "reasoning", "text": message["reasoning_content"]})
     if message.get("content") is not None:
         blocks.append({"type": "text", "text": message["content"]})
     calls = message.get("tool_calls") or []
+    call_fields: list[dict[str, Any]] = []
     for call in calls:
         if call.get("type", "function") != "function":
             raise UncacheableResponseError(f"a {call.get('type')!r} tool call cannot be stored")
         function = call.get("function") or {}
+        arguments = function.get("arguments") or ""
         blocks.append(
             {
                 "type": "tool_call",
                 "id": call.get("id") or "",
                 "name": function.get("name") or "",
-                "args": parse_arguments(function.get("arguments") or ""),
+                "args": parse_arguments(arguments),
             }
         )
-    finish = choice.get("finish_reason")
-    if finish not in (("stop", "tool_calls") if calls else ("stop",)):
-        raise UncacheableResponseError(f"finish_reason {finish!r}: only complete answers are stored")
+        fields = without(call, ("id", "type", "function", "index"))
+        function_fields = without(function, ("name", "arguments"))
+        if (text := verbatim_arguments(arguments)) is not None:
+            function_fields["arguments"] = text
+        if function_fields:
+            fields["function"] = function_fields
+        call_fields.append(fields)
+    if message.get("refusal"):
+        neutral = "refusal"
+    elif finish == "length":
+        neutral = "length"
+    else:
+        neutral = "tool_calls" if calls else "stop"
+    meta = metadata(
+        FORMAT,
+        neutral,
+        completion=without(completion, ("choices", *_ECHOED)),
+        choice=without(choice, ("index", "message", "logprobs")),
+        message=without(message, ("role", "content", "tool_calls", "reasoning_content")),
+        tool_calls=call_fields if any(call_fields) else None,
+    )
     usage = completion.get("usage") or {}
-    return Answer(blocks, tokens(usage.get("prompt_tokens"), usage.get("completion_tokens")))
+    return Answer(blocks, tokens(usage.get("prompt_tokens"), usage.get("completion_tokens")), meta)
+
+
+def to_answer(completion: ChatCompletion | Mapping[str, Any]) -> Answer:
+    """What ``cached_create`` stores: blocks, token counts and metadata (``answer.store_options(ttl)``).
+
+    Raises :class:`UncacheableResponseError` for what the cache cannot hold (several choices, audio, annotations,
+    logprobs, custom tool calls, ``content_filter``...). Truncated answers (``length``) and refusals are stored:
+    the metadata says so, and :func:`from_blocks` rebuilds them with it.
+    """
+    return _answer(_wire(completion))
 
 
 def to_blocks(completion: ChatCompletion | Mapping[str, Any]) -> list[ContentBlock]:
-    """The answer as content blocks; raises :class:`UncacheableResponseError` when it cannot be stored faithfully."""
-    return _answer(_wire(completion)).blocks
+    """The answer as content blocks, for a complete answer (``stop``/``tool_calls``) that blocks alone rebuild.
+
+    Raises :class:`UncacheableResponseError` otherwise — including truncated answers and refusals, which need the
+    metadata of :func:`to_answer` to be rebuilt faithfully.
+    """
+    return _answer(_wire(completion)).complete().blocks
 
 
 def usage_tokens(completion: ChatCompletion | Mapping[str, Any]) -> dict[str, int] | None:
@@ -232,6 +302,68 @@ def _finish_reason(has_tool_calls: bool, tool_choice: Any) -> str:
     return "stop" if forced else "tool_calls"
 
 
+def _foreign_finish_reason(meta: Mapping[str, Any] | None, has_tool_calls: bool, tool_choice: Any) -> str:
+    """``finish_reason`` for an entry stored without Chat Completions metadata (legacy or another format)."""
+    finish = foreign_finish(meta)
+    if finish in COMPLETE:
+        return _finish_reason(has_tool_calls, tool_choice)
+    if finish == "length":
+        return "length"
+    if finish == "stop_sequence":
+        return "stop"  # what Chat Completions reports when a stop sequence ended the answer
+    raise AgentCacheUsageError(f"a {finish!r} answer stored by another adapter cannot be a chat completion")
+
+
+def _completion_data(
+    blocks: Sequence[ContentBlock],
+    params: Mapping[str, Any],
+    input_tokens: int,
+    output_tokens: int,
+    key: str | None,
+    meta: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    stored = native(meta, FORMAT)
+    call_fields: list[dict[str, Any]] = list((stored or {}).get("tool_calls") or ())
+    message: dict[str, Any] = {"role": "assistant", "content": text_of(blocks), "refusal": None}
+    reasoning = [str(b.get("text", "")) for b in blocks if b["type"] == "reasoning"]
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    calls: list[dict[str, Any]] = []
+    for block in blocks:
+        if block["type"] == "tool_call":
+            fields = call_fields[len(calls)] if len(calls) < len(call_fields) else {}
+            function = {
+                "name": block["name"],
+                "arguments": dump_arguments(block["args"]),
+                **(fields.get("function") or {}),
+            }
+            calls.append({**fields, "id": block["id"], "type": "function", "function": function})
+        elif block["type"] not in ("text", "reasoning"):
+            raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a chat completion")
+    if calls:
+        message["tool_calls"] = calls
+    choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None}
+    completion: dict[str, Any] = {
+        "id": synthetic_id("chatcmpl-", key),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": params["model"],
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+    if stored is None:
+        choice["finish_reason"] = _foreign_finish_reason(meta, bool(calls), params.get("tool_choice"))
+        return completion
+    message.update(stored.get("message") or {})
+    choice.update(stored.get("choice") or {})
+    completion.update(stored.get("completion") or {})
+    return completion
+
+
 def from_blocks(
     blocks: Sequence[ContentBlock],
     params: Mapping[str, Any],
@@ -239,63 +371,46 @@ def from_blocks(
     input_tokens: int = 0,
     output_tokens: int = 0,
     key: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ChatCompletion:
-    """Rebuild a ``ChatCompletion`` from stored blocks (text, reasoning, tool calls) for ``params``."""
+    """Rebuild a ``ChatCompletion`` from stored blocks (text, reasoning, tool calls) for ``params``.
+
+    With the entry's ``metadata`` (``LlmCacheResult.metadata``) written by this adapter, the completion is the
+    original: id, ``created``, dated model, ``system_fingerprint``, ``service_tier``, ``finish_reason``, refusal and
+    usage with its token details. Without it (older entries, ``cache.llm.store``) the id is derived from ``key``,
+    ``created`` is now, ``model`` is the requested one and usage holds the given token counts; metadata of another
+    adapter contributes its stop reason (``length`` stays ``length``), or raises ``AgentCacheUsageError`` for one a
+    chat completion cannot express (a refusal).
+    """
     chat = require("openai.types.chat", "openai", "agent_cache.adapters.openai")
-    message: dict[str, Any] = {"role": "assistant", "content": text_of(blocks), "refusal": None}
-    reasoning = [str(b.get("text", "")) for b in blocks if b["type"] == "reasoning"]
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    calls = []
-    for block in blocks:
-        if block["type"] == "tool_call":
-            function = {"name": block["name"], "arguments": dump_arguments(block["args"])}
-            calls.append({"id": block["id"], "type": "function", "function": function})
-        elif block["type"] not in ("text", "reasoning"):
-            raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a chat completion")
-    if calls:
-        message["tool_calls"] = calls
-    wire = {
-        "id": synthetic_id("chatcmpl-", key),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": params["model"],
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": _finish_reason(bool(calls), params.get("tool_choice")),
-                "logprobs": None,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": input_tokens,
-            "completion_tokens": output_tokens,
-            "total_tokens": input_tokens + output_tokens,
-        },
-    }
-    completion: ChatCompletion = chat.ChatCompletion.model_validate(wire)
+    data = _completion_data(blocks, params, input_tokens, output_tokens, key, metadata)
+    completion: ChatCompletion = chat.ChatCompletion.model_validate(data)
     return completion
 
 
-def _from_hit(result: LlmCacheResult, params: Mapping[str, Any]) -> ChatCompletion | None:
+def _from_hit(result: LlmCacheResult, params: Mapping[str, Any], request: Mapping[str, Any]) -> ChatCompletion | None:
+    chat = require("openai.types.chat", "openai", "agent_cache.adapters.openai")
     try:
-        return from_blocks(
-            blocks_of(result),
-            params,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            key=result.key,
+        data = _completion_data(
+            blocks_of(result), params, result.input_tokens, result.output_tokens, result.key, result.metadata
         )
-    except AgentCacheUsageError as exc:
+        completion: ChatCompletion = chat.ChatCompletion.model_validate({**data, **echoed(request, _ECHOED)})
+    except (AgentCacheUsageError, ValueError) as exc:  # ValueError: pydantic's ValidationError
         log.debug("agent-cache: entry %s is not a chat completion, calling the provider: %s", result.key, exc)
         return None
+    return completion
 
 
 # ─── Streams ──────────────────────────────────────────────────────────────────
 
 
+# Completion fields every chunk repeats; the other top-level chunk fields are per-chunk (usage, obfuscation).
+_CHUNK_FIELDS = ("service_tier", "system_fingerprint")
+_PER_CHUNK = frozenset({"choices", "usage", "object", "obfuscation"})
+
+
 def _chunks(completion: ChatCompletion, include_usage: bool) -> list[ChatCompletionChunk]:
+    """The chunks of ``completion`` as the API streams them: one delta per part, then the finish, then usage."""
     chat = require("openai.types.chat", "openai", "agent_cache.adapters.openai")
     message = completion.choices[0].message
     reasoning = getattr(message, "reasoning_content", None)
@@ -307,16 +422,21 @@ def _chunks(completion: ChatCompletion, include_usage: bool) -> list[ChatComplet
         deltas.append({"reasoning_content": reasoning})
     if message.content:
         deltas.append({"content": message.content})
+    if message.refusal is not None:
+        deltas.append({"refusal": message.refusal})
     for index, call in enumerate(message.tool_calls or ()):
         deltas.append({"tool_calls": [{"index": index, **call.model_dump(mode="json", exclude_none=True)}]})
     choices: list[list[dict[str, Any]]] = [[{"index": 0, "delta": delta, "finish_reason": None}] for delta in deltas]
     choices.append([{"index": 0, "delta": {}, "finish_reason": completion.choices[0].finish_reason}])
-    base = {
+    base: dict[str, Any] = {
         "id": completion.id,
         "object": "chat.completion.chunk",
         "created": completion.created,
         "model": completion.model,
     }
+    for name in _CHUNK_FIELDS:
+        if (value := getattr(completion, name, None)) is not None:
+            base[name] = value
     chunks = [{**base, "choices": c} for c in choices]
     if include_usage and completion.usage is not None:
         chunks.append({**base, "choices": [], "usage": completion.usage.model_dump(mode="json")})
@@ -337,9 +457,10 @@ class _ChunkAssembler:
 
     def feed(self, chunk: Any) -> None:
         data = _wire(chunk)
-        for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
-            if data.get(name) is not None:
-                self._meta.setdefault(name, data[name])
+        for name, value in data.items():
+            # The first non-empty value wins: Azure's first chunk (prompt filter results) has id "" and created 0.
+            if name not in _PER_CHUNK and value not in (None, "", 0):
+                self._meta.setdefault(name, value)
         if data.get("usage"):
             self._usage = data["usage"]
         for choice in data.get("choices") or ():
@@ -456,7 +577,7 @@ async def cached_create(
     n = request.get("n")
     if not (isinstance(n, int) and n > 1):  # several choices are never stored, so not looked up either
         result = await lookup(cache, params)
-        if result.hit and (completion := _from_hit(result, params)) is not None:
+        if result.hit and (completion := _from_hit(result, params, request)) is not None:
             return ReplayStream(_chunks(completion, _include_usage(request)), completion) if stream else completion
     response = await create(**request)
     if stream:

@@ -16,8 +16,13 @@ left out, binary parts through the normalizer), the answer-changing model settin
 max_tokens, tool_choice, extra_body...; not metadata, store, retries, timeouts), every tool's and handoff's name,
 description and JSON schema, the output schema, and ``previous_response_id``/``conversation_id``/``prompt``.
 
-A hit's ``response_id`` is derived from the entry; OpenAI does not know it, so server-managed conversation state
-(``previous_response_id``) cannot continue from a hit — it fails loudly instead of losing context.
+A hit is the original ``ModelResponse``: output items with their ids, ``response_id``, ``Usage`` with its token
+details (``raw_usage`` when the settings ask to preserve it); ``request_id`` is None, as no request was made. Its
+``response_id`` is the one OpenAI stored for the original call, so server-managed conversation state
+(``previous_response_id``) continues from a hit as long as OpenAI still holds that response (see the Responses
+adapter); when it does not, OpenAI rejects the id loudly. Entries stored before response metadata existed have a
+derived ``response_id`` that OpenAI does not know. Entries holding an incomplete response (stored by the Responses
+adapter for the same key) are never a hit here: the SDK's own Responses model raises on those.
 """
 
 from __future__ import annotations
@@ -33,22 +38,34 @@ from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import LlmCacheParams
 
 from ._blocks import describe, plain
-from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, tokens
+from ._caching import (
+    Answer,
+    UncacheableResponseError,
+    answer_of,
+    blocks_of,
+    lookup,
+    metadata,
+    native,
+    save,
+    tokens,
+    without,
+)
 from ._responses_format import (
+    FORMAT,
     EventAssembler,
     build_response,
+    hit_wire,
     normalize_input,
-    output_blocks,
-    output_items,
+    read_output,
     replay_events,
-    response_wire,
+    wire,
 )
 from ._stream import RecordingStream
 
 try:
     from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
     from agents.models.interface import Model, ModelProvider, ModelTracing
-    from agents.usage import Usage
+    from agents.usage import deserialize_usage, serialize_usage
 except ImportError as exc:  # the classes below subclass the SDK's, so the import cannot wait
     raise ConfigurationError(
         'agent_cache.adapters.openai_agents needs the OpenAI Agents SDK: pip install "agent-cache[openai-agents]"'
@@ -132,13 +149,66 @@ async def prepare_params(
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _hit_response(
-    blocks: Any, params: Mapping[str, Any], input_tokens: int, output_tokens: int, key: str | None
-) -> dict[str, Any]:
-    items = output_items(blocks, key)
-    return response_wire(
-        {"model": params["model"]}, items, input_tokens=input_tokens, output_tokens=output_tokens, key=key
+def _answer(response: ModelResponse) -> Answer:
+    """A ``ModelResponse`` as blocks, token counts and metadata in the Responses format.
+
+    The metadata holds the item skeletons (ids, statuses, phases, refusal parts), the response id and the usage as
+    the Responses API reports it, and — for a hit of this adapter — the ``Usage`` object as the SDK serializes it
+    and ``raw_usage``. Output items that are still ``incomplete`` are not stored.
+    """
+    items = [wire(item) for item in response.output]
+    if any(item.get("status") == "incomplete" for item in items):
+        raise UncacheableResponseError("an incomplete output item is not stored")
+    blocks, skeletons = read_output(items, strict=False)
+    if any(part.get("type") == "refusal" for item in skeletons for part in item.get("content") or ()):
+        finish = "refusal"
+    else:
+        finish = "tool_calls" if any(b["type"] == "tool_call" for b in blocks) else "stop"
+    usage = response.usage
+    responses_usage = {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": plain(usage.input_tokens_details),
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": plain(usage.output_tokens_details),
+        "total_tokens": usage.total_tokens,
+    }
+    agents = {"response_id": response.response_id, "usage": serialize_usage(usage), "raw_usage": response.raw_usage}
+    meta = metadata(
+        FORMAT,
+        finish,
+        response=without({"id": response.response_id, "usage": responses_usage}, ()),
+        items=skeletons,
+        agents=agents,
     )
+    return Answer(blocks, tokens(usage.input_tokens, usage.output_tokens), meta)
+
+
+@dataclass(frozen=True)
+class _Hit:
+    response: dict[str, Any]
+    """The wire ``Response`` a hit stands for (what a streamed hit replays)."""
+    agents: Mapping[str, Any] | None
+    """What the SDK's ``ModelResponse`` had beyond the response, when this adapter stored it."""
+    native: bool
+
+    def model_response(self, model_settings: ModelSettings) -> ModelResponse:
+        data = self.response
+        raw_usage = None
+        if self.agents is not None:
+            usage = deserialize_usage(self.agents.get("usage") or {})
+            response_id = self.agents.get("response_id")
+            raw_usage = self.agents.get("raw_usage")
+        else:
+            usage = deserialize_usage({"requests": 1, **data["usage"]})
+            response_id = data["id"]
+            raw_usage = data["usage"] if self.native else None
+        return ModelResponse(
+            output=list(build_response(data).output),
+            usage=usage,
+            response_id=response_id,
+            request_id=None,  # no request was made: the transport id of the original is not this call's
+            raw_usage=raw_usage if model_settings.preserve_raw_usage is True else None,
+        )
 
 
 class CachedModel(Model):
@@ -174,15 +244,30 @@ class CachedModel(Model):
     async def _params(self, *args: Any, **kwargs: Any) -> LlmCacheParams:
         return await prepare_params(self.model_name, *args, opts=self._options, **kwargs)
 
-    async def _hit(self, params: LlmCacheParams) -> dict[str, Any] | None:
+    async def _hit(self, params: LlmCacheParams, model_settings: ModelSettings) -> _Hit | None:
         result = await lookup(self._cache, params)
         if not result.hit:
             return None
         try:
-            return _hit_response(blocks_of(result), params, result.input_tokens, result.output_tokens, result.key)
+            data = hit_wire(
+                blocks_of(result),
+                params,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                key=result.key,
+                meta=result.metadata,
+                request={"metadata": model_settings.metadata},
+            )
         except UncacheableResponseError as exc:
             log.debug("agent-cache: entry %s is not a Responses output, calling the model: %s", result.key, exc)
             return None
+        if data.get("status") != "completed":
+            # The SDK's Responses model raises on an incomplete response; a hit cannot stand for that.
+            log.debug("agent-cache: entry %s is an incomplete response, calling the model", result.key)
+            return None
+        stored = native(result.metadata, FORMAT)
+        agents = stored.get("agents") if stored is not None else None
+        return _Hit(data, agents if isinstance(agents, Mapping) else None, stored is not None)
 
     async def get_response(
         self,
@@ -204,27 +289,13 @@ class CachedModel(Model):
             "prompt": prompt,
         }
         params = await self._params(system_instructions, input, model_settings, tools, output_schema, handoffs, **ids)
-        data = await self._hit(params)
-        if data is not None:
-            usage = data["usage"]
-            return ModelResponse(
-                output=list(build_response(data).output),
-                usage=Usage(
-                    requests=1,
-                    input_tokens=usage["input_tokens"],
-                    output_tokens=usage["output_tokens"],
-                    total_tokens=usage["total_tokens"],
-                ),
-                response_id=data["id"],
-            )
+        hit = await self._hit(params, model_settings)
+        if hit is not None:
+            return hit.model_response(model_settings)
         response = await self.model.get_response(
             system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **ids
         )
-        usage = response.usage
-        answer = answer_of(
-            lambda r: Answer(output_blocks(r.output), tokens(usage.input_tokens, usage.output_tokens)), response
-        )
-        if answer is not None:
+        if (answer := answer_of(_answer, response)) is not None:
             await save(self._cache, params, answer, self._ttl)
         return response
 
@@ -252,9 +323,9 @@ class CachedModel(Model):
             params = await self._params(
                 system_instructions, input, model_settings, tools, output_schema, handoffs, **ids
             )
-            data = await self._hit(params)
-            if data is not None:
-                for event in replay_events(data):
+            hit = await self._hit(params, model_settings)
+            if hit is not None:
+                for event in replay_events(hit.response):
                     yield event
                 return
             source = self.model.stream_response(

@@ -16,10 +16,21 @@ The key holds every request parameter except transport-only ones (``stream``, ``
 back keys like the same item written as a dict (server ids and statuses are left out); images, files and audio go
 through the binary normalizer. Background requests go straight to the provider.
 
-Stored: output text, function calls (``call_id`` kept) and reasoning summaries with ``encrypted_content``. Not
-stored: incomplete or failed responses and output the blocks cannot carry (hosted tools, citations, refusals,
-logprobs). A hit is a ``Response`` with ids derived from the entry — the OpenAI server does not know them, so chain
-turns by passing output items back as ``input``, not with ``previous_response_id``.
+Stored: output text, function calls (``call_id`` kept) and reasoning summaries with ``encrypted_content`` as
+blocks, and the rest of the response as metadata: its id, timestamps, dated model, status, usage with its token
+details, the server's echo of the configuration and each item's id, status, phase and refusal parts. Completed
+responses and responses cut short by ``max_output_tokens`` are stored; a hit (plain or streamed, ending in
+``response.completed`` or ``response.incomplete``) is the original response, except the echo of transport-only
+parameters (``metadata``, ``user``, ``safety_identifier``, ``prompt_cache_key``), which is the current request's.
+Not stored: failed or otherwise incomplete responses, hosted-tool items, annotations, logprobs, raw reasoning text.
+
+A hit keeps the original response id, so ``previous_response_id=hit.id`` continues from the response OpenAI
+stored for the original call — whose input and output are the hit's. That works while OpenAI keeps it (the
+original request did not send ``store=False``, it was not deleted or expired, and the request comes from the
+same project); otherwise OpenAI rejects the request (HTTP 400, ``previous_response_not_found``), as for any
+unknown id: the error is loud, context is never lost silently. Entries without metadata (stored before it
+existed) have ids derived from the entry, which OpenAI never knew: continue from those by sending the output
+items back as ``input``.
 """
 
 from __future__ import annotations
@@ -38,11 +49,11 @@ from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lo
 from ._responses_format import (
     EventAssembler,
     build_response,
+    hit_wire,
     normalize_input,
     output_answer,
-    output_items,
+    output_blocks,
     replay_events,
-    response_wire,
     wire,
 )
 from ._sdk import require
@@ -54,11 +65,13 @@ if TYPE_CHECKING:
     from agent_cache.cache import AgentCache
 
 __all__ = [
+    "Answer",
     "OpenAIResponsesPrepareOptions",
     "UncacheableResponseError",
     "cached_create",
     "from_blocks",
     "prepare_params",
+    "to_answer",
     "to_blocks",
     "usage_tokens",
 ]
@@ -83,9 +96,25 @@ async def prepare_params(
     return result
 
 
+def to_answer(response: Response | Mapping[str, Any]) -> Answer:
+    """What ``cached_create`` stores: blocks, token counts and metadata (``answer.store_options(ttl)``).
+
+    Completed responses and responses cut short by ``max_output_tokens`` are stored, refusals included; raises
+    :class:`UncacheableResponseError` for the rest (failed or otherwise incomplete responses, hosted-tool items,
+    annotations, logprobs, raw reasoning text).
+    """
+    return output_answer(wire(response))
+
+
 def to_blocks(response: Response | Mapping[str, Any]) -> list[ContentBlock]:
-    """The output as content blocks; raises :class:`UncacheableResponseError` when it cannot be stored faithfully."""
-    return output_answer(wire(response)).blocks
+    """The output as content blocks, for a completed response that blocks alone rebuild faithfully.
+
+    Raises :class:`UncacheableResponseError` otherwise — including what needs the metadata of :func:`to_answer`:
+    incomplete responses, refusals, message phases, adjacent messages or reasoning items.
+    """
+    data = wire(response)
+    output_answer(data).complete()
+    return output_blocks(data.get("output") or [])
 
 
 def usage_tokens(response: Response | Mapping[str, Any]) -> dict[str, int] | None:
@@ -94,13 +123,26 @@ def usage_tokens(response: Response | Mapping[str, Any]) -> dict[str, int] | Non
 
 
 def _response_data(
-    blocks: Sequence[ContentBlock], params: Mapping[str, Any], input_tokens: int, output_tokens: int, key: str | None
+    blocks: Sequence[ContentBlock],
+    params: Mapping[str, Any],
+    input_tokens: int,
+    output_tokens: int,
+    key: str | None,
+    meta: Mapping[str, Any] | None,
+    request: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     try:
-        items = output_items(blocks, key)
+        return hit_wire(
+            blocks,
+            params,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            key=key,
+            meta=meta,
+            request=request,
+        )
     except UncacheableResponseError as exc:
         raise AgentCacheUsageError(str(exc)) from exc
-    return response_wire(params, items, input_tokens=input_tokens, output_tokens=output_tokens, key=key)
 
 
 def from_blocks(
@@ -110,14 +152,25 @@ def from_blocks(
     input_tokens: int = 0,
     output_tokens: int = 0,
     key: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Response:
-    """Rebuild a completed ``Response`` from stored blocks, echoing the request's configuration."""
-    return build_response(_response_data(blocks, params, input_tokens, output_tokens, key))
+    """Rebuild a ``Response`` from stored blocks.
+
+    With the entry's ``metadata`` (``LlmCacheResult.metadata``) written by this adapter it is the original response:
+    id, ``created_at``/``completed_at``, dated model, status and ``incomplete_details``, item ids, statuses and
+    phases, refusal parts, usage with its token details, the server's echo of the configuration. Without it (older
+    entries, ``cache.llm.store``) a completed response echoing ``params``, with ids derived from ``key``; metadata
+    of another adapter contributes its stop reason (``length`` → ``incomplete``), or raises
+    ``AgentCacheUsageError`` for one a response cannot express.
+    """
+    return build_response(_response_data(blocks, params, input_tokens, output_tokens, key, metadata))
 
 
-def _hit_data(result: LlmCacheResult, params: Mapping[str, Any]) -> dict[str, Any] | None:
+def _hit_data(result: LlmCacheResult, params: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
-        return _response_data(blocks_of(result), params, result.input_tokens, result.output_tokens, result.key)
+        return _response_data(
+            blocks_of(result), params, result.input_tokens, result.output_tokens, result.key, result.metadata, request
+        )
     except AgentCacheUsageError as exc:
         log.debug("agent-cache: entry %s is not a Responses output, calling the provider: %s", result.key, exc)
         return None
@@ -172,7 +225,7 @@ async def cached_create(
     # A background request expects a queued response to poll, never a finished one from the cache.
     if request.get("background") is not True:
         result = await lookup(cache, params)
-        if result.hit and (data := _hit_data(result, params)) is not None:
+        if result.hit and (data := _hit_data(result, params, request)) is not None:
             return ReplayStream(replay_events(data), build_response(data)) if stream else build_response(data)
     response = await create(**request)
     if stream:

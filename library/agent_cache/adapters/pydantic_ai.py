@@ -15,9 +15,13 @@ through the binary normalizer — the answer-changing model settings (not timeou
 placement) and the request parameters: function and output tools with their JSON schemas, native tools, output
 mode and schema, whether text or images may be output, and the thinking level.
 
-Stored: text, tool calls (ids kept; arguments as JSON) and thinking with its signature. Not stored: responses that
-are not ``complete``, finished for another reason than ``stop``/``tool_call``, or hold native-tool, file or speech
-parts and citations. A hit is a ``ModelResponse`` with the stored token counts as usage.
+Stored: text, tool calls (ids kept; arguments as JSON) and thinking with its signature as blocks, and the rest of
+the ``ModelResponse`` the model produced as metadata: dated ``model_name``, ``provider_response_id``,
+``provider_details``, ``provider_url``, ``finish_reason``, usage with its cache/reasoning/audio details, each part's
+id, provider name and details and the argument text. Responses that finished with ``stop``, ``tool_call`` or
+``length`` are stored; a hit is the model's original response, received now (``timestamp``; the agent run sets
+``run_id`` and the like as for any response). Not stored: responses that are not ``complete``, finished with
+``content_filter`` or ``error``, or hold native-tool, file or speech parts and citations.
 """
 
 from __future__ import annotations
@@ -34,10 +38,24 @@ from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import ContentBlock, LlmCacheParams, ReasoningBlock
 
 from ._blocks import Kind, binary_block, describe, extras, parse_arguments, plain
-from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, tokens
+from ._caching import (
+    COMPLETE,
+    Answer,
+    UncacheableResponseError,
+    answer_of,
+    blocks_of,
+    foreign_finish,
+    lookup,
+    metadata,
+    native,
+    save,
+    tokens,
+    without,
+)
 
 try:
     from pydantic_ai.messages import (
+        FinishReason,
         ModelMessage,
         ModelMessagesTypeAdapter,
         ModelResponse,
@@ -62,11 +80,13 @@ if TYPE_CHECKING:
     from agent_cache.cache import AgentCache
 
 __all__ = [
+    "Answer",
     "CachedModel",
     "PydanticAIPrepareOptions",
     "UncacheableResponseError",
     "from_blocks",
     "prepare_params",
+    "to_answer",
     "to_blocks",
 ]
 
@@ -203,8 +223,32 @@ async def prepare_params(
 # ─── Responses ────────────────────────────────────────────────────────────────
 
 
-def to_blocks(response: ModelResponse) -> list[ContentBlock]:
-    """The parts as content blocks; raises :class:`UncacheableResponseError` when they cannot be stored faithfully."""
+FORMAT = "pydantic_ai"
+# Fields the agent run sets on a response after the model returned it (or that say where a run stands): not the
+# model's, so never stored. ``timestamp`` is when the response was received locally: a hit is received now (the
+# provider's own timestamp stays in ``provider_details``).
+_RUN_FIELDS = (
+    "parts",
+    "timestamp",
+    "model_id",
+    "run_id",
+    "conversation_id",
+    "metadata",
+    "workspace_ref",
+    "failed_attempts",
+    "state",
+)
+# What the blocks hold of each part kind; the rest of the part (ids, provider name and details) is metadata.
+_IN_BLOCKS = {
+    "text": ("content",),
+    "tool-call": ("tool_name", "args", "tool_call_id"),
+    "thinking": ("content", "signature"),
+}
+_FINISHES = {None: "stop", "stop": "stop", "tool_call": "tool_calls", "length": "length"}
+
+
+def _answer(response: ModelResponse) -> Answer:
+    """Blocks, token counts and metadata of a ``ModelResponse``; :class:`UncacheableResponseError` for the rest."""
     if response.state != "complete":
         raise UncacheableResponseError(f"response state {response.state!r}: only complete responses are stored")
     blocks: list[ContentBlock] = []
@@ -221,10 +265,47 @@ def to_blocks(response: ModelResponse) -> list[ContentBlock]:
             blocks.append(reasoning)
         else:
             raise UncacheableResponseError(f"a {part.part_kind!r} part cannot be stored")
-    expected = "tool_call" if any(b["type"] == "tool_call" for b in blocks) else "stop"
-    if response.finish_reason not in (None, expected):
-        raise UncacheableResponseError(f"finish_reason {response.finish_reason!r}: only complete answers are stored")
-    return blocks
+    if response.finish_reason not in _FINISHES:
+        raise UncacheableResponseError(f"finish_reason {response.finish_reason!r}: not stored")
+    calls = any(b["type"] == "tool_call" for b in blocks)
+    finish = "length" if response.finish_reason == "length" else "tool_calls" if calls else "stop"
+    dumped = ModelMessagesTypeAdapter.dump_python([response], mode="json")[0]
+    parts = []
+    for part_data in dumped["parts"]:
+        fields = without(part_data, _IN_BLOCKS[part_data["part_kind"]])
+        if part_data["part_kind"] == "tool-call" and not isinstance(part_data["args"], dict):
+            fields["args"] = part_data["args"]  # the provider's argument text (or None), exactly
+        parts.append(fields)
+    meta = metadata(FORMAT, finish, response=without(dumped, _RUN_FIELDS), parts=parts)
+    return Answer(blocks, tokens(response.usage.input_tokens, response.usage.output_tokens), meta)
+
+
+def to_answer(response: ModelResponse) -> Answer:
+    """What ``CachedModel`` stores: blocks, token counts and metadata (``answer.store_options(ttl)``).
+
+    Complete responses that finished with ``stop``, ``tool_call`` or ``length`` are stored; raises
+    :class:`UncacheableResponseError` for other states and finish reasons (``content_filter``, ``error``) and for
+    native-tool, file or speech parts and citations.
+    """
+    return _answer(response)
+
+
+def to_blocks(response: ModelResponse) -> list[ContentBlock]:
+    """The parts as content blocks, for a complete answer (``stop``/``tool_call``) that blocks alone rebuild.
+
+    Raises :class:`UncacheableResponseError` otherwise — including ``length``, which needs the metadata of
+    :func:`to_answer` to be rebuilt faithfully.
+    """
+    return _answer(response).complete().blocks
+
+
+def _foreign_finish_reason(meta: Mapping[str, Any] | None, has_tool_calls: bool) -> FinishReason:
+    finish = foreign_finish(meta)
+    if finish in COMPLETE:
+        return "tool_call" if has_tool_calls else "stop"
+    if finish in ("length", "stop_sequence"):
+        return "length" if finish == "length" else "stop"
+    raise AgentCacheUsageError(f"a {finish!r} answer stored by another adapter cannot be a Pydantic AI response")
 
 
 def from_blocks(
@@ -234,8 +315,18 @@ def from_blocks(
     provider_name: str | None = None,
     input_tokens: int = 0,
     output_tokens: int = 0,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ModelResponse:
-    """Rebuild a ``ModelResponse`` from stored blocks (text, tool calls, thinking)."""
+    """Rebuild a ``ModelResponse`` from stored blocks (text, tool calls, thinking).
+
+    With the entry's ``metadata`` (``LlmCacheResult.metadata``) written by this adapter it is the model's original
+    response — dated ``model_name``, ``provider_response_id``, ``provider_details``, ``finish_reason``, usage with
+    its cache and reasoning details, part ids — received now (``timestamp``). Without it, the given model and
+    provider names and token counts.
+    """
+    stored = native(metadata, FORMAT)
+    if stored is not None:
+        return _stored_response(blocks, stored)
     parts: list[ModelResponsePart] = []
     for block in blocks:
         if block["type"] == "text":
@@ -257,8 +348,34 @@ def from_blocks(
         usage=RequestUsage(input_tokens=input_tokens, output_tokens=output_tokens),
         model_name=model_name,
         provider_name=provider_name,
-        finish_reason="tool_call" if has_calls else "stop",
+        finish_reason=_foreign_finish_reason(metadata, has_calls),
     )
+
+
+def _stored_response(blocks: Sequence[ContentBlock], stored: Mapping[str, Any]) -> ModelResponse:
+    fields: list[Mapping[str, Any]] = stored.get("parts") or []
+    if len(fields) != len(blocks):
+        raise AgentCacheUsageError("the stored part layout does not match the blocks")
+    parts: list[dict[str, Any]] = []
+    for block, part in zip(blocks, fields, strict=True):
+        if block["type"] == "text":
+            parts.append({"part_kind": "text", "content": block["text"], **part})
+        elif block["type"] == "tool_call":
+            call = {"tool_name": block["name"], "args": block["args"], "tool_call_id": block["id"]}
+            parts.append({"part_kind": "tool-call", **call, **part})
+        elif block["type"] == "reasoning":
+            thinking = {"content": block["text"], "signature": block.get("opaqueSignature")}
+            parts.append({"part_kind": "thinking", **thinking, **part})
+        else:
+            raise AgentCacheUsageError(f"a {block['type']!r} block cannot be part of a Pydantic AI response")
+    data = {**(stored.get("response") or {}), "kind": "response", "parts": parts}
+    try:
+        message = ModelMessagesTypeAdapter.validate_python([data])[0]
+    except ValueError as exc:  # pydantic's ValidationError
+        raise AgentCacheUsageError(f"the stored response does not validate: {exc}") from exc
+    if not isinstance(message, ModelResponse):
+        raise AgentCacheUsageError("the stored response is not a ModelResponse")
+    return message
 
 
 # ─── The wrapper ──────────────────────────────────────────────────────────────
@@ -301,16 +418,14 @@ class CachedModel(WrapperModel):
                 provider_name=self.system,
                 input_tokens=result.input_tokens,
                 output_tokens=result.output_tokens,
+                metadata=result.metadata,
             )
         except AgentCacheUsageError as exc:
             log.debug("agent-cache: entry %s is not a Pydantic AI response, calling the model: %s", result.key, exc)
             return None
 
     async def _store(self, params: LlmCacheParams, response: ModelResponse) -> None:
-        def extract(r: ModelResponse) -> Answer:
-            return Answer(to_blocks(r), tokens(r.usage.input_tokens, r.usage.output_tokens))
-
-        if (answer := answer_of(extract, response)) is not None:
+        if (answer := answer_of(_answer, response)) is not None:
             await save(self.cache, params, answer, self.ttl)
 
     async def request(
