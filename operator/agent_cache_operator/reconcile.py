@@ -1,0 +1,439 @@
+"""Reconciliation: one AgentCache resource → its config in Valkey, its monitoring children, its status.
+
+The decisions are pure and live elsewhere (``spec``: what the resource asks for; ``children``: what to deploy;
+``status``: what to report). This module does the I/O in a fixed order and turns every outcome into a
+:class:`SyncResult` — a status patch, Events to post and, when it failed, whether retrying can help — so the Kopf
+handlers stay a few lines each and nothing here depends on Kopf.
+
+Order: spec (and the Secrets it names) → monitoring children (Kubernetes only, so a Valkey outage does not hold back
+the dashboards) → config (``read_config`` first: a write happens only when Valkey's copy is missing or different,
+which is how drift after a restart or a flush is noticed and reported) → live stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry
+
+from agent_cache import (
+    AgentCache,
+    AgentCacheError,
+    AgentCacheOptions,
+    ConfigRefreshOptions,
+    ConfigurationError,
+    DiscoveryOptions,
+    TelemetryOptions,
+)
+from agent_cache.config import apply_config, delete_config, list_instances, read_config
+
+from .children import Bundle, Child, MonitoringPlan, Owner, child_name, owned_by, plan_monitoring, update_patch
+from .connection import ClientCache, ConnectionOptions, classify_failure, connection_options, redact
+from .kube import CONFIG_MAP, GRAFANA_DASHBOARD, PROMETHEUS_RULE, ApiKind, KubeApi, KubeApiError
+from .metrics import OperatorMetrics
+from .spec import AgentCacheSpec, InvalidSpecError, parse_spec
+from .status import (
+    ALERTS_READY,
+    CONFIG_SYNCED,
+    DASHBOARDS_READY,
+    Condition,
+    changed,
+    instances_status,
+    merge_conditions,
+    now_rfc3339,
+    ready_condition,
+    stats_status,
+    status_patch,
+)
+
+log = logging.getLogger("agent_cache_operator")
+
+EventType = Literal["Normal", "Warning"]
+METRIC_RESULTS = {
+    "InvalidSpec": "invalid_spec",
+    "ValkeyUnavailable": "valkey_unavailable",
+    "AuthenticationFailed": "authentication_failed",
+    "PermissionDenied": "permission_denied",
+    "TLSHandshakeFailed": "tls_failed",
+    "PrefixConflict": "conflict",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    retryable: bool
+
+    @property
+    def metric_result(self) -> str:
+        return METRIC_RESULTS.get(self.reason, "error")
+
+
+@dataclass
+class SyncResult:
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    failure: Failure | None = None
+
+
+def source_of(namespace: str, name: str) -> str:
+    return f"operator:{namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class _Resource:
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    status: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> _Resource:
+        meta = body.get("metadata") or {}
+        return cls(
+            name=str(meta.get("name")),
+            namespace=str(meta.get("namespace")),
+            uid=str(meta.get("uid")),
+            generation=meta.get("generation"),
+            status=body.get("status") or {},
+        )
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.name, self.namespace, self.uid)
+
+    @property
+    def source(self) -> str:
+        return source_of(self.namespace, self.name)
+
+
+class Reconciler:
+    """Reconciles resources one at a time per resource: Kopf runs a resource's timer concurrently with its change
+    and deletion handlers, and a resync that read the body before a deletion must not write the config back after
+    the deletion removed it."""
+
+    def __init__(self, kube: KubeApi, clients: ClientCache, bundle: Bundle, metrics: OperatorMetrics) -> None:
+        self.kube = kube
+        self.clients = clients
+        self.bundle = bundle
+        self.metrics = metrics
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._deleted: set[str] = set()
+
+    def _lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    # ── create / update / resume / timer ─────────────────────────────────────
+
+    async def sync(self, body: Mapping[str, Any]) -> SyncResult:
+        uid = _Resource.of(body).uid
+        async with self._lock(uid):
+            if uid in self._deleted:
+                return SyncResult()  # a stale resync of a resource whose deletion has been handled
+            return await self._sync(body)
+
+    async def _sync(self, body: Mapping[str, Any]) -> SyncResult:
+        resource = _Resource.of(body)
+        self.metrics.manage(resource.uid)
+        conditions: list[Condition] = []
+        events: list[Event] = []
+        desired: dict[str, Any] = {"observedGeneration": resource.generation}
+        try:
+            spec = parse_spec(body.get("spec"), resource.name, recorded_prefix=resource.status.get("prefix"))
+            desired["prefix"] = spec.prefix
+            options = await self._connection(resource, spec)
+        except InvalidSpecError as exc:
+            return self._failed(resource, desired, Failure("InvalidSpec", str(exc), retryable=False))
+        except KubeApiError as exc:
+            return self._failed(resource, desired, Failure("KubernetesApiError", str(exc), retryable=True))
+
+        plan = await self._apply_monitoring(resource, spec, events)
+        conditions += [c for c in (plan.dashboards, plan.alerts) if c is not None]
+        if plan.complete:  # after a discovery or bundle failure, keep the record of what exists
+            desired["monitoring"] = plan.status()
+
+        failure: Failure | None = None
+        try:
+            client = await self.clients.get(resource.uid, options)
+            version = await self._push_config(client, resource, spec, events)
+        except _PrefixConflictError as exc:
+            failure = Failure("PrefixConflict", str(exc), retryable=False)
+        except (AgentCacheError, OSError) as exc:
+            valkey_failure = classify_failure(exc, spec.valkey.endpoint(), options.secrets())
+            failure = Failure(valkey_failure.reason, valkey_failure.message, retryable=True)
+        if failure is not None:
+            conditions.append(Condition(CONFIG_SYNCED, "False", failure.reason, failure.message))
+        else:
+            desired["configVersion"] = version
+            conditions.append(
+                Condition(
+                    CONFIG_SYNCED,
+                    "True",
+                    "Applied",
+                    f"config version {version} is live in Valkey at {spec.valkey.endpoint()} (prefix {spec.prefix})",
+                )
+            )
+            await self._read_live_stats(client, spec, version, desired)
+
+        by_type = {c.type: c for c in conditions}
+        conditions.insert(
+            0, ready_condition(by_type[CONFIG_SYNCED], by_type.get(DASHBOARDS_READY), by_type.get(ALERTS_READY))
+        )
+        return self._result(resource, desired, conditions, events, failure, options)
+
+    async def _connection(self, resource: _Resource, spec: AgentCacheSpec) -> ConnectionOptions:
+        values = await self.kube.read_secret_values(resource.namespace, spec.valkey.secret_refs())
+        try:
+            return connection_options(spec.valkey, values)
+        except UnicodeDecodeError:
+            raise InvalidSpecError("spec.valkey: a username or password in its Secret is not UTF-8 text") from None
+
+    async def _push_config(self, client: Any, resource: _Resource, spec: AgentCacheSpec, events: list[Event]) -> str:
+        """Write the config if Valkey's copy is missing or differs; returns the version now live."""
+        version = spec.config.version
+        try:
+            current = await read_config(client, spec.prefix)
+        except ConfigurationError:
+            current = None  # malformed: overwrite it
+            current_version: str | None = "malformed"
+        else:
+            current_version = None if current is None else current.version
+            if current is not None and current.source.startswith("operator:") and current.source != resource.source:
+                raise _PrefixConflictError(
+                    f"prefix {spec.prefix!r} in Valkey at {spec.valkey.endpoint()} is already managed by "
+                    f"{current.source.removeprefix('operator:')}; two AgentCaches must not share a prefix on one "
+                    "Valkey (this one retries at every resync, in case the other goes away)"
+                )
+        if current is not None and current.version == version and current.source == resource.source:
+            return version
+        await apply_config(client, spec.prefix, spec.config, resource.source)
+        recorded = resource.status.get("configVersion")
+        if current_version is None and recorded == version:
+            reason, message = "ConfigReasserted", f"config version {version} was missing from Valkey; re-applied it"
+            self.metrics.config_pushes.labels("drift").inc()
+        else:
+            reason, message = "ConfigApplied", f"wrote config version {version} to Valkey (prefix {spec.prefix})"
+            self.metrics.config_pushes.labels("change").inc()
+        events.append(Event("Normal", reason, message))
+        log.info("%s/%s: %s", resource.namespace, resource.name, message)
+        return version
+
+    async def _read_live_stats(self, client: Any, spec: AgentCacheSpec, version: str, desired: dict[str, Any]) -> None:
+        """Stats and instances are best effort: a failure here keeps the previous figures."""
+        try:
+            async with _cache_view(client, spec.prefix) as cache:
+                desired["stats"] = stats_status(await cache.stats())
+            desired["instances"] = instances_status(await list_instances(client, spec.prefix), version)
+        except (AgentCacheError, OSError) as exc:
+            log.debug("could not read the live stats of %s: %s", spec.prefix, type(exc).__name__)
+
+    # ── monitoring children ──────────────────────────────────────────────────
+
+    async def _apply_monitoring(self, resource: _Resource, spec: AgentCacheSpec, events: list[Event]) -> MonitoringPlan:
+        try:
+            served = frozenset(
+                [CONFIG_MAP] + [kind for kind in (GRAFANA_DASHBOARD, PROMETHEUS_RULE) if await self.kube.serves(kind)]
+            )
+        except KubeApiError as exc:
+            return _monitoring_failed("DiscoveryFailed", f"cannot list the cluster's API resources: {exc}")
+        try:
+            plan = plan_monitoring(
+                spec, resource.owner, served=served, bundle=self.bundle, recorded=resource.status.get("monitoring")
+            )
+        except Exception as exc:  # the bundle is code of its own; its failure must not stop the config
+            log.exception("%s/%s: the observability bundle failed", resource.namespace, resource.name)
+            return _monitoring_failed("BundleError", f"building the dashboards and rules failed: {exc!r}")
+
+        failed: dict[str, str] = {}
+        for child in plan.desired:
+            condition = ALERTS_READY if child.kind == PROMETHEUS_RULE else DASHBOARDS_READY
+            try:
+                outcome = await self._upsert(resource.owner, child)
+            except KubeApiError as exc:
+                failed.setdefault(condition, str(exc))
+                continue
+            if outcome == "conflict":
+                failed.setdefault(
+                    condition,
+                    f"{child.kind.kind} {child.name} exists and is not owned by this AgentCache; delete or rename it",
+                )
+            elif outcome:
+                events.append(Event("Normal", outcome, f"{outcome} {child.kind.kind} {child.name}"))
+        for kind, name in plan.absent:
+            try:
+                actual = await self.kube.get(kind, resource.namespace, name)
+                if actual is not None and owned_by(actual, resource.owner):
+                    await self.kube.delete(kind, resource.namespace, name)
+                    events.append(Event("Normal", "Deleted", f"Deleted {kind.kind} {name} (no longer wanted)"))
+            except KubeApiError as exc:
+                failed.setdefault(ALERTS_READY if kind == PROMETHEUS_RULE else DASHBOARDS_READY, str(exc))
+        dashboards, alerts = plan.dashboards, plan.alerts
+        if DASHBOARDS_READY in failed:
+            dashboards = Condition(DASHBOARDS_READY, "False", "ApplyFailed", failed[DASHBOARDS_READY])
+        if ALERTS_READY in failed:
+            alerts = Condition(ALERTS_READY, "False", "ApplyFailed", failed[ALERTS_READY])
+        return MonitoringPlan(plan.desired, plan.absent, dashboards, alerts, complete=True)
+
+    async def _upsert(self, owner: Owner, child: Child) -> str:
+        """Create or patch one child: "Created", "Updated", "" (already right) or "conflict" (not ours)."""
+        actual = await self.kube.get(child.kind, owner.namespace, child.name)
+        if actual is None:
+            await self.kube.create(child.kind, owner.namespace, child.manifest)
+            return "Created"
+        if not owned_by(actual, owner):
+            return "conflict"
+        patch = update_patch(actual, child)
+        if patch is None:
+            return ""
+        await self.kube.patch(child.kind, owner.namespace, child.name, patch)
+        return "Updated"
+
+    # ── delete ───────────────────────────────────────────────────────────────
+
+    async def cleanup(self, body: Mapping[str, Any], *, give_up: bool) -> SyncResult:
+        """Remove the config (and the data with ``deletionPolicy: Delete``) and the children.
+
+        A Valkey failure is retryable until ``give_up``; then deletion proceeds with a Warning, so a Valkey that is
+        gone for good cannot block the resource (or its namespace) from being deleted.
+        """
+        uid = _Resource.of(body).uid
+        async with self._lock(uid):
+            result = await self._cleanup(body, give_up=give_up)
+            if result.failure is None:
+                self._deleted.add(uid)
+                self._locks.pop(uid, None)
+            return result
+
+    async def _cleanup(self, body: Mapping[str, Any], *, give_up: bool) -> SyncResult:
+        resource = _Resource.of(body)
+        events: list[Event] = []
+        try:
+            spec = parse_spec(body.get("spec"), resource.name)
+            options = await self._connection(resource, spec)
+        except (InvalidSpecError, KubeApiError) as exc:
+            events.append(Event("Warning", "CleanupSkipped", f"left Valkey untouched: {exc}"))
+            await self._delete_children(resource, None, events)
+            await self._forget(resource)
+            return SyncResult(events=events)
+        try:
+            client = await self.clients.get(resource.uid, options)
+            current = await _read_config_or_none(client, spec.prefix)
+            ours = current is None or current.source == resource.source
+            if not ours:  # another AgentCache manages this prefix (see PrefixConflict): leave its config and data
+                events.append(Event("Normal", "CleanupSkipped", f"prefix {spec.prefix} is managed by {current.source}"))
+            else:
+                await delete_config(client, spec.prefix)
+                events.append(Event("Normal", "ConfigDeleted", f"removed config of prefix {spec.prefix} from Valkey"))
+            if ours and spec.deletion_policy == "Delete":
+                async with _cache_view(client, spec.prefix) as cache:
+                    deleted = await cache.flush()
+                events.append(Event("Normal", "DataDeleted", f"deleted {deleted} keys of prefix {spec.prefix}"))
+        except (AgentCacheError, OSError) as exc:
+            failure = classify_failure(exc, spec.valkey.endpoint(), options.secrets())
+            if not give_up:
+                return SyncResult(events=events, failure=Failure(failure.reason, failure.message, retryable=True))
+            events.append(Event("Warning", "CleanupIncomplete", f"gave up cleaning Valkey: {failure.message}"))
+        await self._delete_children(resource, spec, events)
+        await self._forget(resource)
+        return SyncResult(events=events)
+
+    async def _delete_children(self, resource: _Resource, spec: AgentCacheSpec | None, events: list[Event]) -> None:
+        """Owner references let the garbage collector do this too; deleting explicitly makes it immediate."""
+        recorded = resource.status.get("monitoring") or {}
+        targets: list[tuple[ApiKind, str]] = [
+            (CONFIG_MAP, child_name(resource.name, "dashboards")),
+            (PROMETHEUS_RULE, child_name(resource.name, "alerts")),
+        ] + [(GRAFANA_DASHBOARD, str(name)) for name in recorded.get("grafanaDashboards") or []]
+        for kind, name in targets:
+            try:
+                actual = await self.kube.get(kind, resource.namespace, name)
+                if actual is not None and owned_by(actual, resource.owner):
+                    await self.kube.delete(kind, resource.namespace, name)
+            except KubeApiError as exc:
+                if exc.status not in (404,):
+                    log.warning("%s/%s: could not delete %s %s: %s", resource.namespace, resource.name, kind, name, exc)
+
+    async def _forget(self, resource: _Resource) -> None:
+        await self.clients.discard(resource.uid)
+        self.metrics.forget(resource.uid)
+
+    # ── results ──────────────────────────────────────────────────────────────
+
+    def _failed(self, resource: _Resource, desired: dict[str, Any], failure: Failure) -> SyncResult:
+        conditions = [
+            Condition("Ready", "False", failure.reason, failure.message),
+            Condition(CONFIG_SYNCED, "False", failure.reason, failure.message),
+        ]
+        return self._result(resource, desired, conditions, [], failure, None)
+
+    def _result(
+        self,
+        resource: _Resource,
+        desired: dict[str, Any],
+        conditions: list[Condition],
+        events: list[Event],
+        failure: Failure | None,
+        options: ConnectionOptions | None,
+    ) -> SyncResult:
+        existing = resource.status.get("conditions")
+        desired["conditions"] = merge_conditions(existing, conditions, resource.generation, now_rfc3339())
+        for condition in changed(existing, conditions):
+            if condition.type == "Ready" and condition.is_true:
+                events.append(Event("Normal", "Ready", condition.message))
+            elif condition.type != "Ready":
+                kind: EventType = "Normal" if condition.is_true else "Warning"
+                events.append(Event(kind, condition.reason, f"{condition.type}: {condition.message}"))
+        secrets = options.secrets() if options is not None else []
+        events = [Event(e.type, e.reason, redact(e.message, secrets)) for e in events]
+        return SyncResult(status=status_patch(resource.status, desired), events=events, failure=failure)
+
+
+class _PrefixConflictError(Exception):
+    pass
+
+
+def _monitoring_failed(reason: str, message: str) -> MonitoringPlan:
+    return MonitoringPlan(
+        dashboards=Condition(DASHBOARDS_READY, "False", reason, message),
+        alerts=Condition(ALERTS_READY, "False", reason, message),
+    )
+
+
+async def _read_config_or_none(client: Any, prefix: str) -> Any:
+    try:
+        return await read_config(client, prefix)
+    except ConfigurationError:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _cache_view(client: Any, prefix: str) -> AsyncIterator[AgentCache]:
+    """A library cache over the prefix that only reads stats or flushes: no discovery, no live config, its own
+    metrics registry (the operator's registry is not the agents')."""
+    cache = AgentCache(
+        AgentCacheOptions(
+            client=client,
+            name=prefix,
+            discovery=DiscoveryOptions(enabled=False),
+            config_refresh=ConfigRefreshOptions(enabled=False),
+            telemetry=TelemetryOptions(registry=CollectorRegistry()),
+        )
+    )
+    try:
+        yield cache
+    finally:
+        await cache.close()

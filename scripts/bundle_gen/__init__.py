@@ -1,0 +1,1 @@
+"""The pieces of ``scripts/generate.py``: PromQL from the metrics definition, dashboards, rules, chart, manifests."""

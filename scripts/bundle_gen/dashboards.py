@@ -1,0 +1,443 @@
+"""The cache dashboards (overview, tools) and the registry of every dashboard the generator writes.
+
+Built with grafana-foundation-sdk (Grafana 11.6 schema, see ``grafana.py``) from the metrics definitions: every query
+selects series through ``promql.series``, so it can only name metrics and labels that exist, and is scoped by the
+namespace and cache_name variables. The tools view's recommendation uses ``agent_cache.stats.recommend``'s thresholds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grafana_foundation_sdk.models import dashboard as model
+
+from agent_cache.stats import DISABLE_BELOW, INCREASE_TTL_ABOVE, LONG_TTL_SECONDS
+
+from .grafana import (
+    QUANTILE_NAMES,
+    RANGE,
+    RATE,
+    RECOMMENDATION_MAPPINGS,
+    SCOPE,
+    TOOL_SCOPE,
+    PanelSpec,
+    Query,
+    build_dashboard,
+    cache_variables,
+    hit_ratio,
+    quantile_query,
+)
+from .operator_dashboard import operator
+from .promql import by, series
+
+# ── overview ───────────────────────────────────────────────────────────────────
+
+
+def overview() -> dict[str, Any]:
+    s = SCOPE
+    cost = f"sum (increase({series('cost_saved_total', s)}[{RANGE}]))"
+    summary = [
+        PanelSpec(
+            "stat",
+            "LLM hit rate",
+            "Share of LLM lookups answered from the cache over the selected time range.",
+            [Query(hit_ratio(s, (), RANGE, tier="llm"), instant=True)],
+            "percentunit",
+            width=4,
+            height=5,
+            min=0,
+            max=1,
+        ),
+        PanelSpec(
+            "stat",
+            "Tool hit rate",
+            "Share of tool lookups answered from the cache over the selected time range.",
+            [Query(hit_ratio(s, (), RANGE, tier="tool"), instant=True)],
+            "percentunit",
+            width=4,
+            height=5,
+            min=0,
+            max=1,
+        ),
+        PanelSpec(
+            "stat",
+            "Saved in range",
+            "Estimated dollars saved by cache hits over the selected time range: LLM hits priced from the cost "
+            "table, tool hits at their declared cost.",
+            [Query(cost, instant=True)],
+            "currencyUSD",
+            width=4,
+            height=5,
+        ),
+        PanelSpec(
+            "stat",
+            "Saved per hour",
+            "Current saving rate: dollars saved per hour, averaged over the last hour.",
+            [Query(f"sum (rate({series('cost_saved_total', s)}[1h])) * 3600", instant=True)],
+            "currencyUSD",
+            width=4,
+            height=5,
+        ),
+        PanelSpec(
+            "stat",
+            "Active sessions",
+            "Session threads the instances have written to and not destroyed (approximate, per process).",
+            [Query(f"sum ({series('active_sessions', s)})", instant=True)],
+            "short",
+            width=4,
+            height=5,
+        ),
+        PanelSpec(
+            "stat",
+            "Errors in range",
+            "Failed cache operations over the selected time range (Valkey unavailable, timeouts, command errors, "
+            "corrupt entries, callers' usage errors).",
+            [Query(f"sum (increase({series('errors_total', s)}[{RANGE}]))", instant=True)],
+            "short",
+            width=4,
+            height=5,
+            no_value="0",
+        ),
+    ]
+    traffic = [
+        PanelSpec(
+            "timeseries",
+            "Hit rate per tier",
+            "Hits / lookups per tier (llm, tool, session).",
+            [Query(hit_ratio(s, ("tier",), RATE), "{{tier}}")],
+            "percentunit",
+            min=0,
+            max=1,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Lookups per second: hits and misses",
+            "Cache lookups per second by tier and result.",
+            [
+                Query(
+                    f"sum {by('requests_total', ('tier', 'result'))} (rate({series('requests_total', s)}[{RATE}]))",
+                    "{{tier}} {{result}}",
+                )
+            ],
+            "reqps",
+        ),
+        PanelSpec(
+            "timeseries",
+            "Dollars saved per hour by tier",
+            "Saving rate by tier, in dollars per hour.",
+            [
+                Query(
+                    f"sum {by('cost_saved_total', ('tier',))} (rate({series('cost_saved_total', s)}[{RATE}])) * 3600",
+                    "{{tier}}",
+                )
+            ],
+            "currencyUSD",
+        ),
+        PanelSpec(
+            "timeseries",
+            "Dollars saved per hour by model",
+            "Saving rate of the LLM tier by model, in dollars per hour.",
+            [
+                Query(
+                    f"sum {by('cost_saved_total', ('model',))} "
+                    f"(rate({series('cost_saved_total', s, tier='llm')}[{RATE}])) * 3600",
+                    "{{model}}",
+                )
+            ],
+            "currencyUSD",
+        ),
+        PanelSpec(
+            "timeseries",
+            "Coalesced misses per second",
+            "Misses that did not call the LLM or tool because a concurrent caller was already computing the value "
+            "(get_or_compute stampede protection): local = same process, waited = another process or pod, "
+            "fallback = computed anyway after waiting a whole lease.",
+            [
+                Query(
+                    f"sum {by('coalesced_total', ('tier', 'outcome'))} (rate({series('coalesced_total', s)}[{RATE}]))",
+                    "{{tier}} {{outcome}}",
+                )
+            ],
+            "ops",
+            width=24,
+        ),
+    ]
+    latency = [
+        PanelSpec(
+            "timeseries",
+            f"Latency {QUANTILE_NAMES[q]} by tier and operation",
+            f"{q} quantile of operation duration, including the Valkey round trip, per tier and operation.",
+            [Query(quantile_query(q, s, ("tier", "operation")), "{{tier}} {{operation}}")],
+            "s",
+            width=8,
+        )
+        for q in ("0.5", "0.95", "0.99")
+    ] + [
+        PanelSpec(
+            "timeseries",
+            "Operations per second",
+            "Cache operations per second by tier and operation (failed ones included).",
+            [
+                Query(
+                    f"sum {by('operation_duration_seconds', ('tier', 'operation'))} "
+                    f"(rate({series('operation_duration_seconds', s, part='count')}[{RATE}]))",
+                    "{{tier}} {{operation}}",
+                )
+            ],
+            "ops",
+            width=24,
+        )
+    ]
+    storage = [
+        PanelSpec(
+            "timeseries",
+            "Bytes stored per second by tier",
+            "Bytes written to Valkey by store operations, per tier (what the cache adds, not what it holds: "
+            "entries expire by TTL).",
+            [
+                Query(
+                    f"sum {by('stored_bytes_total', ('tier',))} (rate({series('stored_bytes_total', s)}[{RATE}]))",
+                    "{{tier}}",
+                )
+            ],
+            "Bps",
+        ),
+        PanelSpec(
+            "timeseries",
+            "Active sessions",
+            "Session threads each cache's instances have written to and not destroyed (approximate).",
+            [
+                Query(
+                    f"sum {by('active_sessions', ('namespace', 'cache_name'))} ({series('active_sessions', s)})",
+                    "{{namespace}}/{{cache_name}}",
+                )
+            ],
+            "short",
+        ),
+    ]
+    failing_open = series("errors_total", s, error="~unavailable|timeout")
+    operations = f"sum (rate({series('operation_duration_seconds', s, part='count')}[{RATE}]))"
+    errors = [
+        PanelSpec(
+            "timeseries",
+            "Errors per second by kind",
+            "Failed cache operations per second by tier, operation and error kind (unavailable, timeout, "
+            "command, corrupt, usage).",
+            [
+                Query(
+                    f"sum {by('errors_total', ('tier', 'operation', 'error'))} "
+                    f"(rate({series('errors_total', s)}[{RATE}]))",
+                    "{{tier}} {{operation}} {{error}}",
+                )
+            ],
+            "ops",
+            width=8,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Failing open",
+            "Share of operations that could not reach Valkey or timed out. The provider wrappers then call the "
+            "model uncached (fail open): every such call is paid for.",
+            [Query(f"(sum (rate({failing_open}[{RATE}])) or 0 * {operations}) / {operations}", "failing open")],
+            "percentunit",
+            width=8,
+            min=0,
+            max=1,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Live config and discovery failures",
+            "Failed re-reads of the operator's live config (the last good config stays applied) and failed "
+            "discovery heartbeat writes, per cache.",
+            [
+                Query(
+                    f"sum {by('config_refresh_failed_total', ('namespace', 'cache_name'))} "
+                    f"(increase({series('config_refresh_failed_total', s)}[{RATE}]))",
+                    "config refresh {{namespace}}/{{cache_name}}",
+                ),
+                Query(
+                    f"sum {by('discovery_write_failed_total', ('namespace', 'cache_name'))} "
+                    f"(increase({series('discovery_write_failed_total', s)}[{RATE}]))",
+                    "discovery {{namespace}}/{{cache_name}}",
+                ),
+            ],
+            "short",
+            width=8,
+        ),
+    ]
+    config = [
+        PanelSpec(
+            "table",
+            "Config version per instance",
+            "The live config version each instance applied (empty: no live config, code defaults). Instances on "
+            "different versions have not all picked up the latest AgentCache change.",
+            [Query(f"{series('config_info', s)} == 1", table=True)],
+            "short",
+            width=16,
+            transformations=[
+                model.DataTransformerConfig(
+                    id_val="organize",
+                    options={
+                        "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True},
+                        "renameByName": {"version": "config version"},
+                    },
+                )
+            ],
+        ),
+        PanelSpec(
+            "stat",
+            "Config versions in use",
+            "Distinct live config versions across the selected caches' instances (1 when every instance agrees).",
+            [
+                Query(
+                    f"count (count {by('config_info', ('cache_name', 'version'))} ({series('config_info', s)} == 1))",
+                    instant=True,
+                )
+            ],
+            "short",
+            width=8,
+        ),
+    ]
+    return build_dashboard(
+        "agent-cache-overview",
+        "agent-cache / Overview",
+        "Hit rates, dollars saved, latency, storage, sessions, errors and live config of agent-cache caches.",
+        [
+            ("Summary", summary),
+            ("Traffic and savings", traffic),
+            ("Latency", latency),
+            ("Storage and sessions", storage),
+            ("Errors", errors),
+            ("Live config", config),
+        ],
+        cache_variables(),
+    )
+
+
+# ── tools ──────────────────────────────────────────────────────────────────────
+
+
+def tools() -> dict[str, Any]:
+    s = TOOL_SCOPE
+    per_tool = ("cache_name", "tool_name")
+    saved = f"sum {by('cost_saved_total', per_tool)} (increase({series('cost_saved_total', s, tier='tool')}[{RANGE}]))"
+    lookups = f"sum {by('requests_total', per_tool)} (increase({series('requests_total', s, tier='tool')}[{RANGE}]))"
+    hit_rate = hit_ratio(s, per_tool, RANGE, tier="tool")
+    overview_panels = [
+        PanelSpec(
+            "table",
+            "Tools: hit rate, lookups, savings and recommendation",
+            "Per tool over the selected time range. The recommendation applies agent-cache's own rule "
+            f"(agent_cache.stats.recommend): hit rate above {INCREASE_TTL_ABOVE:.0%} → a longer TTL pays off (if "
+            f"it is under {LONG_TTL_SECONDS // 3600} h), {DISABLE_BELOW:.0%}–{INCREASE_TTL_ABOVE:.0%} → optimal, "
+            f"below {DISABLE_BELOW:.0%} → shorten the TTL or stop caching the tool. Tool TTLs are not exported as "
+            "metrics: see the AgentCache's spec.toolPolicies (or `cache.tool.get_policy`).",
+            [
+                Query(hit_rate, table=True),
+                Query(lookups, table=True),
+                Query(saved, table=True),
+                Query(hit_rate, table=True),
+            ],
+            "short",
+            width=24,
+            height=10,
+            transformations=[
+                model.DataTransformerConfig(id_val="merge", options={}),
+                model.DataTransformerConfig(
+                    id_val="organize",
+                    options={
+                        "excludeByName": {"Time": True},
+                        "renameByName": {
+                            "cache_name": "cache",
+                            "tool_name": "tool",
+                            "Value #A": "hit rate",
+                            "Value #B": "lookups",
+                            "Value #C": "saved",
+                            "Value #D": "recommendation",
+                        },
+                    },
+                ),
+            ],
+            overrides=[
+                ("hit rate", [model.DynamicConfigValue(id_val="unit", value="percentunit")]),
+                ("lookups", [model.DynamicConfigValue(id_val="unit", value="short")]),
+                ("saved", [model.DynamicConfigValue(id_val="unit", value="currencyUSD")]),
+                (
+                    "recommendation",
+                    [
+                        model.DynamicConfigValue(id_val="mappings", value=RECOMMENDATION_MAPPINGS),
+                        model.DynamicConfigValue(
+                            id_val="custom.cellOptions", value={"type": "color-background", "mode": "basic"}
+                        ),
+                    ],
+                ),
+            ],
+        ),
+        PanelSpec(
+            "bargauge",
+            "Top tools by dollars saved",
+            "The ten tools whose cache hits saved the most over the selected time range (declared tool cost × hits).",
+            [Query(f"topk(10, {saved})", "{{cache_name}} {{tool_name}}", instant=True)],
+            "currencyUSD",
+            width=12,
+            height=9,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Tool hit rate",
+            "Hits / lookups per tool.",
+            [Query(hit_ratio(s, per_tool, RATE, tier="tool"), "{{cache_name}} {{tool_name}}")],
+            "percentunit",
+            height=9,
+            min=0,
+            max=1,
+        ),
+    ]
+    detail = [
+        PanelSpec(
+            "timeseries",
+            "Dollars saved per hour per tool",
+            "Saving rate per tool, in dollars per hour.",
+            [
+                Query(
+                    f"sum {by('cost_saved_total', per_tool)} "
+                    f"(rate({series('cost_saved_total', s, tier='tool')}[{RATE}])) * 3600",
+                    "{{cache_name}} {{tool_name}}",
+                )
+            ],
+            "currencyUSD",
+        ),
+        PanelSpec(
+            "timeseries",
+            "Tool lookups per second",
+            "Tool lookups per second by tool and result (hit or miss).",
+            [
+                Query(
+                    f"sum {by('requests_total', ('tool_name', 'result'))} "
+                    f"(rate({series('requests_total', s, tier='tool')}[{RATE}]))",
+                    "{{tool_name}} {{result}}",
+                )
+            ],
+            "reqps",
+        ),
+        PanelSpec(
+            "timeseries",
+            "Tool tier latency p99 by operation",
+            "0.99 quantile of tool tier operations (all tools: durations are not labelled by tool).",
+            [Query(quantile_query("0.99", f'{SCOPE}, tier="tool"', ("operation",)), "{{operation}}")],
+            "s",
+            width=24,
+        ),
+    ]
+    return build_dashboard(
+        "agent-cache-tools",
+        "agent-cache / Tools",
+        "Which tools the cache pays off for: hit rate, savings and a TTL recommendation per tool.",
+        [("Tools", overview_panels), ("Per tool over time", detail)],
+        cache_variables(tools=True),
+    )
+
+
+DASHBOARDS = {"overview": overview, "tools": tools, "operator": operator}
+# The dashboards the operator deploys per cache (the operator dashboard is platform-wide: the chart ships it).
+CACHE_DASHBOARDS = ("overview", "tools")

@@ -1,0 +1,203 @@
+"""The Helm chart, rendered by the real helm: lint, strict Kubernetes schemas, security settings, RBAC, values schema.
+
+Core kinds are validated with kubernetes-validate (strict) for Kubernetes 1.29 and 1.35; custom resources (the
+ClusterKopfPeering, the example AgentCaches) against their CRD's openAPIV3Schema with jsonschema. The
+PrometheusRule's rules go through promtool in test_alert_rules.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from agent_cache_operator.bundle import DEFAULT_THRESHOLDS
+from agent_cache_operator.crd import build_crd
+from tests.observability.conftest import ALL_FEATURES, CHART, ROOT, render
+
+K8S_VERSIONS = ("1.29", "1.35")
+# Kinds whose schema is a CRD, not part of Kubernetes: checked against their CRD or with promtool instead.
+CUSTOM_KINDS = {"ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "AgentCache"}
+
+
+def _crd_schema(crd: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def _by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+@pytest.mark.parametrize("features", [[], ALL_FEATURES], ids=["defaults", "every-feature"])
+def test_helm_lint_strict(helm: Any, features: list[str]) -> None:
+    result = helm("lint", "--strict", str(CHART), *features)
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("rendered", ["default_render", "full_render"])
+def test_every_rendered_object_passes_strict_kubernetes_schemas(
+    rendered: str, version: str, request: pytest.FixtureRequest
+) -> None:
+    docs: list[dict[str, Any]] = request.getfixturevalue(rendered)
+    crds = {doc["spec"]["names"]["kind"]: doc for doc in _by_kind(docs, "CustomResourceDefinition")}
+    checked = set()
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            if doc["kind"] in crds:
+                jsonschema.validate(doc, _crd_schema(crds[doc["kind"]]))
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+        checked.add(doc["kind"])
+    assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service"} <= checked
+    assert "CustomResourceDefinition" in checked
+
+
+def test_defaults_render_the_operator_and_its_crds_only(default_render: list[dict[str, Any]]) -> None:
+    kinds = sorted(doc["kind"] for doc in default_render)
+    assert kinds == sorted(
+        [
+            "ClusterKopfPeering",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+
+
+def test_every_feature_adds_monitoring_with_the_release_label(full_render: list[dict[str, Any]]) -> None:
+    (monitor,) = _by_kind(full_render, "ServiceMonitor")
+    (rule,) = _by_kind(full_render, "PrometheusRule")
+    (dashboards,) = [d for d in _by_kind(full_render, "ConfigMap") if d["metadata"]["name"].endswith("-dashboards")]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboards["metadata"]["labels"]["team"] == "platform"
+    assert sorted(dashboards["data"]) == [
+        "agent-cache-operator.json",
+        "agent-cache-overview.json",
+        "agent-cache-tools.json",
+    ]
+    for name, text in dashboards["data"].items():
+        assert json.loads(text) == json.loads((ROOT / "dashboards" / name).read_text())
+    groups = {g["name"]: g for g in rule["spec"]["groups"]}
+    assert set(groups) == {"agent-cache-operator.alerts", "agent-cache.rules", "agent-cache.alerts"}
+    assert "AgentCacheNoTraffic" in {r.get("alert") for r in groups["agent-cache.alerts"]["rules"]}
+
+
+def test_crd_is_the_operators_and_can_be_left_out(helm: Any, default_render: list[dict[str, Any]]) -> None:
+    crds = {doc["metadata"]["name"]: doc for doc in _by_kind(default_render, "CustomResourceDefinition")}
+    agentcaches = crds["agentcaches.agentcache.dev"]
+    assert agentcaches["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    del agentcaches["metadata"]["annotations"]
+    assert agentcaches == build_crd()
+    without = render(helm, "--set", "crds.install=false", include_crds=False)
+    assert not _by_kind(without, "CustomResourceDefinition")
+
+
+def test_deployment_is_locked_down(full_render: list[dict[str, Any]]) -> None:
+    (deployment,) = _by_kind(full_render, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["privileged"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["command"] == ["agent-cache-operator"]
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == 8080
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AGENT_CACHE_OPERATOR_LIVENESS_PORT"] == "8080"
+    assert env["AGENT_CACHE_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
+    assert env["AGENT_CACHE_OPERATOR_PEERING"] == "agent-cache-operator"
+    assert env["AGENT_CACHE_OPERATOR_PRIORITY"] == "10"
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_the_operator_reads_the_environment_the_chart_sets(full_render: list[dict[str, Any]]) -> None:
+    pytest.importorskip("kopf")
+    from agent_cache_operator.cli import ENV_PREFIX, parser
+
+    (deployment,) = _by_kind(full_render, "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    options = {a.dest for a in parser()._actions}
+    for name in env:
+        if name.startswith(ENV_PREFIX):
+            assert name.removeprefix(ENV_PREFIX).lower().replace("_", "") in {o.replace("_", "") for o in options}, name
+
+
+def test_rbac_is_least_privilege(default_render: list[dict[str, Any]]) -> None:
+    (role,) = _by_kind(default_render, "ClusterRole")
+    grants = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert grants[("", "secrets")] == {"get"}
+    assert grants[("apiextensions.k8s.io", "customresourcedefinitions")] <= {"get", "list", "watch"}
+    assert "delete" not in grants[("agentcache.dev", "agentcaches")]
+    assert grants[("agentcache.dev", "agentcaches/finalizers")] == {"update"}
+    assert grants[("", "events")] == {"create"}
+    assert ("monitoring.coreos.com", "prometheusrules") in grants
+    assert ("grafana.integreatly.org", "grafanadashboards") in grants
+    assert ("kopf.dev", "clusterkopfpeerings") in grants
+    for verbs in grants.values():
+        assert "*" not in verbs and "escalate" not in verbs and "bind" not in verbs
+
+
+def test_values_schema_rejects_bad_values(helm: Any) -> None:
+    bad = helm("template", "x", str(CHART), "--set", "prometheusRule.thresholds.llmHitRateMin=-1", check=False)
+    assert bad.returncode != 0 and "llmHitRateMin" in bad.stderr
+    unknown = helm("template", "x", str(CHART), "--set", "prometheusRule.thresholdz.x=1", check=False)
+    assert unknown.returncode != 0
+
+
+def test_chart_threshold_defaults_are_the_operators() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["prometheusRule"]["thresholds"] == DEFAULT_THRESHOLDS
+    crd_thresholds = _crd_schema(build_crd())["properties"]["spec"]["properties"]["monitoring"]["properties"]["alerts"][
+        "properties"
+    ]["thresholds"]["properties"]
+    assert {key: spec["default"] for key, spec in crd_thresholds.items()} == DEFAULT_THRESHOLDS
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "manifests" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_agentcaches_validate_against_the_crd(example: Path) -> None:
+    from agent_cache_operator.crd import apply_defaults
+
+    schema = _crd_schema(build_crd())
+    (resource,) = [doc for doc in yaml.safe_load_all(example.read_text()) if doc]
+    jsonschema.validate(resource, schema)
+    jsonschema.validate(apply_defaults(schema, resource), schema)
+
+
+def test_plain_manifests_validate_and_match_the_chart() -> None:
+    docs = [
+        doc
+        for name in ("crds.yaml", "operator.yaml")
+        for doc in yaml.safe_load_all((ROOT / "manifests" / name).read_text())
+        if doc
+    ]
+    assert {doc["kind"] for doc in docs} >= {"Namespace", "CustomResourceDefinition", "Deployment", "ClusterRole"}
+    for version in K8S_VERSIONS:
+        for doc in docs:
+            if doc["kind"] not in CUSTOM_KINDS:
+                kubernetes_validate.validate(doc, version, strict=True)
