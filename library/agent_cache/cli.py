@@ -5,8 +5,11 @@ parser and sets ``run`` (``run(args) -> exit code``) as a default. Modules impor
 the embedded server) inside ``run``, so ``--help`` works without the ``cli`` extra and a missing extra is
 reported as the ``pip install`` command that fixes it.
 
+Connection options (``--url``, ``--password-env``/``--password-file``, TLS, ``--cluster``) are shared through
+``commands._connection``; without a URL a command runs on an empty embedded server, as ``demo`` does.
+
 Exit codes: 0 success, 1 the command failed, 2 bad usage or it could not start (e.g. Valkey unreachable),
-130 interrupted.
+3 nothing found / nothing to do (e.g. no entries matched), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = ("agent_cache.demo",)
+COMMANDS = (
+    "agent_cache.demo",
+    "agent_cache.commands.stats",
+    "agent_cache.commands.top",
+    "agent_cache.commands.tools",
+    "agent_cache.commands.invalidate",
+    "agent_cache.commands.config",
+    "agent_cache.commands.caches",
+    "agent_cache.commands.flush",
+)
 """Subcommand modules, in ``--help`` order."""
 
 CLI_EXTRA_HINT = 'pip install "agent-cache[cli]"'
@@ -37,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-cache",
         description="Multi-tier exact-match cache for AI agents on Valkey: LLM responses, tool results, sessions.",
-        epilog="Run 'agent-cache COMMAND --help' for a command's options and examples, e.g. agent-cache demo --help",
+        epilog="Run 'agent-cache COMMAND --help' for a command's options and examples, e.g. agent-cache stats --help.\n"
+        "Every command connects to --url (or $AGENT_CACHE_URL); without one it runs on an empty embedded server.\n\n"
+        "exit codes: 0 done, 1 failed, 2 bad usage or Valkey unreachable, 3 nothing found / nothing to do, "
+        "130 interrupted",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)

@@ -1,0 +1,122 @@
+"""The subcommands where caches run: a Valkey Cluster, a TLS-only Redis 7, a least-privilege ACL user."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from valkey.asyncio import Valkey
+
+from agent_cache.acl import acl_rule
+from agent_cache.embedded import EmbeddedCluster
+from tests.cli.conftest import TOOL_CALLS, Populated, make_cache, populate
+from tests.cli.running import agent_cache
+from tests.servers import REDIS7_BINARY, cluster_client, flush_all_primaries
+
+
+@pytest.fixture
+async def cluster_url(valkey_cluster: EmbeddedCluster) -> AsyncIterator[str]:
+    client = cluster_client(valkey_cluster.startup_nodes, decode_responses=False)
+    await flush_all_primaries(client)
+    async with make_cache(client) as cache:
+        await populate(cache)
+    await client.aclose()
+    host, port = valkey_cluster.startup_nodes[0]
+    yield f"valkey://{host}:{port}"
+
+
+def test_stats_invalidate_and_flush_on_a_cluster(cluster_url: str) -> None:
+    stats = agent_cache("stats", "--url", cluster_url, "--cluster", "--name", "support_bot", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["tool"]["misses"] == sum(misses for _, misses in TOOL_CALLS.values())
+
+    dry = agent_cache("invalidate", "--url", cluster_url, "--cluster", "--name", "support_bot", "--model", "gpt-4o",
+                      "--dry-run", "--json")  # fmt: skip
+    assert json.loads(dry.stdout)["would_delete"] == 3, dry.stderr
+    gone = agent_cache("invalidate", "--url", cluster_url, "--cluster", "--name", "support_bot", "--thread", "user-42",
+                       "--json")  # fmt: skip
+    assert json.loads(gone.stdout)["deleted"] == 2, gone.stderr
+
+    flush = agent_cache("flush", "--url", cluster_url, "--cluster", "--name", "support_bot", "--yes", "--json")
+    assert flush.returncode == 0, flush.stderr
+    after = agent_cache("stats", "--url", cluster_url, "--cluster", "--name", "support_bot")
+    assert after.returncode == 3  # the counters went with the flush, on every primary
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def tls_server(valkey_server_factory: Callable[..., Any], tmp_path: Path) -> tuple[Any, int, Path]:
+    """Redis 7 with a TLS port whose certificate a private CA signed: (server, TLS port, CA file)."""
+    if not Path(REDIS7_BINARY).exists():
+        pytest.skip(f"{REDIS7_BINARY} (Debian redis-server, built with TLS) is not installed")
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_pem, ca_pem = tmp_path / "server.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    tls_port = _free_port()
+    server = valkey_server_factory(
+        binary=REDIS7_BINARY,
+        args=["--tls-port", str(tls_port), "--tls-cert-file", str(server_pem), "--tls-key-file", str(server_pem),
+              "--tls-ca-cert-file", str(ca_pem), "--tls-auth-clients", "no"],
+    )  # fmt: skip
+    return server, tls_port, ca_pem
+
+
+@pytest.mark.redis
+async def test_rediss_with_a_private_ca(tls_server: tuple[Any, int, Path]) -> None:
+    server, tls_port, ca_pem = tls_server
+    from valkey.asyncio import Valkey
+
+    client = Valkey.from_url(server.url)
+    async with make_cache(client) as cache:
+        await populate(cache)
+    await client.aclose()
+
+    url = f"rediss://127.0.0.1:{tls_port}"
+    trusted = agent_cache("stats", "--url", url, "--tls-ca-file", str(ca_pem), "--name", "support_bot", "--json")
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["llm"]["hits"] == 5
+    untrusted = agent_cache("stats", "--url", url, "--name", "support_bot", "--timeout", "5")
+    assert untrusted.returncode == 2
+    assert untrusted.stderr.startswith(f"error: cannot reach Valkey at {url}")
+
+
+async def test_per_cache_commands_run_as_the_caches_least_privilege_user(
+    populated: Populated, valkey_client: Valkey, tmp_path: Path
+) -> None:
+    """Everything but `caches` works with the ACL of agent_cache.acl.acl_rule(name): no command outside it."""
+    await valkey_client.execute_command("ACL", "SETUSER", "bot_cli", "on", ">pw", *acl_rule("support_bot").split())
+    resource = tmp_path / "agentcache.yaml"
+    await asyncio.to_thread(
+        resource.write_text, "kind: AgentCache\nmetadata: {name: support_bot}\nspec: {defaultTTL: 60}\n"
+    )
+    connection = ("--url", populated.url.replace("valkey://", "valkey://bot_cli@"), "--password-env", "PW")
+    commands = [
+        ["stats", "--name", "support_bot"],
+        ["tools", "--name", "support_bot"],
+        ["top", "--name", "support_bot", "--iterations", "1"],
+        ["invalidate", "--name", "support_bot", "--tool", "get_weather", "--dry-run"],
+        ["invalidate", "--name", "support_bot", "--thread", "user-7"],
+        ["config", "apply", "-f", str(resource), "--wait", "1"],
+        ["config", "diff", "-f", str(resource)],
+        ["config", "show", "--name", "support_bot"],
+        ["flush", "--name", "support_bot", "--yes"],
+    ]
+    try:
+        for command in commands:
+            done = await asyncio.to_thread(agent_cache, *command, *connection, env={"PW": "pw"})
+            assert done.returncode == 0, (command, done.stderr)
+    finally:
+        await valkey_client.execute_command("ACL", "DELUSER", "bot_cli")
