@@ -12,11 +12,10 @@ import sys
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from ..demo.report import dollars, ttl
+from ..demo.report import compact_table, dollars, ttl
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
 __all__ = [
@@ -89,20 +88,4 @@ def percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate:.1%}"
 
 
-def table(title: str | None, *columns: str, left: tuple[str, ...] = ()) -> Table:
-    """Compact tables (the demo's style), so a report fits 80 columns on a pipe."""
-    from rich import box
-    from rich.table import Table
-
-    grid = Table(
-        title=title,
-        title_justify="left",
-        title_style="bold",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    for column in columns:
-        grid.add_column(column, justify="left" if column in left else "right")
-    return grid
+table = compact_table  # the demo's compact style, so a report fits 80 columns on a pipe

@@ -111,7 +111,7 @@ def _percent(rate: float) -> str:
     return f"{rate:.1%}"
 
 
-def _table(title: str, *columns: str, left: tuple[str, ...] = ()) -> Table:
+def compact_table(title: str | None, *columns: str, left: tuple[str, ...] = ()) -> Table:
     """Compact tables, so the report fits 80 columns (rich's width when stdout is not a terminal)."""
     from rich import box
     from rich.table import Table
@@ -131,7 +131,7 @@ def _table(title: str, *columns: str, left: tuple[str, ...] = ()) -> Table:
 
 
 def _tiers(summary: DemoSummary) -> Table:
-    table = _table("Cache hits by tier", "Tier", "Hits", "Misses", "Hit rate", "Latency avoided", left=("Tier",))
+    table = compact_table("Cache hits by tier", "Tier", "Hits", "Misses", "Hit rate", "Latency avoided", left=("Tier",))
     for name, tier in (("LLM", summary.llm), ("Tool", summary.tool)):
         table.add_row(
             name, f"{tier.hits:,}", f"{tier.misses:,}", _percent(tier.hit_rate), duration(tier.latency_avoided_s)
@@ -145,7 +145,7 @@ def _tiers(summary: DemoSummary) -> Table:
 
 def _tools(summary: DemoSummary) -> Table:
     columns = ("Tool", "Hits", "Misses", "Hit rate", "TTL", "Saved", "Recommendation")
-    table = _table("Tool results", *columns, left=("Tool", "Recommendation"))
+    table = compact_table("Tool results", *columns, left=("Tool", "Recommendation"))
     for tool in summary.tools:
         advice = f"[{_ADVICE_STYLE.get(tool.recommendation, 'default')}]{tool.recommendation}[/]"
         counts = (f"{tool.hits:,}", f"{tool.misses:,}", _percent(tool.hit_rate))
