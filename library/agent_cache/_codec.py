@@ -3,12 +3,17 @@
 LLM and tool entries are compact JSON envelopes with the reference package's field names (``response``,
 ``contentBlocks``, ``model``, ``tokens``, ``cost``, ``storedAt``), so entries stay readable with
 ``valkey-cli`` and BetterDB Monitor. Session values are stored as the plain strings the caller gave.
+
+Optionally (``StorageOptions.compress_above_bytes``) an envelope above a size is stored zlib-compressed
+behind a two-byte marker, ``NUL`` + ``z``: JSON text never starts with NUL, so a reader tells the two
+apart by the first byte and plain entries (old ones, small ones) decode exactly as before.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,9 +31,51 @@ def encode_entry(response: str, **extra: Any) -> str:
         raise AgentCacheUsageError(f"entry cannot be stored as JSON: {exc}") from exc
 
 
-def decode_entry(raw: bytes | str) -> dict[str, Any]:
+def _json_loads(raw: bytes | str) -> Any:
+    return json.loads(raw)
+
+
+try:
+    import orjson
+
+    def _fast_loads(raw: bytes | str) -> Any:
+        """orjson when it can (3-4x faster); json for anything it refuses (NaN tokens, huge ints...)."""
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return json.loads(raw)
+
+    _loads = _fast_loads
+except ImportError:  # pragma: no cover - orjson is optional (agent-cache[fast])
+    _loads = _json_loads
+
+
+COMPRESSED_MARKER = b"\x00z"
+
+
+def pack_entry(value: str, size: int, compress_above: int | None, level: int = 6) -> tuple[str | bytes, int]:
+    """What to write for an envelope of ``size`` UTF-8 bytes, and its size: the JSON itself, or its
+    compressed form when it is over ``compress_above`` and compression actually makes it smaller."""
+    if compress_above is None or size <= compress_above:
+        return value, size
+    packed = COMPRESSED_MARKER + zlib.compress(value.encode(), level)
+    return (packed, len(packed)) if len(packed) < size else (value, size)
+
+
+def _unpack(raw: bytes) -> bytes:
+    if not raw.startswith(COMPRESSED_MARKER):
+        raise CorruptEntryError("stored entry starts with NUL but is not a compressed entry")
     try:
-        entry = json.loads(raw)
+        return zlib.decompress(raw[2:])
+    except zlib.error as exc:
+        raise CorruptEntryError(f"compressed entry does not decompress: {exc}") from exc
+
+
+def decode_entry(raw: bytes | str) -> dict[str, Any]:
+    if isinstance(raw, bytes) and raw.startswith(b"\x00"):
+        raw = _unpack(raw)
+    try:
+        entry = _loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptEntryError(f"stored entry is not valid JSON: {exc}") from exc
     if not isinstance(entry, dict) or not isinstance(entry.get("response"), str):

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._errors import AgentCacheUsageError, SerializationError
@@ -112,6 +112,10 @@ def decode_segment(encoded: str) -> str:
 
 
 def _normalize(value: Any, path: str) -> Any:
+    """The reference implementation of the rules: a normalized copy, with the path of any offending value.
+
+    Hot paths go through :func:`_plain` first and come here only for the values it declines.
+    """
     kind = type(value)
     if kind is str or kind is bool or kind is int or value is None:
         return value
@@ -142,6 +146,106 @@ def _normalize(value: Any, path: str) -> Any:
     )
 
 
+# ── the fast path ────────────────────────────────────────────────────────────────────────────────────
+#
+# Almost every request is already made of exact dicts, lists, strings, ints, bools and None, with a few
+# floats. For those, ``_plain`` returns the value itself (nothing to copy) — or a copy of just the
+# containers above an integral float — and never formats a path. Anything else (subclasses, non-string
+# keys, NaN, tiny floats, absurd nesting) returns ``_SLOW`` and takes ``_normalize``, which applies the
+# same rules and names the offending path, so both routes produce the same bytes or the same error.
+
+_SLOW: Any = object()
+_LEAVES = frozenset({str, int, bool, type(None)})
+# Non-integral floats at least this large print without an exponent, where json and orjson agree digit
+# for digit (both print the shortest round-tripping repr); smaller ones take the slow route.
+_PLAIN_FLOAT_MIN = 1e-4
+
+
+def _plain(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        changed: dict[str, Any] | None = None
+        for key, item in value.items():
+            if type(key) is not str:
+                return _SLOW
+            if type(item) in _LEAVES:
+                continue
+            new = _plain(item)
+            if new is not item:
+                if new is _SLOW:
+                    return _SLOW
+                if changed is None:
+                    changed = {}
+                changed[key] = new
+        return value if changed is None else {**value, **changed}
+    if kind is list or kind is tuple:  # json writes a tuple as an array: no copy needed for that
+        copied: list[Any] | None = None
+        for index, item in enumerate(value):
+            if type(item) in _LEAVES:
+                continue
+            new = _plain(item)
+            if new is not item:
+                if new is _SLOW:
+                    return _SLOW
+                if copied is None:
+                    copied = list(value)
+                copied[index] = new
+        return value if copied is None else copied
+    if kind in _LEAVES:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            return _SLOW
+        if value.is_integer():
+            return int(value)
+        return value if abs(value) >= _PLAIN_FLOAT_MIN else _SLOW
+    return _SLOW
+
+
+_stdlib_dumps = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+).encode
+
+
+def _load_orjson() -> Callable[[Any], bytes] | None:
+    """orjson's encoder (``pip install "agent-cache[fast]"``), if installed and byte-identical to json's here.
+
+    It agrees with ``json.dumps(sort_keys=True, ensure_ascii=False)`` on every string (all code points),
+    key order, integer and exponent-free float; ``_plain`` keeps everything else away from it, and values
+    orjson refuses (ints beyond 64 bits, lone surrogates, nesting over 255) fall back to json.
+    """
+    try:
+        import orjson
+    except ImportError:
+        return None
+    option = orjson.OPT_SORT_KEYS
+
+    def dumps(value: Any) -> bytes:
+        return orjson.dumps(value, option=option)
+
+    probe = {"b": [1, 0.5, True, None, '\u00e9"\\\n\x01\x7f\u2028\U0001f600'], "a": {"\u00ff": 1, "z": -3.25}}
+    return dumps if dumps(probe) == _stdlib_dumps(probe).encode() else None
+
+
+_orjson_dumps = _load_orjson()
+
+
+def canonical_bytes(value: Any, path: str = "value") -> bytes:
+    """:func:`canonical_json` as UTF-8 bytes, ready to hash."""
+    try:
+        plain = _plain(value)
+        if plain is not _SLOW:
+            if _orjson_dumps is not None:
+                try:
+                    return _orjson_dumps(plain)
+                except TypeError:  # orjson.JSONEncodeError: let json decide (or raise as it always did)
+                    pass
+            return _stdlib_dumps(plain).encode()
+    except RecursionError:
+        pass
+    return canonical_json(value, path).encode()
+
+
 def canonical_json(value: Any, path: str = "value") -> str:
     """Deterministic JSON text for hashing (see the module docstring for the rules)."""
     try:
@@ -155,25 +259,28 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _digest(scope: str, value: Any, path: str) -> str:
+    # A scope is an encoded name (no newline), so "scope\n" can't be the start of canonical JSON.
+    canonical = canonical_bytes(value, path)
+    if scope:
+        canonical = scope.encode() + b"\n" + canonical
+    return hashlib.sha256(canonical).hexdigest()
+
+
 def llm_hash(params: Mapping[str, Any], scope: str = "") -> str:
     """Hash of every answer-changing part of an LLM request (and of the tenant scope, if any)."""
-    if not isinstance(params, Mapping):
+    if type(params) is not dict and not isinstance(params, Mapping):
         raise AgentCacheUsageError(f"params must be a dict, got {type(params).__name__}")
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise AgentCacheUsageError("params.model must be a non-empty string")
     relevant = {k: v for k, v in params.items() if v is not None and k not in TRANSPORT_ONLY_PARAMS}
-    return sha256_hex(_scoped(scope, canonical_json(relevant, "params")))
+    return _digest(scope, relevant, "params")
 
 
 def tool_hash(args: Any, scope: str = "") -> str:
     """Hash of a tool call's arguments (``None`` and ``{}`` are the same call)."""
-    return sha256_hex(_scoped(scope, canonical_json({} if args is None else args, "args")))
-
-
-def _scoped(scope: str, canonical: str) -> str:
-    # A scope is an encoded name (no newline), so "scope\n" can't be the start of canonical JSON.
-    return f"{scope}\n{canonical}" if scope else canonical
+    return _digest(scope, {} if args is None else args, "args")
 
 
 class KeyLayout:
@@ -205,6 +312,11 @@ class KeyLayout:
 
     def session_index(self, thread_id: str) -> str:
         return f"{self.name}:__idx:session:{{{encode_segment(thread_id, 'thread id')}}}"
+
+    def session_keys(self, thread_id: str) -> tuple[str, str]:
+        """``(session_prefix, session_index)`` of a thread, encoding its id once."""
+        encoded = encode_segment(thread_id, "thread id")
+        return f"{self.name}:session:{{{encoded}}}:", f"{self.name}:__idx:session:{{{encoded}}}"
 
     # LangGraph checkpoints (adapters.langgraph) share the session keys' hash tag: one thread, one slot.
     def checkpoint_prefix(self, thread_id: str) -> str:

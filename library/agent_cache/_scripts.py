@@ -18,9 +18,12 @@ class Script:
     name: str
     source: str
     sha: str = field(init=False)
+    label: str = field(init=False)
+    """How errors name it: ``script <name>``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        object.__setattr__(self, "label", f"script {self.name}")
 
 
 _NOW_MS = """
@@ -58,7 +61,9 @@ return 1
 """,
 )
 
-# KEYS: data key, index key. ARGV: member, ttl seconds. A read that slides the entry's TTL.
+# KEYS: data key, index key. ARGV: member, ttl seconds. A read that slides the entry's TTL, and its index
+# entry with it. The index already outlives every other member, so it only needs extending when this one
+# now reaches further (PTTL, no ZRANGE); an index without expiry is refitted as on a write.
 GET_SLIDING = Script(
     "get_sliding",
     _FIT_INDEX_EXPIRY
@@ -68,8 +73,11 @@ if value then
 """
     + _NOW_MS
     + """
-  redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]) * 1000, ARGV[1])
-  fit_index_expiry(KEYS[2])
+  local ttl_ms = tonumber(ARGV[2]) * 1000
+  redis.call('ZADD', KEYS[2], 'XX', now + ttl_ms, ARGV[1])
+  local pttl = redis.call('PTTL', KEYS[2])
+  if pttl == -1 then fit_index_expiry(KEYS[2])
+  elseif pttl >= 0 and pttl < ttl_ms then redis.call('PEXPIREAT', KEYS[2], now + ttl_ms) end
 end
 return value
 """,
@@ -84,18 +92,27 @@ return redis.call('DEL', KEYS[1])
 """,
 )
 
-# KEYS: index key. ARGV: key prefix, batch size. Deletes up to a batch of entries and their index members.
+# KEYS: index keys (one slot). ARGV: batch size, then each index's key prefix. Deletes up to a batch of
+# entries and their index members, taking the indexes in order (a thread's fields, then its checkpoints).
 # Returns {deleted, remaining}; callers repeat until remaining is 0, so no call blocks the server for long.
 DROP_INDEXED_BATCH = Script(
     "drop_indexed_batch",
     """
-local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local budget = tonumber(ARGV[1])
 local deleted = 0
-for _, member in ipairs(members) do
-  deleted = deleted + redis.call('DEL', ARGV[1] .. member)
+local remaining = 0
+for i, index in ipairs(KEYS) do
+  if budget > 0 then
+    local members = redis.call('ZRANGE', index, 0, budget - 1)
+    for _, member in ipairs(members) do
+      deleted = deleted + redis.call('DEL', ARGV[i + 1] .. member)
+    end
+    if #members > 0 then redis.call('ZREM', index, unpack(members)) end
+    budget = budget - #members
+  end
+  remaining = remaining + redis.call('ZCARD', index)
 end
-if #members > 0 then redis.call('ZREM', KEYS[1], unpack(members)) end
-return {deleted, redis.call('ZCARD', KEYS[1])}
+return {deleted, remaining}
 """,
 )
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from ._backend import Backend
+from ._backend import Backend, decodes_responses
 from ._breaker import CircuitBreaker
 from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
@@ -37,6 +37,22 @@ from .types import AgentCacheOptions, AgentCacheStats, ToolEffectivenessEntry
 log = logging.getLogger("agent_cache")
 
 _STOP_GRACE_S = 5.0
+
+
+def _validate_storage(compress_above: int | None, level: int, client: Any) -> None:
+    if compress_above is None:
+        return
+    if isinstance(compress_above, bool) or not isinstance(compress_above, int) or compress_above < 0:
+        raise ConfigurationError(
+            f"storage.compress_above_bytes must be a non-negative number of bytes or None, got {compress_above!r}"
+        )
+    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 9:
+        raise ConfigurationError(f"storage.compression_level must be 1-9, got {level!r}")
+    if decodes_responses(client):
+        raise ConfigurationError(
+            "storage.compress_above_bytes needs a client created with decode_responses=False: "
+            "compressed entries are binary and a decoding client cannot read them"
+        )
 
 
 class AgentCache:
@@ -63,6 +79,8 @@ class AgentCache:
             timeout_s=reliability.timeout_s,
             breaker=CircuitBreaker(reliability.breaker_threshold, reliability.breaker_cooldown_s),
         )
+        storage = options.storage
+        _validate_storage(storage.compress_above_bytes, storage.compression_level, options.client)
         self._costs = CostTable(options.cost_table, use_default=options.use_default_cost_table)
         self._ttl = TtlPolicy.from_options(options.default_ttl, options.tier_defaults)
         telemetry_options = options.telemetry
@@ -83,6 +101,8 @@ class AgentCache:
             fail_open=reliability.on_error == "fail_open",
             max_entry_bytes=reliability.max_entry_bytes,
             lock_lease_s=reliability.lock_lease_s,
+            compress_above=storage.compress_above_bytes,
+            compression_level=storage.compression_level,
         )
         self._tenant = context.tenant
         self.llm = LlmCache(context, self._costs)

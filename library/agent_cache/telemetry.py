@@ -12,9 +12,10 @@ microseconds. Spans never carry prompts or tool arguments — only hashed keys, 
 from __future__ import annotations
 
 import contextlib
+import time
 import weakref
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -202,6 +203,68 @@ def _families_for(registry: CollectorRegistry, prefix: str) -> _MetricFamilies:
     return per_prefix[prefix]
 
 
+_UNKNOWN = object()
+
+
+def _global_provider_set() -> bool:
+    """Has the application set a global tracer provider? (Checked per call until it has, so cheaply.)"""
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)  # what get_tracer_provider() reads
+    if provider is _UNKNOWN:  # pragma: no cover - an API version without it: ask the public way
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return provider is not None
+
+
+class _NoSpan:
+    """``Telemetry.span`` when nothing would record: no span object, no context switch, no allocation."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> trace.Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+class OperationTimer:
+    """Times one (tier, operation) into the duration histogram and counts its failures by kind.
+
+    One per (tier, operation), holding its histogram child, so a call costs one small object and no label
+    lookups; ``with timer():`` replaces a generator-based context manager on the hot path.
+    """
+
+    __slots__ = ("_classify", "_observe", "_telemetry", "operation", "tier")
+
+    def __init__(self, telemetry: Telemetry, tier: str, operation: str, classify: Callable[[BaseException], str]):
+        self._telemetry = telemetry
+        self._observe = telemetry._child(telemetry._families.duration, tier, operation).observe
+        self._classify = classify
+        self.tier = tier
+        self.operation = operation
+
+    def __call__(self) -> _Timing:
+        return _Timing(self)
+
+
+class _Timing:
+    __slots__ = ("_start", "_timer")
+
+    def __init__(self, timer: OperationTimer) -> None:
+        self._timer = timer
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        timer = self._timer
+        if exc is not None and isinstance(exc, Exception):
+            timer._telemetry.error(timer.tier, timer.operation, timer._classify(exc))
+        timer._observe(time.perf_counter() - self._start)
+
+
 class Telemetry:
     """Metrics and spans of one cache; label children are cached so a hot path does no label lookups."""
 
@@ -218,6 +281,20 @@ class Telemetry:
         self._families = _families_for(registry if registry is not None else REGISTRY, prefix)
         self.tracer = trace.get_tracer(tracer_name, tracer_provider=tracer_provider)
         self._children: dict[tuple[Any, ...], Any] = {}
+        # Spans are skipped entirely while no tracer provider would record them (OTel's API without an SDK,
+        # or a NoOpTracerProvider); a global provider set later is picked up on the next call.
+        self._follows_global = isinstance(self.tracer, trace.ProxyTracer)
+        self._recording = not self._follows_global and not isinstance(self.tracer, trace.NoOpTracer)
+
+    @property
+    def recording(self) -> bool:
+        """Would a span started now be recorded? (False: ``span()`` costs nothing.)"""
+        if self._recording:
+            return True
+        if self._follows_global and _global_provider_set():
+            self._follows_global = False  # a global provider is set once and for all
+            self._recording = True
+        return self._recording
 
     def _child(self, family: Any, *labels: str) -> Any:
         key = (id(family), *labels)
@@ -225,6 +302,9 @@ class Telemetry:
         if child is None:
             child = self._children[key] = family.labels(self.cache_name, *labels)
         return child
+
+    def timer(self, tier: str, operation: str, classify: Callable[[BaseException], str]) -> OperationTimer:
+        return OperationTimer(self, tier, operation, classify)
 
     def request(self, tier: str, hit: bool, tool_name: str = "") -> None:
         self._child(self._families.requests, tier, "hit" if hit else "miss", tool_name).inc()
@@ -261,9 +341,20 @@ class Telemetry:
                 family.remove(self.cache_name, previous or "")
         family.labels(self.cache_name, current or "").set(1)
 
+    def span(
+        self, name: str, attributes: Mapping[str, str | int | bool] | None = None
+    ) -> AbstractContextManager[trace.Span]:
+        """A span that records the exception that ends it (a shared no-op while nothing records).
+
+        Hot paths pass no ``attributes`` and set them under ``if span.is_recording():``, so nothing is
+        built for a span nobody records.
+        """
+        if not self.recording:
+            return _NO_SPAN
+        return self._span(name, attributes)
+
     @contextmanager
-    def span(self, name: str, attributes: Mapping[str, str | int | bool] | None = None) -> Iterator[trace.Span]:
-        """A span that records the exception that ends it."""
+    def _span(self, name: str, attributes: Mapping[str, str | int | bool] | None) -> Iterator[trace.Span]:
         with self.tracer.start_as_current_span(name, record_exception=True) as span:
             if attributes and span.is_recording():
                 span.set_attributes(attributes)

@@ -154,6 +154,21 @@ class ReliabilityOptions:
 
 
 @dataclass
+class StorageOptions:
+    """How LLM and tool entries are written to Valkey (session values are always stored as given)."""
+
+    compress_above_bytes: int | None = None
+    """zlib-compress LLM/tool entries whose JSON is larger than this many bytes; ``None`` (the default)
+    never compresses. Entries at or below the threshold stay plain JSON, readable with ``valkey-cli``.
+    A compressed entry starts with a marker byte, so compressed and plain entries mix freely and turning
+    this off later leaves every entry readable. Turn it on only once every instance of the cache runs a
+    version that reads compressed entries (older ones would take them for corrupt), and with clients that
+    return bytes (``decode_responses=False``): compressed entries are binary."""
+    compression_level: int = 6
+    """zlib level, 1 (fastest) to 9 (smallest)."""
+
+
+@dataclass
 class AgentCacheOptions:
     client: Any
     """A ``valkey.asyncio.Valkey`` or ``valkey.asyncio.cluster.ValkeyCluster`` (also redis-py's asyncio clients)."""
@@ -166,6 +181,7 @@ class AgentCacheOptions:
     discovery: DiscoveryOptions = field(default_factory=DiscoveryOptions)
     config_refresh: ConfigRefreshOptions = field(default_factory=ConfigRefreshOptions)
     reliability: ReliabilityOptions = field(default_factory=ReliabilityOptions)
+    storage: StorageOptions = field(default_factory=StorageOptions)
     stats_flush_interval_s: float = 1.0
     """Counters are buffered in-process (so a hit is one round trip) and flushed this often, and on close()."""
 

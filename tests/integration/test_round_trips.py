@@ -79,3 +79,23 @@ async def test_per_thread_and_per_tool_operations_do_not_grow_with_the_keyspace(
     crowded = await _per_thread_and_tool_commands(valkey_client)
     assert "scan" not in crowded and "keys" not in crowded
     assert crowded == empty
+
+
+async def test_per_thread_and_per_tool_operations_are_one_round_trip(counted_client: Any) -> None:
+    client, counter = counted_client
+    cache = _cache(client, tier_defaults={"session": TierDefaults(ttl=600)})
+    for name in ("a", "b"):  # the second pass runs with every script already loaded
+        for field in ("f1", "f2", "f3"):
+            await cache.session.set(name, field, "v")
+            await cache.tool.store(name, {"field": field}, "r")
+        for operation, call in (
+            ("get_all", cache.session.get_all),
+            ("touch", cache.session.touch),
+            ("destroy_thread", cache.session.destroy_thread),
+            ("invalidate_by_tool", cache.tool.invalidate_by_tool),
+        ):
+            counter.reset()
+            await call(name)
+            if name == "b":
+                assert counter.count == 1, f"{operation} took {counter.count} round trips"
+    await cache.close()

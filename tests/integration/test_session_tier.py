@@ -66,6 +66,35 @@ async def test_ttl_precedence_and_sliding_reads(make_cache: MakeCache, backend_c
     assert 90 < await backend_client.ttl(key) <= 100
 
 
+async def test_a_sliding_read_keeps_the_thread_index_alive_as_long_as_the_field(
+    make_cache: MakeCache, backend_client: Any
+) -> None:
+    cache = make_cache(tier_defaults={"session": TierDefaults(ttl=100)})
+    await cache.session.set("t", "short", "v", ttl=5)
+    index = cache.keys.session_index("t")
+    assert 0 < await backend_client.ttl(index) <= 5
+    assert await cache.session.get("t", "short") == "v"  # the field now lives 100 s: so must its index
+    assert 90 < await backend_client.ttl(index) <= 100
+    assert 90_000 < await backend_client.zscore(index, "short") - 1000 * int((await backend_client.time())[0])
+    await cache.session.set("t", "kept", "v", ttl=3600)
+    assert await cache.session.get("t", "short") == "v"  # a read never shortens the index below a field
+    assert 3500 < await backend_client.ttl(index) <= 3600
+    assert await cache.session.get_all("t") == {"short": "v", "kept": "v"}
+
+
+async def test_sliding_reads_and_fields_without_expiry(make_cache: MakeCache, backend_client: Any) -> None:
+    no_ttl = make_cache(name="s")
+    sliding = make_cache(name="s", tier_defaults={"session": TierDefaults(ttl=100)})
+    await no_ttl.session.set("t", "forever", "v")
+    await sliding.session.set("t", "slid", "v")
+    index = sliding.keys.session_index("t")
+    assert await sliding.session.get("t", "slid") == "v"
+    assert await backend_client.ttl(index) == -1  # "forever" never expires, so neither does its index
+    assert await sliding.session.get("t", "forever") == "v"  # now it expires in 100 s: so does the index
+    assert 90 < await backend_client.ttl(index) <= 100
+    assert await no_ttl.session.get_all("t") == {"forever": "v", "slid": "v"}
+
+
 async def test_touch_refreshes_every_field(make_cache: MakeCache, backend_client: Any) -> None:
     cache = make_cache(tier_defaults={"session": TierDefaults(ttl=300)})
     for field in ("a", "b", "c"):

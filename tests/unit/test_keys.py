@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent_cache import _keys
 from agent_cache._errors import AgentCacheUsageError, SerializationError
 from agent_cache._keys import (
     KeyLayout,
+    canonical_bytes,
     canonical_json,
     decode_segment,
     encode_segment,
@@ -152,3 +157,144 @@ def test_different_values_get_different_keys(a: object, b: object) -> None:
 @given(json_values)
 def test_equal_values_spelled_differently_get_the_same_key(value: object) -> None:
     assert tool_hash(_respell(value)) == tool_hash(value)
+
+
+# ── The fast path must derive exactly the keys the reference rules derive ────────────────────────────
+#
+# ``canonical_bytes`` (what the hot path hashes) skips the path-tracking copy for values that need no
+# change and may encode with orjson; ``canonical_json`` is the reference. For every input both must give
+# the same bytes, or both the same error — with and without orjson.
+
+wide_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)  # beyond orjson's 64 bits
+    | st.floats(allow_nan=False, allow_infinity=False)  # tiny, integral, huge, -0.0
+    | st.floats(min_value=-1e-3, max_value=1e-3)  # around the exponent boundary of repr()
+    | st.text(),
+    lambda children: st.lists(children) | st.lists(children).map(tuple) | st.dictionaries(st.text(), children),
+    max_leaves=30,
+)
+
+
+@pytest.fixture(params=["orjson", "stdlib"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "stdlib":
+        monkeypatch.setattr(_keys, "_orjson_dumps", None)
+    elif _keys._orjson_dumps is None:
+        pytest.skip("orjson is not installed")
+    return str(request.param)
+
+
+def _reference(value: object, path: str = "value") -> bytes:
+    return canonical_json(value, path).encode()
+
+
+def test_documented_vectors_hold_on_every_encoder(encoder: str) -> None:
+    assert canonical_bytes(VECTOR_PARAMS) == _reference(VECTOR_PARAMS)
+    assert llm_hash(VECTOR_PARAMS) == VECTOR_LLM
+    assert llm_hash({**VECTOR_PARAMS, "temperature": 0.0, "stream": True}) == VECTOR_LLM
+    assert tool_hash({"units": "metric", "city": "Sofia"}) == VECTOR_TOOL
+    assert llm_hash(VECTOR_PARAMS, "acme") == hashlib.sha256(b"acme\n" + _reference(VECTOR_PARAMS)).hexdigest()
+
+
+@given(wide_values)
+def test_fast_path_matches_the_reference_with_orjson(value: object) -> None:
+    assert canonical_bytes(value) == _reference(value)
+
+
+@given(wide_values)
+def test_fast_path_matches_the_reference_without_orjson(value: object) -> None:
+    original = _keys._orjson_dumps
+    _keys._orjson_dumps = None
+    try:
+        assert canonical_bytes(value) == _reference(value)
+    finally:
+        _keys._orjson_dumps = original
+
+
+class Color(str, enum.Enum):  # noqa: UP042 - a (str, Enum) hashes as str(value), unlike a StrEnum
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Ratio(float):
+    pass
+
+
+class Ordered(dict):  # type: ignore[type-arg]
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"t": 0.0, "u": -0.0, "v": 1e16, "w": [2.0, {"x": 3.0}]},  # integral floats become ints (copied)
+        {"small": 1e-05, "edge": 1e-4, "tiny": 5e-324, "big": 1.5e300},
+        {"big": 2**64, "neg": -(2**63) - 1, "max": 2**64 - 1},
+        {"enum": Color.RED, "int_enum": Level.HIGH, "ratio": Ratio(2.0), "half": Ratio(0.5)},
+        {"mapping": Ordered(b=1, a=2), "tuple": (1, (2.0, "x"))},
+        {"s": 'é"\\\n\x00\x1f\x7f\u2028\U0001f600', "\U0001f600": 1, "\uffff": 2, "ÿ": 3},
+        [[[[[[[[[[1.0]]]]]]]]]],
+    ],
+)
+def test_fast_path_matches_the_reference_on_edge_cases(value: object, encoder: str) -> None:
+    assert canonical_bytes(value) == _reference(value)
+
+
+def test_fast_path_leaves_the_input_alone() -> None:
+    value = {"a": [1.0, {"b": 2.0}], "c": "x"}
+    snapshot = repr(value)
+    canonical_bytes(value)
+    assert repr(value) == snapshot
+
+
+def test_deep_nesting_fails_the_same_way_on_every_encoder(encoder: str) -> None:
+    shallow: object = 1
+    for _ in range(300):  # deeper than orjson's limit, within Python's
+        shallow = [shallow]
+    assert canonical_bytes(shallow) == _reference(shallow)
+    deep: object = 1
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(SerializationError, match="nested too deeply"):
+        tool_hash(deep)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"a": {1: "x"}}, r"args\.a has a int key 1"),
+        ({"a": [float("nan")]}, r"args\.a\[0\] is nan"),
+        ({"a": {"b": float("-inf")}}, r"args\.a\.b is -inf"),
+        ({"a": [{"b": {1, 2}}]}, r"args\.a\[0\]\.b is a set"),
+        ({"a": b"bytes"}, r"args\.a is a bytes"),
+        ({Color.RED: 1}, r"args has a Color key"),
+    ],
+)
+def test_errors_name_the_path_on_every_encoder(value: object, message: str, encoder: str) -> None:
+    with pytest.raises(SerializationError, match=message):
+        tool_hash(value)
+
+
+def test_a_lone_surrogate_fails_as_it_always_did(encoder: str) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        tool_hash({"a": "\ud800"})
+
+
+def test_without_orjson_the_package_works_and_derives_the_same_keys() -> None:
+    code = (
+        "import sys; sys.modules['orjson'] = None\n"
+        "from agent_cache import _keys\n"
+        "from agent_cache._codec import decode_entry\n"
+        "assert _keys._orjson_dumps is None\n"
+        "assert decode_entry(b'{\"response\":\"x\"}')['response'] == 'x'\n"
+        f"print(_keys.llm_hash({VECTOR_PARAMS!r}), _keys.tool_hash({{'city': 'Sofia', 'units': 'metric'}}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [VECTOR_LLM, VECTOR_TOOL]

@@ -4,20 +4,19 @@ reliability policy (fail-open, size limit, tenant scope)."""
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from opentelemetry.trace import Span
 
 from .._backend import Backend
+from .._codec import pack_entry
 from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, CorruptEntryError
 from .._keys import KeyLayout, encode_segment
 from .._ttl import TtlPolicy
 from ..stats import StatsBuffer
-from ..telemetry import Telemetry
+from ..telemetry import OperationTimer, Telemetry
 
 log = logging.getLogger("agent_cache")
 
@@ -45,8 +44,12 @@ class TierContext:
     """LLM and tool tiers: a Valkey failure is a miss (check) or a skipped write (store), not an error."""
     max_entry_bytes: int | None = None
     lock_lease_s: float = 30.0
+    compress_above: int | None = None
+    """LLM and tool entries whose JSON exceeds this many bytes are stored zlib-compressed (None: never)."""
+    compression_level: int = 6
     tenant: ContextVar[str] = field(default_factory=lambda: ContextVar("agent_cache_tenant", default=""))
     """The tenant scope (encoded) of the current task: see ``AgentCache.tenant``."""
+    _timers: dict[tuple[str, str], OperationTimer] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def scope(self) -> str:
@@ -60,17 +63,12 @@ class TierContext:
         encode_segment(thread_id, "thread id")  # validate before wrapping
         return f"{scope}:{thread_id}"  # the scope is encoded, so it has no ':' of its own
 
-    @contextmanager
-    def measured(self, tier: str, operation: str) -> Iterator[None]:
+    def measured(self, tier: str, operation: str) -> AbstractContextManager[None]:
         """Time an operation into the duration histogram and count its failures by kind."""
-        start = time.perf_counter()
-        try:
-            yield
-        except Exception as exc:
-            self.telemetry.error(tier, operation, error_kind(exc))
-            raise
-        finally:
-            self.telemetry.duration(tier, operation, time.perf_counter() - start)
+        timer = self._timers.get((tier, operation))
+        if timer is None:
+            timer = self._timers[(tier, operation)] = self.telemetry.timer(tier, operation, error_kind)
+        return timer()
 
     def failed_open(self, tier: str, operation: str, exc: BackendError, span: Span) -> str:
         """Record a Valkey failure the caller is shielded from; returns the text for ``result.error``."""
@@ -81,6 +79,10 @@ class TierContext:
             span.set_attribute("cache.error", kind)
         log.debug("agent-cache %s: %s.%s failed open: %s", self.keys.name, tier, operation, exc)
         return f"{kind}: {exc}"
+
+    def pack(self, value: str, size: int) -> tuple[str | bytes, int]:
+        """The bytes to write for an entry's JSON (compressed above the threshold) and their size."""
+        return pack_entry(value, size, self.compress_above, self.compression_level)
 
     def too_large(self, tier: str, operation: str, size: int, span: Span) -> bool:
         """True (and counted) when an entry exceeds ``max_entry_bytes``."""

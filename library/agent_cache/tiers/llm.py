@@ -24,6 +24,7 @@ from ._singleflight import SingleFlight
 # Index members whose recorded expiry passed this long ago are pruned (tolerates client clock skew).
 _PRUNE_GRACE_MS = 300_000
 _INDEX_BATCH = 500
+_SPAN_NAMES = {operation: f"agent_cache.llm.{operation}" for operation in ("store", "store_multipart")}
 
 
 @dataclass
@@ -52,7 +53,9 @@ class LlmCache:
         with ctx.measured("llm", "check"):
             key = self.key(params)
             model = params["model"]
-            with ctx.telemetry.span("agent_cache.llm.check", {"cache.key": key, "cache.model": model}) as span:
+            with ctx.telemetry.span("agent_cache.llm.check") as span:
+                if span.is_recording():
+                    span.set_attributes({"cache.key": key, "cache.model": model})
                 try:
                     raw = await ctx.backend.get(key)
                 except BackendError as exc:
@@ -162,21 +165,24 @@ class LlmCache:
                 response, contentBlocks=blocks, model=model, tokens=options.tokens, cost=cost, meta=options.metadata
             )
             size = len(value.encode())
-            attributes: dict[str, str | int | bool] = {
-                "cache.key": key,
-                "cache.model": model,
-                "cache.ttl": ttl or -1,
-                "cache.bytes": size,
-            }
-            if blocks is not None:
-                attributes["cache.blocks"] = len(blocks)
-            with ctx.telemetry.span(f"agent_cache.llm.{operation}", attributes) as span:
+            with ctx.telemetry.span(_SPAN_NAMES[operation]) as span:
+                if span.is_recording():
+                    attributes: dict[str, str | int | bool] = {
+                        "cache.key": key,
+                        "cache.model": model,
+                        "cache.ttl": ttl or -1,
+                        "cache.bytes": size,
+                    }
+                    if blocks is not None:
+                        attributes["cache.blocks"] = len(blocks)
+                    span.set_attributes(attributes)
                 if ctx.too_large("llm", operation, size, span):
                     return key
+                stored, stored_size = ctx.pack(value, size)
                 now_ms = int(time.time() * 1000)
                 expiry: float | int = now_ms + ttl * 1000 if ttl else float("inf")
                 index = ctx.keys.model_index(model)
-                set_args: tuple[Any, ...] = (key, value, "EX", ttl) if ttl else (key, value)
+                set_args: tuple[Any, ...] = (key, stored, "EX", ttl) if ttl else (key, stored)
                 try:
                     await ctx.backend.pipeline(
                         [
@@ -190,7 +196,7 @@ class LlmCache:
                         raise
                     ctx.failed_open("llm", operation, exc, span)
                     return key
-            ctx.telemetry.stored_bytes("llm", size)
+            ctx.telemetry.stored_bytes("llm", stored_size)
             return key
 
     async def invalidate_by_model(self, model: str) -> int:

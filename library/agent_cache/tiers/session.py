@@ -54,16 +54,17 @@ class SessionStore:
 
     def _locate(self, thread_id: str, field: str) -> tuple[str, str, str]:
         ctx = self._ctx
-        prefix = ctx.keys.session_prefix(ctx.thread(thread_id))
+        prefix, index = ctx.keys.session_keys(ctx.thread(thread_id))
         member = encode_segment(field, "field")
-        return prefix + member, member, ctx.keys.session_index(ctx.thread(thread_id))
+        return prefix + member, member, index
 
     async def get(self, thread_id: str, field: str) -> str | None:
         ctx = self._ctx
         with ctx.measured("session", "get"):
             key, member, index = self._locate(thread_id, field)
-            attributes = {"cache.key": key, "cache.thread_id": thread_id, "cache.field": field}
-            with ctx.telemetry.span("agent_cache.session.get", attributes) as span:
+            with ctx.telemetry.span("agent_cache.session.get") as span:
+                if span.is_recording():
+                    span.set_attributes({"cache.key": key, "cache.thread_id": thread_id, "cache.field": field})
                 ttl = ctx.ttl.tier_ttl("session")
                 if ttl is None:
                     raw = await ctx.backend.get(key)
@@ -81,14 +82,17 @@ class SessionStore:
             key, member, index = self._locate(thread_id, field)
             effective = ctx.ttl.resolve("session", ttl)
             size = len(value.encode())
-            attributes: dict[str, str | int | bool] = {
-                "cache.key": key,
-                "cache.thread_id": thread_id,
-                "cache.field": field,
-                "cache.ttl": effective or -1,
-                "cache.bytes": size,
-            }
-            with ctx.telemetry.span("agent_cache.session.set", attributes):
+            with ctx.telemetry.span("agent_cache.session.set") as span:
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            "cache.key": key,
+                            "cache.thread_id": thread_id,
+                            "cache.field": field,
+                            "cache.ttl": effective or -1,
+                            "cache.bytes": size,
+                        }
+                    )
                 if ctx.max_entry_bytes is not None and size > ctx.max_entry_bytes:
                     # State is not a cache: refuse loudly rather than drop it.
                     raise AgentCacheUsageError(
@@ -130,14 +134,12 @@ class SessionStore:
         ctx = self._ctx
         with ctx.measured("session", "destroy_thread"):
             with ctx.telemetry.span("agent_cache.session.destroy_thread", {"cache.thread_id": thread_id}) as span:
+                thread = ctx.thread(thread_id)
+                prefix, index = ctx.keys.session_keys(thread)
+                # The thread's LangGraph checkpoints (adapters.langgraph) sit under their own index, in the
+                # same slot: both go in the same script calls.
                 deleted = await drop_index(
-                    ctx, ctx.keys.session_index(ctx.thread(thread_id)), ctx.keys.session_prefix(ctx.thread(thread_id))
-                )
-                # The thread's LangGraph checkpoints (adapters.langgraph) sit under their own index.
-                deleted += await drop_index(
-                    ctx,
-                    ctx.keys.checkpoint_index(ctx.thread(thread_id)),
-                    ctx.keys.checkpoint_prefix(ctx.thread(thread_id)),
+                    ctx, (index, prefix), (ctx.keys.checkpoint_index(thread), ctx.keys.checkpoint_prefix(thread))
                 )
                 ctx.telemetry.active_sessions(self._threads.remove(thread_id))
                 span.set_attribute("cache.deleted_count", deleted)

@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from .._backend import as_text
 from .._codec import decode_entry, encode_entry
 from .._errors import AgentCacheUsageError, BackendError, CorruptEntryError
-from .._keys import tool_hash, tool_stat_field
+from .._keys import KeyLayout, tool_hash, tool_stat_field
 from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED
 from .._ttl import validate_ttl
 from ..types import ToolCacheResult, ToolPolicy, ToolStoreOptions
@@ -26,6 +26,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _DROP_BATCH = 1000
+_NAMES_CACHED = 1024
+
+
+class _ToolNames:
+    """The key parts and stats fields of one tool name, encoded once instead of on every call."""
+
+    __slots__ = ("cost_saved", "hits", "index", "misses", "prefix")
+
+    def __init__(self, keys: KeyLayout, tool_name: str) -> None:
+        self.prefix = keys.tool_prefix(tool_name)
+        self.index = keys.tool_index(tool_name)
+        self.hits = tool_stat_field(tool_name, "hits")
+        self.misses = tool_stat_field(tool_name, "misses")
+        self.cost_saved = tool_stat_field(tool_name, "cost_saved_micros")
 
 
 def policy_document(policy: ToolPolicy) -> dict[str, Any]:
@@ -59,21 +73,33 @@ class ToolCache:
         self._live_policies: Mapping[str, ToolPolicy] = {}  # from the live config: the platform's, they win
         self._policy_writes = 0  # bumped by set_policy so a concurrent refresh can't undo it
         self._flights: SingleFlight[ToolCacheResult] = SingleFlight(context, "tool")
+        self._names_cache: dict[str, _ToolNames] = {}
 
     def _cacheable(self, tool_name: str) -> bool:
         policy = self.get_policy(tool_name)
         return policy is None or policy.cacheable
 
-    def _entry_key(self, tool_name: str, args: Any) -> tuple[str, str, str]:
-        prefix = self._ctx.keys.tool_prefix(tool_name)
+    def _names(self, tool_name: str) -> _ToolNames:
+        names = self._names_cache.get(tool_name) if type(tool_name) is str else None
+        if names is None:
+            names = _ToolNames(self._ctx.keys, tool_name)  # validates the name (raises on a bad one)
+            if len(self._names_cache) >= _NAMES_CACHED:
+                self._names_cache.clear()
+            self._names_cache[tool_name] = names
+        return names
+
+    def _entry_key(self, tool_name: str, args: Any) -> tuple[_ToolNames, str, str]:
+        names = self._names(tool_name)
         digest = tool_hash(args, self._ctx.scope)
-        return prefix, digest, prefix + digest
+        return names, digest, names.prefix + digest
 
     async def check(self, tool_name: str, args: Any) -> ToolCacheResult:
         ctx = self._ctx
         with ctx.measured("tool", "check"):
-            _, _, key = self._entry_key(tool_name, args)
-            with ctx.telemetry.span("agent_cache.tool.check", {"cache.key": key, "cache.tool_name": tool_name}) as span:
+            names, _, key = self._entry_key(tool_name, args)
+            with ctx.telemetry.span("agent_cache.tool.check") as span:
+                if span.is_recording():
+                    span.set_attributes({"cache.key": key, "cache.tool_name": tool_name})
                 entry = None
                 try:
                     raw = await ctx.backend.get(key) if self._cacheable(tool_name) else None
@@ -92,16 +118,19 @@ class ToolCache:
                 hit = entry is not None
                 span.set_attribute("cache.hit", hit)
                 ctx.telemetry.request("tool", hit, tool_name)
-                outcome = "hits" if hit else "misses"
-                ctx.stats.add(f"tool:{outcome}")
-                ctx.stats.add(tool_stat_field(tool_name, outcome))
+                if hit:
+                    ctx.stats.add("tool:hits")
+                    ctx.stats.add(names.hits)
+                else:
+                    ctx.stats.add("tool:misses")
+                    ctx.stats.add(names.misses)
                 if entry is None:
                     return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
                 cost = entry.get("cost")
                 if isinstance(cost, int | float) and cost > 0:
                     micros = round(cost * 1_000_000)
                     ctx.stats.add("cost_saved_micros", micros)
-                    ctx.stats.add(tool_stat_field(tool_name, "cost_saved_micros"), micros)
+                    ctx.stats.add(names.cost_saved, micros)
                     ctx.telemetry.cost_saved("tool", float(cost), tool_name=tool_name)
                 return ToolCacheResult(hit=True, tool_name=tool_name, response=entry["response"], key=key)
 
@@ -109,7 +138,7 @@ class ToolCache:
         ctx = self._ctx
         options = options or ToolStoreOptions()
         with ctx.measured("tool", "store"):
-            _, digest, key = self._entry_key(tool_name, args)
+            names, digest, key = self._entry_key(tool_name, args)
             policy = self.get_policy(tool_name)
             ttl = ctx.ttl.resolve("tool", options.ttl, policy.ttl if policy else None)
             cost = options.cost
@@ -117,25 +146,22 @@ class ToolCache:
                 raise AgentCacheUsageError(f"options.cost must be a non-negative number of dollars, got {cost!r}")
             value = encode_entry(response, cost=cost)
             size = len(value.encode())
-            attributes: dict[str, str | int | bool] = {
-                "cache.key": key,
-                "cache.tool_name": tool_name,
-                "cache.ttl": ttl or -1,
-                "cache.bytes": size,
-            }
-            with ctx.telemetry.span("agent_cache.tool.store", attributes) as span:
+            with ctx.telemetry.span("agent_cache.tool.store") as span:
+                if span.is_recording():
+                    span.set_attributes(
+                        {"cache.key": key, "cache.tool_name": tool_name, "cache.ttl": ttl or -1, "cache.bytes": size}
+                    )
                 if not self._cacheable(tool_name) or ctx.too_large("tool", "store", size, span):
                     return key  # the platform marked this tool not cacheable, or the entry is too big
+                stored, stored_size = ctx.pack(value, size)
                 try:
-                    await ctx.backend.run_script(
-                        SET_INDEXED, (key, ctx.keys.tool_index(tool_name)), (digest, value, ttl or "")
-                    )
+                    await ctx.backend.run_script(SET_INDEXED, (key, names.index), (digest, stored, ttl or ""))
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
                     ctx.failed_open("tool", "store", exc, span)
                     return key
-            ctx.telemetry.stored_bytes("tool", size)
+            ctx.telemetry.stored_bytes("tool", stored_size)
             return key
 
     async def get_or_compute(
@@ -223,13 +249,11 @@ class ToolCache:
     async def invalidate(self, tool_name: str, args: Any) -> bool:
         ctx = self._ctx
         with ctx.measured("tool", "invalidate"):
-            _, digest, key = self._entry_key(tool_name, args)
+            names, digest, key = self._entry_key(tool_name, args)
             with ctx.telemetry.span(
                 "agent_cache.tool.invalidate", {"cache.key": key, "cache.tool_name": tool_name}
             ) as span:
-                deleted = int(
-                    await ctx.backend.run_script(DELETE_INDEXED, (key, ctx.keys.tool_index(tool_name)), (digest,))
-                )
+                deleted = int(await ctx.backend.run_script(DELETE_INDEXED, (key, names.index), (digest,)))
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted > 0
 
@@ -238,15 +262,20 @@ class ToolCache:
         ctx = self._ctx
         with ctx.measured("tool", "invalidate_by_tool"):
             with ctx.telemetry.span("agent_cache.tool.invalidate_by_tool", {"cache.tool_name": tool_name}) as span:
-                deleted = await drop_index(ctx, ctx.keys.tool_index(tool_name), ctx.keys.tool_prefix(tool_name))
+                names = self._names(tool_name)
+                deleted = await drop_index(ctx, (names.index, names.prefix))
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted
 
 
-async def drop_index(ctx: TierContext, index: str, prefix: str) -> int:
+async def drop_index(ctx: TierContext, *indexes: tuple[str, str]) -> int:
+    """Delete every entry of the given ``(index, key prefix)`` pairs (one slot) and the indexes; returns
+    how many entries existed. One script call per batch of entries, however many indexes."""
+    keys = tuple(index for index, _ in indexes)
+    args: tuple[str | int, ...] = (_DROP_BATCH, *(prefix for _, prefix in indexes))
     deleted = 0
     while True:
-        batch_deleted, remaining = await ctx.backend.run_script(DROP_INDEXED_BATCH, (index,), (prefix, _DROP_BATCH))
+        batch_deleted, remaining = await ctx.backend.run_script(DROP_INDEXED_BATCH, keys, args)
         deleted += int(batch_deleted)
         if int(remaining) == 0:
             return deleted

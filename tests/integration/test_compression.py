@@ -1,0 +1,93 @@
+"""StorageOptions.compress_above_bytes: large LLM/tool entries stored compressed, everything else unchanged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from valkey.asyncio import Valkey
+
+from agent_cache import (
+    AgentCache,
+    ConfigurationError,
+    LlmStoreOptions,
+    StorageOptions,
+    TelemetryOptions,
+    ToolStoreOptions,
+)
+from agent_cache._codec import COMPRESSED_MARKER
+from tests.integration.conftest import MakeCache, Observed
+
+pytestmark = pytest.mark.valkey
+
+PARAMS = {"model": "m1", "messages": [{"role": "user", "content": "summarise the design"}]}
+LONG = "Valkey keeps the answer; the agent skips the model call and saves the tokens. " * 40
+COMPRESS = StorageOptions(compress_above_bytes=1024)
+
+
+async def test_large_llm_entries_are_stored_compressed_and_read_back(
+    make_cache: MakeCache, backend_client: Any, observed: Observed
+) -> None:
+    cache = make_cache(name="z", storage=COMPRESS)
+    key = await cache.llm.store(PARAMS, LONG, LlmStoreOptions(tokens={"input": 10, "output": 20}, metadata={"id": 7}))
+    raw = await backend_client.get(key)
+    assert raw.startswith(COMPRESSED_MARKER) and len(raw) < len(LONG) / 4
+    result = await cache.llm.check(PARAMS)
+    assert result.hit and result.response == LONG
+    assert (result.input_tokens, result.output_tokens, result.metadata) == (10, 20, {"id": 7})
+    written = observed.metric("agent_cache_stored_bytes_total", cache_name="z", tier="llm")
+    assert written == len(raw)  # the bytes actually written
+
+
+async def test_small_entries_stay_plain_json(make_cache: MakeCache, backend_client: Any) -> None:
+    cache = make_cache(name="z", storage=COMPRESS)
+    key = await cache.llm.store(PARAMS, "short")
+    assert (await backend_client.get(key)).startswith(b'{"response":"short"')
+    key = await cache.tool.store("w", {"c": 1}, "sunny")
+    assert (await backend_client.get(key)).startswith(b'{"response":"sunny"')
+
+
+async def test_tool_entries_are_compressed_too(make_cache: MakeCache, backend_client: Any) -> None:
+    cache = make_cache(name="z", storage=COMPRESS)
+    key = await cache.tool.store("search", {"q": "valkey"}, LONG, ToolStoreOptions(cost=0.25))
+    assert (await backend_client.get(key)).startswith(COMPRESSED_MARKER)
+    result = await cache.tool.check("search", {"q": "valkey"})
+    assert result.hit and result.response == LONG
+    assert (await cache.stats()).per_tool["search"].cost_saved_micros == 250_000
+    assert await cache.tool.invalidate_by_tool("search") == 1
+
+
+async def test_instances_without_compression_read_compressed_entries(make_cache: MakeCache) -> None:
+    writer = make_cache(name="shared", storage=COMPRESS)
+    reader = make_cache(name="shared")  # compression off: it still reads what the writer compressed
+    await writer.llm.store(PARAMS, LONG)
+    await reader.llm.store({**PARAMS, "seed": 1}, LONG)  # and writes plain JSON the writer reads
+    assert (await reader.llm.check(PARAMS)).response == LONG
+    assert (await writer.llm.check({**PARAMS, "seed": 1})).response == LONG
+
+
+async def test_a_damaged_compressed_entry_is_a_miss_and_is_deleted(make_cache: MakeCache, backend_client: Any) -> None:
+    cache = make_cache(name="z", storage=COMPRESS)
+    key = await cache.llm.store(PARAMS, LONG)
+    await backend_client.set(key, COMPRESSED_MARKER + b"garbage")
+    assert not (await cache.llm.check(PARAMS)).hit
+    assert await backend_client.exists(key) == 0
+
+
+async def test_compression_needs_a_bytes_client(valkey_url: str) -> None:
+    client = Valkey.from_url(valkey_url, decode_responses=True)
+    try:
+        with pytest.raises(ConfigurationError, match="decode_responses=False"):
+            AgentCache(client=client, name="z", storage=COMPRESS)
+        await AgentCache(client=client, name="z").close()  # without compression a str client is fine
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [StorageOptions(compress_above_bytes=-1), StorageOptions(compress_above_bytes=1024, compression_level=0)],
+)
+async def test_bad_compression_options_are_rejected(valkey_client: Any, storage: StorageOptions) -> None:
+    with pytest.raises(ConfigurationError, match="storage"):
+        AgentCache(client=valkey_client, name="z", storage=storage, telemetry=TelemetryOptions())
