@@ -108,3 +108,18 @@ async def test_cached_decorator_returns_the_tools_json_and_calls_it_once(valkey_
     stats = await cache.stats()
     assert stats.per_tool["get_weather"].cost_saved_micros == 10_000
     await cache.close()
+
+
+async def test_get_or_compute_keeps_the_callers_store_options(valkey_client: Any) -> None:
+    from agent_cache import LlmStoreOptions
+
+    cache = make_cache(valkey_client)
+
+    async def compute() -> str:
+        return "answer"
+
+    options = LlmStoreOptions(ttl=123, metadata={"id": "resp-1"})
+    result = await cache.llm.get_or_compute(PARAMS, compute, options)
+    assert 100 < await valkey_client.ttl(result.key) <= 123
+    assert (await cache.llm.check(PARAMS)).metadata == {"id": "resp-1"}
+    await cache.close()

@@ -8,6 +8,7 @@ Valkey failures fail open (a miss, a skipped store) unless the cache was built w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,10 +125,9 @@ class LlmCache:
             produced = await compute()
             if isinstance(produced, str):
                 produced = Computed(produced)
-            store_options = LlmStoreOptions(
-                ttl=options.ttl if options else None,
-                tokens=produced.tokens if produced.tokens is not None else (options.tokens if options else None),
-            )
+            store_options = dataclasses.replace(options or LlmStoreOptions())
+            if produced.tokens is not None:
+                store_options.tokens = produced.tokens
             await self.store(params, produced.response, store_options)
             tokens = store_options.tokens or {}
             return LlmCacheResult(
