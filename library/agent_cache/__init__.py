@@ -7,6 +7,7 @@ Prometheus metrics and OpenTelemetry spans. Start with :class:`AgentCache`.
 from ._errors import (
     AgentCacheError,
     AgentCacheUsageError,
+    BackendAuthenticationError,
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
@@ -69,6 +70,7 @@ __all__ = [
     "AgentCacheOptions",
     "AgentCacheStats",
     "AgentCacheUsageError",
+    "BackendAuthenticationError",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",

@@ -15,6 +15,7 @@ from typing import Any
 from ._breaker import CircuitBreaker
 from ._errors import (
     AgentCacheError,
+    BackendAuthenticationError,
     BackendTimeoutError,
     BackendUnavailableError,
     ValkeyCommandError,
@@ -33,6 +34,8 @@ def translate_error(exc: BaseException, command: str) -> AgentCacheError:
         return exc
     names = {cls.__name__ for cls in type(exc).__mro__}
     detail = f"{type(exc).__name__}: {exc}"
+    if "AuthenticationError" in names:  # a ConnectionError subclass in valkey-py: check it first
+        return BackendAuthenticationError(f"Valkey refused the credentials for {command} ({detail})", command=command)
     if names & _TIMEOUT:
         return BackendTimeoutError(f"Valkey did not answer {command} in time ({detail})", command=command)
     if names & _UNAVAILABLE or isinstance(exc, OSError):

@@ -6,6 +6,7 @@
     ├── ConfigurationError          invalid options or an invalid live config
     ├── BackendError                Valkey could not serve the request
     │   ├── BackendUnavailableError connection refused/reset, cluster down
+    │   │   └── BackendAuthenticationError  wrong user name or password
     │   ├── BackendTimeoutError     the server did not answer in time
     │   └── ValkeyCommandError      the server answered with an error
     └── CorruptEntryError           a stored entry could not be decoded
@@ -42,6 +43,10 @@ class BackendError(AgentCacheError):
 
 class BackendUnavailableError(BackendError):
     """Valkey is unreachable: connection refused or reset, or the cluster is down."""
+
+
+class BackendAuthenticationError(BackendUnavailableError):
+    """Valkey refused the credentials: retrying will not help until they change."""
 
 
 class BackendTimeoutError(BackendError):

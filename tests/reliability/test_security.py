@@ -128,3 +128,13 @@ async def test_tls_connections(
         with pytest.raises(BackendError):
             await make_cache(anonymous, on_error="raise").session.get("t", "f")
         await anonymous.aclose()
+
+
+async def test_a_wrong_password_is_an_authentication_error(valkey_server_factory: Callable[..., Any]) -> None:
+    from agent_cache import BackendAuthenticationError
+
+    server = valkey_server_factory(password="right")
+    client = Valkey.from_url(f"valkey://127.0.0.1:{server.port}", password="wrong")
+    with pytest.raises(BackendAuthenticationError, match="refused the credentials"):
+        await make_cache(client).session.get("t", "f")
+    await client.aclose()
