@@ -343,3 +343,15 @@ def test_blocks_round_trip() -> None:
     answer = to_answer(original)
     assert answer.blocks == blocks and answer.metadata is not None and answer.metadata["finish"] == "tool_calls"
     assert from_blocks(answer.blocks, {"model": "gpt-5"}, metadata=answer.metadata) == original
+
+
+async def test_requests_in_a_server_side_conversation_are_never_cached(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    for _ in range(2):
+        provider.reply_json(response_body(OUTPUT, tools=[TOOL]))
+    request = {"model": "gpt-5", "input": "And tomorrow?", "tools": [TOOL], "conversation": "conv_1"}
+    await cached_create(cache, client.responses.create, **request)
+    await cached_create(cache, client.responses.create, **request)
+    assert provider.calls(PATH) == 2  # the conversation may have changed between the two calls
+    assert (await cache.stats()).llm.total == 0

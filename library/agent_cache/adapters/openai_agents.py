@@ -288,6 +288,10 @@ class CachedModel(Model):
             "conversation_id": conversation_id,
             "prompt": prompt,
         }
+        if conversation_id is not None:  # server-side state that changes between calls: never cached
+            return await self.model.get_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **ids
+            )
         params = await self._params(system_instructions, input, model_settings, tools, output_schema, handoffs, **ids)
         hit = await self._hit(params, model_settings)
         if hit is not None:
@@ -318,6 +322,11 @@ class CachedModel(Model):
             "conversation_id": conversation_id,
             "prompt": prompt,
         }
+
+        if conversation_id is not None:  # server-side state that changes between calls: never cached
+            return self.model.stream_response(
+                system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **ids
+            )
 
         async def events() -> AsyncIterator[TResponseStreamEvent]:
             params = await self._params(
