@@ -36,9 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scale", default=_DEFAULT_SCALE, help=f"unrelated keys for the scale runs, comma-separated ({_DEFAULT_SCALE})"
     )
-    parser.add_argument("--scale-calls", type=int, default=200, help="calls per scale measurement (default 200)")
+    parser.add_argument("--scale-rounds", type=int, default=3, help="rounds over every size and library (default 3)")
+    parser.add_argument("--scale-calls", type=int, default=50, help="calls per operation per round (default 50)")
     parser.add_argument(
-        "--scale-budget", type=float, default=4.0, help="seconds per scale measurement before stopping (min 3 calls)"
+        "--scale-budget",
+        type=float,
+        default=1.0,
+        help="seconds per operation per round; a slower library makes fewer calls, at least one (default 1.0)",
     )
     parser.add_argument("--memory-entries", type=int, default=5000, help="LLM entries for the memory figure")
     parser.add_argument(
@@ -142,23 +146,19 @@ async def _run(args: argparse.Namespace, command: str, competitor_version: str) 
                 results["round_trips"] = await _round_trips(server.url, workload, _selected(OPERATIONS, args.only))
 
             if "scale" not in skip:
-                points = []
-                for size in [int(part) for part in args.scale.split(",") if part.strip()]:
-                    progress(f"scale: {size:,} unrelated keys")
-                    method = await scale.populate(admin, size)
-                    point = scale.ScalePoint(keys=size)
-                    ours = make_ours(server.url, "bench_ours")
-                    theirs = make_theirs(server.url, "bench_theirs")
-                    try:
-                        for subject in (ours, theirs):
-                            await scale.run_point(
-                                subject, workload, point, max_calls=args.scale_calls, budget_s=args.scale_budget
-                            )
-                    finally:
-                        await ours.close()
-                        await theirs.close()
-                    points.append(asdict(point) | {"fill": method})
-                results["scale"] = points
+                sizes = [int(part) for part in args.scale.split(",") if part.strip()]
+                points = await scale.run_scale(
+                    server.url,
+                    sizes,
+                    workload,
+                    [lambda url: make_ours(url, "bench_ours"), lambda url: make_theirs(url, "bench_theirs")],
+                    rounds=args.scale_rounds,
+                    calls_per_round=args.scale_calls,
+                    round_budget_s=args.scale_budget,
+                    progress=progress,
+                )
+                results["scale"] = [asdict(point) for point in points]
+                await admin.flushall()
 
             if "memory" not in skip:
                 progress("memory per LLM entry")
@@ -238,6 +238,9 @@ def _mode_json(outcome: Any) -> dict[str, Any]:
             "ops_per_s": outcome.floor.ops_per_s,
             "rates": outcome.floor.rates,
             "commands_per_op": outcome.floor.commands_per_op,
+        },
+        "floor_next_to": {
+            name: {"ops_per_s": series.ops_per_s, "rates": series.rates} for name, series in outcome.floors.items()
         },
         "ops": ops,
     }

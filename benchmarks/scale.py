@@ -1,9 +1,12 @@
 """Per-thread and per-tool operations as the database fills with unrelated keys.
 
-For each size the database is emptied and filled with that many unrelated keys (``DEBUG POPULATE``, or a
-pipelined SET loop where DEBUG is disabled), then each library runs ``get_all``, ``touch``,
-``destroy_thread`` and ``invalidate_by_tool`` on a 5-field thread / a 5-entry tool. The figure is the median
-latency per call; a library that SCANs the keyspace gets a time budget per operation (at least 3 calls).
+Each size gets its own logical database on the same server (database 0 holds the smallest keyspace, 1 the
+next, ...), filled with that many unrelated keys (``DEBUG POPULATE``, or a pipelined SET loop where DEBUG is
+disabled). Both libraries then run ``get_all``, ``touch``, ``destroy_thread`` and ``invalidate_by_tool`` on
+a 5-field thread / a 5-entry tool in every database, round after round, the order of databases and of
+libraries rotating every round — so a growth ratio compares figures taken side by side, not minutes
+apart on a machine whose load moves. The figure is the median latency per call. A library that SCANs the
+keyspace makes fewer calls per round, as many as fit in the per-round budget (at least one).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from valkey.asyncio import Valkey
+
 from benchmarks.operations import gather_limited
 from benchmarks.throughput import next_batch
 from benchmarks.workload import Subject, Workload
@@ -23,102 +28,157 @@ FIELDS = 5
 ENTRIES = 5
 SCALE_OPERATIONS = ("get_all", "touch", "destroy_thread", "invalidate_by_tool")
 
+MakeSubject = Callable[[str], Subject]
+"""Build a library's cache on the given database URL."""
+
 
 @dataclass
 class ScalePoint:
     keys: int
+    database: int
     latencies_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # op -> library -> median ms
     calls: dict[str, dict[str, int]] = field(default_factory=dict)
+    fill: str = ""
 
 
-async def populate(admin: Any, count: int, prefix: str = "unrelated") -> str:
-    """Fill the database with ``count`` small unrelated keys; returns how."""
-    await admin.flushall()
+async def populate(client: Any, count: int, prefix: str = "unrelated") -> str:
+    """Fill the client's (empty) database with ``count`` small unrelated keys; returns how."""
     if count <= 0:
         return "empty"
     try:
-        await admin.execute_command("DEBUG", "POPULATE", count, prefix, 32)
+        await client.execute_command("DEBUG", "POPULATE", count, prefix, 32)
         method = "DEBUG POPULATE"
     except Exception:
         for start in range(0, count, 10_000):
-            pipe = admin.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for i in range(start, min(count, start + 10_000)):
                 pipe.set(f"{prefix}:{i}", "x" * 32)
             await pipe.execute()
         method = "pipelined SET"
-    size = int(await admin.dbsize())
+    size = int(await client.dbsize())
     if size < count:
         raise AssertionError(f"expected at least {count} keys, found {size}")
-    await asyncio.sleep(min(2.0, count / 500_000))  # let the server finish growing its keyspace table
     return method
 
 
-async def _time_calls(
-    call: Callable[[int], Awaitable[Any]], expect: Callable[[Any], bool], max_calls: int, budget_s: float
-) -> list[float]:
-    latencies: list[float] = []
-    started = time.perf_counter()
-    for i in range(max_calls):
-        t0 = time.perf_counter()
-        result = await call(i)
-        latencies.append(time.perf_counter() - t0)
-        if not expect(result):
-            raise AssertionError(f"unexpected result {result!r}")
-        if len(latencies) >= 3 and time.perf_counter() - started > budget_s:
-            break
-    return latencies
+@dataclass
+class _Target:
+    """One library on one database, with the thread, tools and doomed targets its calls use."""
+
+    subject: Subject
+    point: ScalePoint
+    batch: int
+    per_round: int = 1
+    used: dict[str, int] = field(default_factory=dict)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def thread(self) -> str:
+        return f"scale-thread-{self.batch}"
+
+    def call(self, operation: str) -> Awaitable[Any]:
+        cache = self.subject.cache
+        index = self.used.get(operation, 0)
+        self.used[operation] = index + 1
+        if operation == "get_all":
+            return cache.session.get_all(self.thread)
+        if operation == "touch":
+            return cache.session.touch(self.thread)
+        if operation == "destroy_thread":
+            return cache.session.destroy_thread(f"scale-doomed-{self.batch}-{index}")
+        return cache.tool.invalidate_by_tool(f"scale_tool_{self.batch}_{index}")
 
 
-async def run_point(
-    subject: Subject, workload: Workload, point: ScalePoint, *, max_calls: int, budget_s: float
-) -> None:
-    cache = subject.cache
+def _expected(operation: str, result: Any) -> bool:
+    if operation == "get_all":
+        return isinstance(result, dict) and len(result) == FIELDS
+    if operation == "touch":
+        return result is None or result == FIELDS  # the competitor's touch returns None
+    return bool(result == (FIELDS if operation == "destroy_thread" else ENTRIES))
+
+
+async def _prepare(target: _Target, workload: Workload, calls: int) -> None:
+    cache = target.subject.cache
     value = workload.session_value
-    batch = next_batch()
-    thread = f"scale-thread-{batch}"
-    await gather_limited([cache.session.set(thread, f"field-{f}", value) for f in range(FIELDS)])
-
-    async def get_all(i: int) -> Any:
-        return await cache.session.get_all(thread)
-
-    async def touch(i: int) -> Any:
-        return await cache.session.touch(thread)
-
-    async def destroy(i: int) -> Any:
-        return await cache.session.destroy_thread(f"scale-doomed-{batch}-{i}")
-
-    async def invalidate(i: int) -> Any:
-        return await cache.tool.invalidate_by_tool(f"scale_tool_{batch}_{i}")
-
-    calls_for_destructive = max_calls
-    # Destructive calls need their targets first; a SCANning library gets only as many as its budget allows,
-    # so estimate that from get_all before setting up.
-    probe = await _time_calls(get_all, lambda r: len(r) == FIELDS, 3, 0.0)
-    per_call = statistics.median(probe)
-    if per_call > 0:
-        calls_for_destructive = max(3, min(max_calls, int(budget_s / per_call)))
+    await gather_limited([cache.session.set(target.thread, f"field-{f}", value) for f in range(FIELDS)])
     await gather_limited(
         [
-            cache.session.set(f"scale-doomed-{batch}-{i}", f"field-{f}", value)
-            for i in range(calls_for_destructive)
+            cache.session.set(f"scale-doomed-{target.batch}-{i}", f"field-{f}", value)
+            for i in range(calls)
             for f in range(FIELDS)
         ]
     )
     await gather_limited(
         [
-            cache.tool.store(f"scale_tool_{batch}_{i}", {"n": e}, workload.tool_response, subject.tool_options())
-            for i in range(calls_for_destructive)
+            cache.tool.store(
+                f"scale_tool_{target.batch}_{i}", {"n": e}, workload.tool_response, target.subject.tool_options()
+            )
+            for i in range(calls)
             for e in range(ENTRIES)
         ]
     )
-    plans: dict[str, tuple[Callable[[int], Awaitable[Any]], Callable[[Any], bool], int]] = {
-        "get_all": (get_all, lambda r: len(r) == FIELDS, max_calls),
-        # The competitor's touch returns None; ours returns the count.
-        "touch": (touch, lambda r: r is None or r == FIELDS, max_calls),
-        "destroy_thread": (destroy, lambda r: r == FIELDS, calls_for_destructive),
-        "invalidate_by_tool": (invalidate, lambda r: r == ENTRIES, calls_for_destructive),
-    }
-    for name, (call, expect, limit) in plans.items():
-        latencies = await _time_calls(call, expect, limit, budget_s)
-        point.latencies_ms.setdefault(name, {})[subject.label] = statistics.median(latencies) * 1000
-        point.calls.setdefault(name, {})[subject.label] = len(latencies)
+
+
+async def run_scale(
+    url: str,
+    sizes: list[int],
+    workload: Workload,
+    makers: list[MakeSubject],
+    *,
+    rounds: int,
+    calls_per_round: int,
+    round_budget_s: float,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[ScalePoint]:
+    if len(sizes) > 16:
+        raise ValueError("at most 16 sizes (one logical database each)")
+    admin = Valkey.from_url(url)
+    targets: list[_Target] = []
+    clients: list[Valkey] = []
+    try:
+        await admin.flushall()
+        points = []
+        for database, size in enumerate(sizes):
+            client = Valkey.from_url(f"{url}/{database}")
+            clients.append(client)
+            point = ScalePoint(keys=size, database=database)
+            point.fill = await populate(client, size)
+            points.append(point)
+            progress(f"scale: database {database} holds {size:,} unrelated keys")
+        await asyncio.sleep(min(2.0, max(sizes) / 500_000))  # let the server finish growing its tables
+        for point in points:
+            for make in makers:
+                target = _Target(make(f"{url}/{point.database}"), point, next_batch())
+                await _prepare(target, workload, 3)
+                # How many calls fit in a round: a SCANning library gets fewer, at least one.
+                started = time.perf_counter()
+                for _ in range(3):
+                    await target.call("get_all")
+                per_call = (time.perf_counter() - started) / 3
+                target.per_round = max(1, min(calls_per_round, int(round_budget_s / max(per_call, 1e-9))))
+                target.used.clear()
+                await _prepare(target, workload, target.per_round * rounds)
+                targets.append(target)
+        for round_no in range(rounds):
+            shift = round_no % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                for operation in SCALE_OPERATIONS:
+                    for _ in range(target.per_round):
+                        t0 = time.perf_counter()
+                        result = await target.call(operation)
+                        target.latencies.setdefault(operation, []).append(time.perf_counter() - t0)
+                        if not _expected(operation, result):
+                            raise AssertionError(f"{target.subject.label} {operation}: unexpected result {result!r}")
+            progress(f"scale: round {round_no + 1}/{rounds} done")
+        for target in targets:
+            for operation, latencies in target.latencies.items():
+                label = target.subject.label
+                target.point.latencies_ms.setdefault(operation, {})[label] = statistics.median(latencies) * 1000
+                target.point.calls.setdefault(operation, {})[label] = len(latencies)
+        return points
+    finally:
+        for target in targets:
+            await target.subject.close()
+        for client in clients:
+            await client.aclose()
+        await admin.aclose()

@@ -1,7 +1,9 @@
 """Throughput side by side: alternating A/B rounds, sequential (one task) and concurrent (N tasks).
 
-Every round times each operation once per library, the order flipping every round (A/B, B/A, ...), and
-the raw valkey-py GET (the floor) once; a library's figure is the median of its rounds. Valkey's INFO
+Every round times each operation once per library, the order flipping every round (A/B, B/A, ...); a
+library's figure is the median of its rounds. The raw valkey-py GET (the floor) is timed at the start of
+every round and, for each hit path, right next to it (floor, A, B / B, A, floor), so a hit path's
+fraction of the floor compares batches taken seconds apart, not a minute. Valkey's INFO
 commandstats is read around every timed batch, so "commands per operation" is what the server executed
 (including commands run inside Lua scripts and, amortised, each library's own background work).
 Round trips per operation are counted separately, on clients that count what they send.
@@ -102,6 +104,8 @@ class ModeResult:
     concurrency: int
     ops: dict[str, dict[str, Series]] = field(default_factory=dict)
     floor: Series = field(default_factory=Series)
+    floors: dict[str, Series] = field(default_factory=dict)
+    """The floor timed next to each hit path."""
 
 
 async def _measure(series: Series, admin: Any, call: Callable[[int], Awaitable[Any]], n: int, concurrency: int) -> None:
@@ -163,6 +167,8 @@ async def run_mode(
         await _measure(result.floor, admin, floor_call, ops, concurrency)
         for operation in operations:
             n = max(1, int(ops * operation.weight))
+            if operation.hit_path and round_no % 2 == 0:
+                await _measure(result.floors.setdefault(operation.name, Series()), admin, floor_call, n, concurrency)
             for subject in order:
                 batch = next_batch()
                 if operation.prepare is not None:
@@ -173,6 +179,8 @@ async def run_mode(
                     outcome = await call(0)
                     if not operation.expect(outcome):
                         raise AssertionError(f"{subject.label} {operation.name}: unexpected result {outcome!r}")
+            if operation.hit_path and round_no % 2 == 1:
+                await _measure(result.floors.setdefault(operation.name, Series()), admin, floor_call, n, concurrency)
         progress(f"{mode}: round {round_no + 1}/{rounds} done")
     return result
 

@@ -25,6 +25,7 @@ TINY = [
     "--concurrency", "4",
     "--pool", "8",
     "--scale", "100,300",
+    "--scale-rounds", "1",
     "--scale-calls", "3",
     "--scale-budget", "0.2",
     "--memory-entries", "20",
@@ -50,6 +51,7 @@ def test_the_benchmark_runs_and_reports_every_operation_for_both_libraries(tmp_p
     for mode in ("sequential", "concurrent"):
         data = results["throughput"][mode]
         assert data["floor"]["ops_per_s"] > 0
+        assert all(data["floor_next_to"][name]["ops_per_s"] > 0 for name in HIT_PATHS)
         for operation in OPERATIONS:
             for library in (OURS, THEIRS):
                 figure = data["ops"][operation.name][library]
