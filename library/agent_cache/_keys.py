@@ -298,41 +298,45 @@ class KeyLayout:
     def llm(self, digest: str) -> str:
         return self.llm_prefix + digest
 
+    def _tagged(self, family: str, encoded: str) -> str:
+        """``{name}:{family}:{<encoded>}`` — the braces make the encoded name the cluster hash tag."""
+        return f"{self.name}:{family}:{{{encoded}}}"
+
     def model_index(self, model: str) -> str:
-        return f"{self.name}:__idx:llm:{{{encode_segment(model, 'model')}}}"
+        return self._tagged("__idx:llm", encode_segment(model, "model"))
 
     def tool_prefix(self, tool: str) -> str:
-        return f"{self.name}:tool:{{{encode_segment(tool, 'tool name')}}}:"
+        return self._tagged("tool", encode_segment(tool, "tool name")) + ":"
 
     def tool_index(self, tool: str) -> str:
-        return f"{self.name}:__idx:tool:{{{encode_segment(tool, 'tool name')}}}"
+        return self._tagged("__idx:tool", encode_segment(tool, "tool name"))
 
     def session_prefix(self, thread_id: str) -> str:
-        return f"{self.name}:session:{{{encode_segment(thread_id, 'thread id')}}}:"
+        return self.session_keys(thread_id)[0]
 
     def session_index(self, thread_id: str) -> str:
-        return f"{self.name}:__idx:session:{{{encode_segment(thread_id, 'thread id')}}}"
+        return self.session_keys(thread_id)[1]
 
     def session_keys(self, thread_id: str) -> tuple[str, str]:
         """``(session_prefix, session_index)`` of a thread, encoding its id once."""
         encoded = encode_segment(thread_id, "thread id")
-        return f"{self.name}:session:{{{encoded}}}:", f"{self.name}:__idx:session:{{{encoded}}}"
+        return self._tagged("session", encoded) + ":", self._tagged("__idx:session", encoded)
 
     # LangGraph checkpoints (adapters.langgraph) share the session keys' hash tag: one thread, one slot.
     def checkpoint_prefix(self, thread_id: str) -> str:
-        return f"{self.name}:checkpoint:{{{encode_segment(thread_id, 'thread id')}}}:"
+        return self._tagged("checkpoint", encode_segment(thread_id, "thread id")) + ":"
 
     def checkpoint_index(self, thread_id: str) -> str:
         """Index of the thread's checkpoint keys (suffixes of ``checkpoint_prefix``), like a session index."""
-        return f"{self.name}:__idx:checkpoint:{{{encode_segment(thread_id, 'thread id')}}}"
+        return self._tagged("__idx:checkpoint", encode_segment(thread_id, "thread id"))
 
     def checkpoint_run_index(self, run_id: str) -> str:
         """Set of the threads holding checkpoints of one LangGraph run (for ``delete_for_runs``)."""
-        return f"{self.name}:__idx:checkpoint_run:{{{encode_segment(run_id, 'run id')}}}"
+        return self._tagged("__idx:checkpoint_run", encode_segment(run_id, "run id"))
 
     def adapter_index(self, adapter: str) -> str:
         """LLM keys one framework adapter stored (e.g. ``langchain``), so it can clear only its own."""
-        return f"{self.name}:__idx:adapter:{{{encode_segment(adapter, 'adapter')}}}"
+        return self._tagged("__idx:adapter", encode_segment(adapter, "adapter"))
 
     def scan_pattern(self) -> str:
         """Matches this cache's keys only: names cannot contain ':' or glob characters."""
