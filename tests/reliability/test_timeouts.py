@@ -82,3 +82,14 @@ async def test_the_shorter_of_two_timeouts_wins(paused: tuple[Any, Valkey]) -> N
     assert not result.hit and result.error is not None and result.error.startswith("timeout")
     server.resume()
     await cache.close()
+
+
+async def test_every_one_of_many_concurrent_stalled_commands_times_out(paused: tuple[Any, Valkey]) -> None:
+    server, client = paused
+    cache = make_cache(client, timeout_s=0.2, breaker_threshold=1000)
+    await _stalled(cache, server)
+    outcomes = await asyncio.gather(*(cache.session.get("t", "f") for _ in range(50)), return_exceptions=True)
+    assert all(isinstance(outcome, BackendTimeoutError) for outcome in outcomes), outcomes
+    server.resume()
+    assert await cache.session.get("t", "f") == "v"
+    await cache.close()
