@@ -157,6 +157,10 @@ class Backend:
     def get(self, key: str) -> Awaitable[bytes | str | None]:
         return self._call("GET", self.client.get, key)
 
+    def getex(self, key: str, seconds: int) -> Awaitable[bytes | str | None]:
+        """GET that also sets the key's TTL to ``seconds`` (a sliding read)."""
+        return self._call("GETEX", self.client.execute_command, "GETEX", key, "EX", seconds)
+
     def run_script(self, script: Script, keys: Sequence[str], args: Sequence[EncodableArg]) -> Awaitable[Any]:
         """EVALSHA, falling back to EVAL on the node that has not cached the script yet."""
         return self._call(script.label, self.client.evalsha, script.sha, len(keys), *keys, *args, script=script)

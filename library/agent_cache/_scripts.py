@@ -1,10 +1,21 @@
 """Lua scripts for the indexed tiers (session threads and tools).
 
 Each script touches one data key family and its index, which share a cluster hash tag, so a script runs
-on one node in one round trip. Index members are key suffixes (``prefix .. member`` is the data key),
-scored by the entry's expiry in server milliseconds (``inf`` without TTL); expired members are pruned on
-every write, and the index itself expires with its last member. Time comes from the server (``TIME``),
-so client clock skew cannot prune live entries.
+on one node in one round trip. Index members are key suffixes (``prefix .. member`` is the data key).
+Only commands of Redis 6.2 are used (``PTTL`` rather than ``PEXPIRETIME``, no ``PEXPIRE ... GT``).
+
+Two invariants keep the index exact at O(a thread's fields) without touching it on every read:
+
+- **The index outlives every member.** Its expiry only ever grows (writes and sliding reads push it to
+  at least ``now + lifetime``), and an index without expiry keeps none while any member has none. A
+  session write sets the lifetime to twice the longest TTL a read may slide a field to, so a process that
+  has just seen the index extended can slide fields with a plain ``GETEX`` for half a TTL (see
+  ``tiers.session``).
+- **A member's score is a lower bound of its entry's expiry** (server milliseconds, ``inf`` without TTL):
+  plain ``GETEX`` reads move the entry, not the score. So a score in the past only makes the member a
+  candidate: writes check candidates with ``PTTL``, drop those whose entry is gone and re-score the rest.
+
+Time comes from the server (``TIME``), so client clock skew cannot prune live entries.
 """
 
 from __future__ import annotations
@@ -31,55 +42,89 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# Keep the index's own expiry at its furthest member (or none when a member never expires).
-_FIT_INDEX_EXPIRY = """
-local function fit_index_expiry(idx)
+# Needs `now`. expiry_of: when a key expires (ms), 'inf' without TTL, nil when it is gone.
+# outlive: keep the index alive until at least `at` (never shortening it); an index without expiry (or
+# just created) gets one only once no member is left without a TTL, at `at` or its furthest member's
+# score, whichever is later (a read may have slid a member past its score, but never past `at`).
+# Returns true when the index has an expiry afterwards.
+_INDEX_HELPERS = """
+local function expiry_of(key)
+  local ttl = redis.call('PTTL', key)
+  if ttl == -2 then return nil end
+  if ttl == -1 then return 'inf' end
+  return now + ttl
+end
+
+local function outlive(idx, prefix, at)
+  local ttl = redis.call('PTTL', idx)
+  if ttl >= 0 then
+    if now + ttl < at then redis.call('PEXPIREAT', idx, at) end
+    return true
+  end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', idx, '+inf', '+inf')) do
+    local expiry = expiry_of(prefix .. member)
+    if expiry == 'inf' then return false end
+    if expiry then redis.call('ZADD', idx, expiry, member) else redis.call('ZREM', idx, member) end
+  end
   local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-  if #top == 0 then return end
-  if top[2] == 'inf' then redis.call('PERSIST', idx)
-  else redis.call('PEXPIREAT', idx, math.floor(tonumber(top[2]))) end
+  if #top == 0 then return true end
+  redis.call('PEXPIREAT', idx, math.max(at, math.floor(tonumber(top[2]))))
+  return true
+end
+
+local function prune(idx, prefix, limit)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', '(' .. now, 'LIMIT', 0, limit)) do
+    local expiry = expiry_of(prefix .. member)
+    if expiry then redis.call('ZADD', idx, expiry, member) else redis.call('ZREM', idx, member) end
+  end
 end
 """
 
-# KEYS: data key, index key. ARGV: member, value, ttl seconds ('' for none).
+_HEADER = _NOW_MS + _INDEX_HELPERS
+
+# Expired candidates checked per write: bounded work per call; a backlog drains over later writes.
+_PRUNE_LIMIT = 64
+
+# KEYS: data key, index key. ARGV: member, value, ttl seconds ('' for none), index lifetime ms ('' for the
+# ttl's own). Returns 1 when the index has an expiry afterwards, 0 when it is kept without one.
 SET_INDEXED = Script(
     "set_indexed",
-    _NOW_MS
-    + _FIT_INDEX_EXPIRY
-    + """
-local score = 'inf'
-if ARGV[3] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  score = now + tonumber(ARGV[3]) * 1000
-else
+    _HEADER
+    + f"""
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+local has_expiry = false
+if ARGV[3] == '' then
   redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], 'inf', ARGV[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  local ttl_ms = tonumber(ARGV[3]) * 1000
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl_ms)
+  redis.call('ZADD', KEYS[2], now + ttl_ms, ARGV[1])
+  local lifetime = ttl_ms
+  if ARGV[4] ~= '' then lifetime = tonumber(ARGV[4]) end
+  has_expiry = outlive(KEYS[2], prefix, now + lifetime)
 end
-redis.call('ZADD', KEYS[2], score, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
-fit_index_expiry(KEYS[2])
-return 1
+prune(KEYS[2], prefix, {_PRUNE_LIMIT})
+if has_expiry then return 1 end
+return 0
 """,
 )
 
-# KEYS: data key, index key. ARGV: member, ttl seconds. A read that slides the entry's TTL, and its index
-# entry with it. The index already outlives every other member, so it only needs extending when this one
-# now reaches further (PTTL, no ZRANGE); an index without expiry is refitted as on a write.
+# KEYS: data key, index key. ARGV: member, ttl seconds, index lifetime ms. A read that slides the entry's
+# TTL and makes sure the index outlives it. Returns nil when the entry is missing, else {value, 1 when the
+# index has an expiry (0: kept without one)}.
 GET_SLIDING = Script(
     "get_sliding",
-    _FIT_INDEX_EXPIRY
-    + """
+    """
 local value = redis.call('GETEX', KEYS[1], 'EX', ARGV[2])
-if value then
+if not value then return false end
 """
-    + _NOW_MS
+    + _HEADER
     + """
-  local ttl_ms = tonumber(ARGV[2]) * 1000
-  redis.call('ZADD', KEYS[2], 'XX', now + ttl_ms, ARGV[1])
-  local pttl = redis.call('PTTL', KEYS[2])
-  if pttl == -1 then fit_index_expiry(KEYS[2])
-  elseif pttl >= 0 and pttl < ttl_ms then redis.call('PEXPIREAT', KEYS[2], now + ttl_ms) end
-end
-return value
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+if outlive(KEYS[2], prefix, now + tonumber(ARGV[3])) then return {value, 1} end
+return {value, 0}
 """,
 )
 
@@ -116,12 +161,11 @@ return {deleted, remaining}
 """,
 )
 
-# KEYS: index key. ARGV: key prefix, ttl seconds ('' to read without sliding).
+# KEYS: index key. ARGV: key prefix, ttl seconds ('' to read without sliding), index lifetime ms.
 # Returns a flat list member1, value1, ...; members whose entry is gone are pruned.
 GET_ALL_INDEXED = Script(
     "get_all_indexed",
-    _NOW_MS
-    + _FIT_INDEX_EXPIRY
+    _HEADER
     + """
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
@@ -140,30 +184,31 @@ for _, member in ipairs(members) do
   end
 end
 for _, member in ipairs(gone) do redis.call('ZREM', KEYS[1], member) end
-if slide then fit_index_expiry(KEYS[1]) end
+if slide and #out > 0 then outlive(KEYS[1], ARGV[1], now + tonumber(ARGV[3])) end
 return out
 """,
 )
 
-# KEYS: index key. ARGV: key prefix, ttl seconds. Refreshes every live entry's TTL; returns how many.
+# KEYS: index key. ARGV: key prefix, ttl seconds, index lifetime ms. Gives every live entry the TTL (and its
+# exact score); the index then expires ``lifetime`` from now, which outlives them all. Returns how many.
 TOUCH_INDEXED = Script(
     "touch_indexed",
     _NOW_MS
-    + _FIT_INDEX_EXPIRY
     + """
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local touched = 0
 local gone = {}
+local score = now + tonumber(ARGV[2]) * 1000
 for _, member in ipairs(members) do
   if redis.call('EXPIRE', ARGV[1] .. member, ARGV[2]) == 1 then
     touched = touched + 1
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]) * 1000, member)
+    redis.call('ZADD', KEYS[1], score, member)
   else
     gone[#gone + 1] = member
   end
 end
 for _, member in ipairs(gone) do redis.call('ZREM', KEYS[1], member) end
-fit_index_expiry(KEYS[1])
+if touched > 0 then redis.call('PEXPIREAT', KEYS[1], now + tonumber(ARGV[3])) end
 return touched
 """,
 )

@@ -14,7 +14,7 @@ from ._keys import validate_cache_name
 COMMANDS = (
     "get", "set", "del", "getex", "expire", "pexpireat", "persist", "time",
     "hget", "hset", "hdel", "hmget", "hgetall", "hincrby",
-    "zadd", "zrem", "zrange", "zcard", "zremrangebyscore",
+    "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zremrangebyscore", "pttl",
     "evalsha", "eval", "multi", "exec", "scan",
     "publish", "subscribe", "unsubscribe", "ping", "client|setinfo",
     "cluster|slots", "cluster|shards", "command", "readonly",

@@ -99,3 +99,21 @@ async def test_per_thread_and_per_tool_operations_are_one_round_trip(counted_cli
             if name == "b":
                 assert counter.count == 1, f"{operation} took {counter.count} round trips"
     await cache.close()
+
+
+async def test_a_session_read_is_a_single_getex_once_the_thread_index_is_known(valkey_client: Any) -> None:
+    cache = _cache(valkey_client, tier_defaults={"session": TierDefaults(ttl=600)})
+    another_process = _cache(valkey_client, tier_defaults={"session": TierDefaults(ttl=600)})
+    await cache.session.set("t", "f", "v")  # the write extended the index: this process knows it
+    await cache.session.get("other thread", "f")  # a miss through the script: loads it
+    before = await server_command_counts(valkey_client)
+    for _ in range(10):
+        assert await cache.session.get("t", "f") == "v"
+    assert commands_delta(before, await server_command_counts(valkey_client)) == {"getex": 10}
+    before = await server_command_counts(valkey_client)
+    for _ in range(10):  # the first read goes through the script, which extends the index; then GETEX
+        assert await another_process.session.get("t", "f") == "v"
+    delta = commands_delta(before, await server_command_counts(valkey_client))
+    assert delta["evalsha"] == 1 and delta["getex"] == 10
+    await cache.close()
+    await another_process.close()

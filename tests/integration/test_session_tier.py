@@ -66,20 +66,47 @@ async def test_ttl_precedence_and_sliding_reads(make_cache: MakeCache, backend_c
     assert 90 < await backend_client.ttl(key) <= 100
 
 
-async def test_a_sliding_read_keeps_the_thread_index_alive_as_long_as_the_field(
+async def _assert_index_outlives_its_fields(cache: Any, client: Any, thread: str) -> None:
+    prefix, index = cache.keys.session_keys(thread)
+    index_ttl = await client.pttl(index)
+    for member in await client.zrange(index, 0, -1):
+        field_ttl = await client.pttl(prefix + member.decode())
+        if index_ttl != -1:  # an index without expiry outlives anything
+            assert field_ttl != -1 and index_ttl >= field_ttl, f"{member!r} lives {field_ttl} ms, index {index_ttl}"
+
+
+async def test_the_thread_index_outlives_every_field_whatever_reads_and_writes_do(
     make_cache: MakeCache, backend_client: Any
 ) -> None:
+    cache = make_cache(name="s", tier_defaults={"session": TierDefaults(ttl=100)})
+    other_process = make_cache(name="s", tier_defaults={"session": TierDefaults(ttl=100)})
+    steps = [
+        lambda: cache.session.set("t", "short", "v", ttl=5),
+        lambda: cache.session.get("t", "short"),  # slides the field to 100 s
+        lambda: other_process.session.get("t", "short"),
+        lambda: cache.session.set("t", "kept", "v", ttl=3600),
+        lambda: cache.session.get("t", "short"),  # never shortens the index below "kept"
+        lambda: other_process.session.touch("t", ttl=10),
+        lambda: cache.session.get("t", "kept"),
+        lambda: cache.session.get_all("t"),
+        lambda: other_process.session.destroy_thread("t"),
+        lambda: other_process.session.set("t", "again", "v", ttl=1),  # recreated by another process
+        lambda: cache.session.get("t", "again"),  # this one still trusts what it saw before
+    ]
+    for step in steps:
+        await step()
+        await _assert_index_outlives_its_fields(cache, backend_client, "t")
+    assert 100 < await backend_client.ttl(cache.keys.session_index("t"))  # twice the sliding TTL, at least
+
+
+async def test_a_field_slid_past_its_recorded_expiry_is_not_pruned(make_cache: MakeCache, backend_client: Any) -> None:
     cache = make_cache(tier_defaults={"session": TierDefaults(ttl=100)})
-    await cache.session.set("t", "short", "v", ttl=5)
-    index = cache.keys.session_index("t")
-    assert 0 < await backend_client.ttl(index) <= 5
-    assert await cache.session.get("t", "short") == "v"  # the field now lives 100 s: so must its index
-    assert 90 < await backend_client.ttl(index) <= 100
-    assert 90_000 < await backend_client.zscore(index, "short") - 1000 * int((await backend_client.time())[0])
-    await cache.session.set("t", "kept", "v", ttl=3600)
-    assert await cache.session.get("t", "short") == "v"  # a read never shortens the index below a field
-    assert 3500 < await backend_client.ttl(index) <= 3600
-    assert await cache.session.get_all("t") == {"short": "v", "kept": "v"}
+    await cache.session.set("t", "slid", "v", ttl=1)
+    assert await cache.session.get("t", "slid") == "v"  # now lives 100 s; its index score still says 1 s
+    await asyncio.sleep(1.2)
+    await cache.session.set("t", "other", "v")  # prunes candidates whose score passed: "slid" is alive
+    assert await cache.session.get_all("t") == {"slid": "v", "other": "v"}
+    assert await cache.session.destroy_thread("t") == 2
 
 
 async def test_sliding_reads_and_fields_without_expiry(make_cache: MakeCache, backend_client: Any) -> None:
@@ -90,8 +117,9 @@ async def test_sliding_reads_and_fields_without_expiry(make_cache: MakeCache, ba
     index = sliding.keys.session_index("t")
     assert await sliding.session.get("t", "slid") == "v"
     assert await backend_client.ttl(index) == -1  # "forever" never expires, so neither does its index
-    assert await sliding.session.get("t", "forever") == "v"  # now it expires in 100 s: so does the index
-    assert 90 < await backend_client.ttl(index) <= 100
+    assert await sliding.session.get("t", "forever") == "v"  # now it expires in 100 s: the index gets an expiry
+    assert 100 < await backend_client.ttl(index) <= 200
+    await _assert_index_outlives_its_fields(sliding, backend_client, "t")
     assert await no_ttl.session.get_all("t") == {"forever": "v", "slid": "v"}
 
 
@@ -112,7 +140,7 @@ async def test_expired_fields_leave_the_index(make_cache: MakeCache, backend_cli
     assert await cache.session.get_all("t") == {"long": "v"}
     index = cache.keys.session_index("t")
     assert await backend_client.zcard(index) == 1
-    assert 50 < await backend_client.ttl(index) <= 60  # the index expires with its last field
+    assert 50 < await backend_client.ttl(index) <= 60  # no sliding TTL: the index expires with its last field
 
 
 async def test_destroy_thread_counts_fields(cache: Any) -> None:

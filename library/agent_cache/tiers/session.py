@@ -2,13 +2,16 @@
 
 Individual keys keep per-field TTLs; the thread's index (a sorted set in the same cluster slot) makes
 ``get_all``, ``destroy_thread`` and ``touch`` one script call costing O(that thread's fields), where the
-reference SCANs the whole keyspace. A read is one round trip that also slides the TTL.
+reference SCANs the whole keyspace. A read is one round trip that also slides the TTL: usually a plain
+``GETEX`` (as cheap as a ``GET``), a script only when this process has not seen the thread's index
+extended for the last half TTL (see :class:`CoveredIndexes`).
 
 Session state is not a cache: a failed write raises, it never silently "fails open".
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from .._backend import as_text
@@ -47,10 +50,53 @@ class ActiveThreads:
         return -count
 
 
+class CoveredIndexes:
+    """Thread indexes this process has just seen extended, whose fields a read may slide with a plain GETEX.
+
+    A session write or a scripted read leaves the index living at least twice the sliding TTL from then
+    (``_scripts``: the index outlives every member), so for half a TTL afterwards sliding a field by the
+    TTL cannot outrun its index. If another process deletes the index meanwhile (``destroy_thread``), the
+    fields go with it, and whichever write recreates the index gives it that lifetime again. Only indexes
+    with an expiry are recorded: one kept without (a field has no TTL) is left to the script, which gives
+    it an expiry once every field has one. A different TTL (a live config changed it) forgets everything.
+    """
+
+    def __init__(self, limit: int = _TRACKED_THREADS) -> None:
+        self._limit = limit
+        self._until: dict[str, float] = {}
+        self._ttl: int | None = None
+
+    def covers(self, index: str, ttl: int) -> bool:
+        if ttl != self._ttl:
+            return False
+        until = self._until.get(index)
+        return until is not None and time.monotonic() < until
+
+    def add(self, index: str, ttl: int, extended_at: float) -> None:
+        """``index`` was extended for ``ttl`` by a command sent at ``extended_at`` (``time.monotonic()``)."""
+        if ttl != self._ttl or len(self._until) >= self._limit:
+            self._until.clear()
+            self._ttl = ttl
+        self._until[index] = extended_at + ttl / 2
+
+    def forget(self, index: str | None = None) -> None:
+        if index is None:
+            self._until.clear()
+        else:
+            self._until.pop(index, None)
+
+
+def index_lifetime_ms(ttl: int, sliding_ttl: int | None) -> int:
+    """How long a write keeps the thread's index alive: past the field's TTL, and twice any TTL a read
+    may slide a field to (what :class:`CoveredIndexes` relies on)."""
+    return ttl * 1000 if sliding_ttl is None else 2 * max(ttl, sliding_ttl) * 1000
+
+
 class SessionStore:
     def __init__(self, context: TierContext) -> None:
         self._ctx = context
         self._threads = ActiveThreads()
+        self._covered = CoveredIndexes()
 
     def _locate(self, thread_id: str, field: str) -> tuple[str, str, str]:
         ctx = self._ctx
@@ -68,8 +114,16 @@ class SessionStore:
                 ttl = ctx.ttl.tier_ttl("session")
                 if ttl is None:
                     raw = await ctx.backend.get(key)
+                elif self._covered.covers(index, ttl):
+                    raw = await ctx.backend.getex(key, ttl)
                 else:
-                    raw = await ctx.backend.run_script(GET_SLIDING, (key, index), (member, ttl))
+                    sent_at = time.monotonic()
+                    reply = await ctx.backend.run_script(GET_SLIDING, (key, index), (member, ttl, 2 * ttl * 1000))
+                    raw = None
+                    if reply is not None:
+                        raw, has_expiry = reply
+                        if int(has_expiry):
+                            self._covered.add(index, ttl, sent_at)
                 ctx.stats.add("session:reads")
                 span.set_attribute("cache.hit", raw is not None)
                 return None if raw is None else as_text(raw)
@@ -99,7 +153,14 @@ class SessionStore:
                         f"session value for field {field!r} is {size} bytes, over max_entry_bytes="
                         f"{ctx.max_entry_bytes}; nothing was written"
                     )
-                await ctx.backend.run_script(SET_INDEXED, (key, index), (member, value, effective or ""))
+                sliding = ctx.ttl.tier_ttl("session")
+                lifetime = "" if effective is None else index_lifetime_ms(effective, sliding)
+                sent_at = time.monotonic()
+                has_expiry = await ctx.backend.run_script(
+                    SET_INDEXED, (key, index), (member, value, effective or "", lifetime)
+                )
+                if sliding is not None and int(has_expiry):
+                    self._covered.add(index, sliding, sent_at)
             ctx.stats.add("session:writes")
             ctx.telemetry.stored_bytes("session", size)
             ctx.telemetry.active_sessions(self._threads.add(thread_id))
@@ -109,11 +170,10 @@ class SessionStore:
         ctx = self._ctx
         with ctx.measured("session", "get_all"):
             with ctx.telemetry.span("agent_cache.session.get_all", {"cache.thread_id": thread_id}) as span:
-                index = ctx.keys.session_index(ctx.thread(thread_id))
+                prefix, index = ctx.keys.session_keys(ctx.thread(thread_id))
                 ttl = ctx.ttl.tier_ttl("session")
-                flat = await ctx.backend.run_script(
-                    GET_ALL_INDEXED, (index,), (ctx.keys.session_prefix(ctx.thread(thread_id)), ttl or "")
-                )
+                lifetime = "" if ttl is None else 2 * ttl * 1000
+                flat = await ctx.backend.run_script(GET_ALL_INDEXED, (index,), (prefix, ttl or "", lifetime))
                 fields = {decode_segment(as_text(flat[i])): as_text(flat[i + 1]) for i in range(0, len(flat), 2)}
                 ctx.stats.add("session:reads")
                 span.set_attribute("cache.field_count", len(fields))
@@ -141,6 +201,7 @@ class SessionStore:
                 deleted = await drop_index(
                     ctx, (index, prefix), (ctx.keys.checkpoint_index(thread), ctx.keys.checkpoint_prefix(thread))
                 )
+                self._covered.forget(index)
                 ctx.telemetry.active_sessions(self._threads.remove(thread_id))
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted
@@ -153,16 +214,13 @@ class SessionStore:
                 effective = ctx.ttl.resolve("session", ttl)
                 touched = 0
                 if effective is not None:
-                    touched = int(
-                        await ctx.backend.run_script(
-                            TOUCH_INDEXED,
-                            (ctx.keys.session_index(ctx.thread(thread_id)),),
-                            (ctx.keys.session_prefix(ctx.thread(thread_id)), effective),
-                        )
-                    )
+                    prefix, index = ctx.keys.session_keys(ctx.thread(thread_id))
+                    lifetime = index_lifetime_ms(effective, ctx.ttl.tier_ttl("session"))
+                    touched = int(await ctx.backend.run_script(TOUCH_INDEXED, (index,), (prefix, effective, lifetime)))
                 span.set_attribute("cache.touched_count_approx", touched)
                 return touched
 
     def forget_threads(self) -> None:
-        """After a flush: the gauge no longer counts this process's threads."""
+        """After a flush: the gauge no longer counts this process's threads, and no index is known."""
         self._ctx.telemetry.active_sessions(self._threads.clear())
+        self._covered.forget()

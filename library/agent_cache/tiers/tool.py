@@ -155,7 +155,7 @@ class ToolCache:
                     return key  # the platform marked this tool not cacheable, or the entry is too big
                 stored, stored_size = ctx.pack(value, size)
                 try:
-                    await ctx.backend.run_script(SET_INDEXED, (key, names.index), (digest, stored, ttl or ""))
+                    await ctx.backend.run_script(SET_INDEXED, (key, names.index), (digest, stored, ttl or "", ""))
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
