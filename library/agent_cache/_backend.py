@@ -12,6 +12,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from ._autopipeline import ReadPipeline
 from ._breaker import CircuitBreaker
 from ._deadline import Watchdog
 from ._errors import (
@@ -66,12 +67,13 @@ class Backend:
     timeout bounds it (a paused server can't hang an agent), and client errors become ours.
     """
 
-    __slots__ = ("_expired", "_watchdog", "_watchdogs", "breaker", "client", "is_cluster", "timeout_s")
+    __slots__ = ("_expired", "_reads", "_timeout_s", "_watchdog", "_watchdogs", "breaker", "client", "is_cluster")
 
     def __init__(self, client: Any, *, timeout_s: float | None = None, breaker: CircuitBreaker | None = None) -> None:
         self.client = client
         self.is_cluster = hasattr(client, "get_primaries")
-        self.timeout_s = timeout_s
+        self._reads = ReadPipeline(client, timeout_s)
+        self._timeout_s = timeout_s
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._expired: set[asyncio.Task[Any]] = set()  # tasks whose command the timeout cancelled
         self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = weakref.WeakKeyDictionary()
@@ -92,7 +94,7 @@ class Backend:
         # The timeout is asyncio.timeout()'s mechanism (cancel the task at the deadline, turn that
         # cancellation into TimeoutError) without its per-call Timeout object, context copy and timer:
         # a per-loop Watchdog (see _deadline) holds the deadline.
-        timeout = self.timeout_s
+        timeout = self._timeout_s
         task = watchdog = None
         cancelling = 0
         try:
@@ -134,6 +136,15 @@ class Backend:
         breaker.record_success()
         return result
 
+    @property
+    def timeout_s(self) -> float | None:
+        """Per-command timeout (None: none)."""
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float | None) -> None:
+        self._timeout_s = self._reads.timeout_s = value
+
     def _watchdog_for(self, loop: asyncio.AbstractEventLoop) -> Watchdog:
         watchdog = self._watchdogs.get(loop)
         if watchdog is None:
@@ -154,12 +165,13 @@ class Backend:
 
     # The two hot-path calls return _call's coroutine instead of wrapping it in one more: every
     # coroutine layer costs on each of the several resumptions of a command.
+    # Single-key reads are auto-pipelined (see _autopipeline): concurrent hits share round trips.
     def get(self, key: str) -> Awaitable[bytes | str | None]:
-        return self._call("GET", self.client.get, key)
+        return self._call("GET", self._reads.execute, "GET", key)
 
     def getex(self, key: str, seconds: int) -> Awaitable[bytes | str | None]:
         """GET that also sets the key's TTL to ``seconds`` (a sliding read)."""
-        return self._call("GETEX", self.client.execute_command, "GETEX", key, "EX", seconds)
+        return self._call("GETEX", self._reads.execute, "GETEX", key, "EX", seconds)
 
     def run_script(self, script: Script, keys: Sequence[str], args: Sequence[EncodableArg]) -> Awaitable[Any]:
         """EVALSHA, falling back to EVAL on the node that has not cached the script yet."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, Required, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Required, TypedDict, TypeVar
+
+from ._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -184,6 +188,46 @@ class AgentCacheOptions:
     storage: StorageOptions = field(default_factory=StorageOptions)
     stats_flush_interval_s: float = 1.0
     """Counters are buffered in-process (so a hit is one round trip) and flushed this often, and on close()."""
+
+    def __post_init__(self) -> None:
+        # Every option group may also be given as a plain dict of its fields (from YAML, env, a config file).
+        self.telemetry = _options(self.telemetry, TelemetryOptions, "telemetry")
+        self.discovery = _options(self.discovery, DiscoveryOptions, "discovery")
+        self.config_refresh = _options(self.config_refresh, ConfigRefreshOptions, "config_refresh")
+        self.reliability = _options(self.reliability, ReliabilityOptions, "reliability")
+        self.storage = _options(self.storage, StorageOptions, "storage")
+        self.tier_defaults = {
+            tier: _options(defaults, TierDefaults, f"tier_defaults[{tier!r}]")
+            for tier, defaults in _mapping(self.tier_defaults, "tier_defaults").items()
+        }
+        self.cost_table = {
+            model: _options(cost, ModelCost, f"cost_table[{model!r}]")
+            for model, cost in _mapping(self.cost_table, "cost_table").items()
+        }
+
+
+_Options = TypeVar("_Options")
+
+
+def _mapping(value: Any, what: str) -> Mapping[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{what} must be a dict, got {type(value).__name__}")
+    return value
+
+
+def _options(value: Any, cls: type[_Options], what: str) -> _Options:
+    """``value`` as a ``cls``: itself, or built from a dict of ``cls``'s fields (unknown names are an error)."""
+    if isinstance(value, cls):
+        return value
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{what} must be a {cls.__name__} or a dict with keys {names}, got {type(value).__name__}"
+        )
+    unknown = sorted(str(key) for key in value if key not in names)
+    if unknown:
+        raise ConfigurationError(f"{what} has unknown option(s) {unknown}; valid: {names}")
+    return cls(**value)
 
 
 @dataclass(frozen=True)
