@@ -45,9 +45,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds per operation per round; a slower library makes fewer calls, at least one (default 1.0)",
     )
     parser.add_argument("--memory-entries", type=int, default=5000, help="LLM entries for the memory figure")
-    parser.add_argument(
-        "--compress-above", type=int, default=1024, help="threshold for the compressed memory variant (bytes)"
-    )
     parser.add_argument("--key-repeat", type=int, default=2000, help="repetitions for the key-derivation timing")
     parser.add_argument("--competitor", default=competitor.PACKAGE, help="pip requirement to install if missing")
     parser.add_argument("--no-install", action="store_true", help="fail instead of pip-installing the competitor")
@@ -81,7 +78,7 @@ async def _run(args: argparse.Namespace, command: str, competitor_version: str) 
     from agent_cache.embedded import EmbeddedValkey
     from benchmarks import memory, scale, throughput
     from benchmarks.operations import FLOOR_KEY, OPERATIONS, seed
-    from benchmarks.report import machine
+    from benchmarks.report import OURS, UNCOMPRESSED, machine
     from benchmarks.workload import Workload, make_ours, make_theirs
 
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
@@ -170,28 +167,19 @@ async def _run(args: argparse.Namespace, command: str, competitor_version: str) 
                     await memory.measure_memory(
                         lambda: make_ours(server.url, "mem_ours"), "agent-cache", admin, workload, n
                     ),
+                    await memory.measure_memory(
+                        lambda: make_ours(server.url, "mem_ours_plain", storage={"compress_above_bytes": None}),
+                        f"{OURS}, {UNCOMPRESSED}",
+                        admin,
+                        workload,
+                        n,
+                    ),
                 ]
-                if _has_compression():
-                    figures.append(
-                        await memory.measure_memory(
-                            lambda: make_ours(server.url, "mem_ours_z", compress_above=args.compress_above),
-                            f"agent-cache, compress_above_bytes={args.compress_above}",
-                            admin,
-                            workload,
-                            n,
-                        )
-                    )
                 results["memory"] = [asdict(figure) for figure in figures]
         finally:
             await admin.aclose()
             await floor_client.aclose()
     return results
-
-
-def _has_compression() -> bool:
-    import agent_cache.types
-
-    return hasattr(agent_cache.types, "StorageOptions")
 
 
 def _selected(operations: tuple[Any, ...], only: str) -> tuple[Any, ...]:

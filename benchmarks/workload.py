@@ -141,19 +141,12 @@ def _pool_client(url: str, connection_class: type | None = None) -> Valkey:
 
 
 def make_ours(
-    url: str, name: str, *, compress_above: int | None = None, connection_class: type | None = None
+    url: str, name: str, *, storage: dict[str, Any] | None = None, connection_class: type | None = None
 ) -> Subject:
+    """Our cache with default settings (``storage`` overrides the storage options, e.g. compression off)."""
     from agent_cache import AgentCache, LlmStoreOptions, TelemetryOptions, TierDefaults, ToolStoreOptions
-    from agent_cache.types import ReliabilityOptions
 
     client = _pool_client(url, connection_class)
-    reliability = ReliabilityOptions()
-    if compress_above is not None:
-        from agent_cache.types import StorageOptions
-
-        storage = StorageOptions(compress_above_bytes=compress_above)
-    else:
-        storage = None
     cache = AgentCache(
         client=client,
         name=name,
@@ -163,7 +156,6 @@ def make_ours(
             "session": TierDefaults(ttl=SESSION_TTL),
         },
         telemetry=TelemetryOptions(registry=CollectorRegistry()),
-        reliability=reliability,
         **({"storage": storage} if storage is not None else {}),
     )
 

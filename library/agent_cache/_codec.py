@@ -4,13 +4,16 @@ LLM and tool entries are compact JSON envelopes with the reference package's fie
 ``contentBlocks``, ``model``, ``tokens``, ``cost``, ``storedAt``), so entries stay readable with
 ``valkey-cli`` and BetterDB Monitor. Session values are stored as the plain strings the caller gave.
 
-Optionally (``StorageOptions.compress_above_bytes``) an envelope above a size is stored zlib-compressed
-behind a two-byte marker, ``NUL`` + ``z``: JSON text never starts with NUL, so a reader tells the two
-apart by the first byte and plain entries (old ones, small ones) decode exactly as before.
+An envelope above ``StorageOptions.compress_above_bytes`` (1 KB by default) is stored zlib-compressed and
+base64-encoded behind a two-character marker, ``NUL`` + ``Z``: JSON text never starts with NUL, so a reader
+tells the two apart by the first character, and the whole entry is ASCII, so clients that decode replies
+to ``str`` read it as well as those that return bytes. A 2 KB English answer takes ~1.3 KB this way.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 import zlib
@@ -50,29 +53,32 @@ except ImportError:  # pragma: no cover - orjson is optional (agent-cache[fast])
     _loads = _json_loads
 
 
-COMPRESSED_MARKER = b"\x00z"
+COMPRESSED_MARKER = "\x00Z"
+_MARKER_BYTES = COMPRESSED_MARKER.encode()
 
 
-def pack_entry(value: str, size: int, compress_above: int | None, level: int = 6) -> tuple[str | bytes, int]:
+def pack_entry(value: str, size: int, compress_above: int | None, level: int = 6) -> tuple[str, int]:
     """What to write for an envelope of ``size`` UTF-8 bytes, and its size: the JSON itself, or its
     compressed form when it is over ``compress_above`` and compression actually makes it smaller."""
     if compress_above is None or size <= compress_above:
         return value, size
-    packed = COMPRESSED_MARKER + zlib.compress(value.encode(), level)
+    packed = COMPRESSED_MARKER + base64.b64encode(zlib.compress(value.encode(), level)).decode("ascii")
     return (packed, len(packed)) if len(packed) < size else (value, size)
 
 
-def _unpack(raw: bytes) -> bytes:
-    if not raw.startswith(COMPRESSED_MARKER):
+def _unpack(raw: bytes | str) -> bytes:
+    data = raw.encode() if isinstance(raw, str) else raw
+    if not data.startswith(_MARKER_BYTES):
         raise CorruptEntryError("stored entry starts with NUL but is not a compressed entry")
     try:
-        return zlib.decompress(raw[2:])
-    except zlib.error as exc:
+        return zlib.decompress(base64.b64decode(data[2:], validate=True))
+    except (binascii.Error, zlib.error) as exc:
         raise CorruptEntryError(f"compressed entry does not decompress: {exc}") from exc
 
 
 def decode_entry(raw: bytes | str) -> dict[str, Any]:
-    if isinstance(raw, bytes) and raw.startswith(b"\x00"):
+    first = raw[:1]
+    if first == b"\x00" or first == "\x00":
         raw = _unpack(raw)
     try:
         entry = _loads(raw)

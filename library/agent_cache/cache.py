@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
-from ._backend import Backend, decodes_responses
+from ._backend import Backend
 from ._breaker import CircuitBreaker
 from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
@@ -39,7 +39,7 @@ log = logging.getLogger("agent_cache")
 _STOP_GRACE_S = 5.0
 
 
-def _validate_storage(compress_above: int | None, level: int, client: Any) -> None:
+def _validate_storage(compress_above: int | None, level: int) -> None:
     if compress_above is None:
         return
     if isinstance(compress_above, bool) or not isinstance(compress_above, int) or compress_above < 0:
@@ -48,11 +48,6 @@ def _validate_storage(compress_above: int | None, level: int, client: Any) -> No
         )
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 9:
         raise ConfigurationError(f"storage.compression_level must be 1-9, got {level!r}")
-    if decodes_responses(client):
-        raise ConfigurationError(
-            "storage.compress_above_bytes needs a client created with decode_responses=False: "
-            "compressed entries are binary and a decoding client cannot read them"
-        )
 
 
 class AgentCache:
@@ -80,7 +75,7 @@ class AgentCache:
             breaker=CircuitBreaker(reliability.breaker_threshold, reliability.breaker_cooldown_s),
         )
         storage = options.storage
-        _validate_storage(storage.compress_above_bytes, storage.compression_level, options.client)
+        _validate_storage(storage.compress_above_bytes, storage.compression_level)
         self._costs = CostTable(options.cost_table, use_default=options.use_default_cost_table)
         self._ttl = TtlPolicy.from_options(options.default_ttl, options.tier_defaults)
         telemetry_options = options.telemetry

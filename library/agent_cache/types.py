@@ -161,13 +161,11 @@ class ReliabilityOptions:
 class StorageOptions:
     """How LLM and tool entries are written to Valkey (session values are always stored as given)."""
 
-    compress_above_bytes: int | None = None
-    """zlib-compress LLM/tool entries whose JSON is larger than this many bytes; ``None`` (the default)
-    never compresses. Entries at or below the threshold stay plain JSON, readable with ``valkey-cli``.
-    A compressed entry starts with a marker byte, so compressed and plain entries mix freely and turning
-    this off later leaves every entry readable. Turn it on only once every instance of the cache runs a
-    version that reads compressed entries (older ones would take them for corrupt), and with clients that
-    return bytes (``decode_responses=False``): compressed entries are binary."""
+    compress_above_bytes: int | None = 1024
+    """zlib-compress LLM/tool entries whose JSON is larger than this many bytes (stored as base64 text behind
+    a marker, so every client reads them); ``None`` never compresses. Entries at or below the threshold, or
+    that would not shrink, stay plain JSON, readable with ``valkey-cli``. Compressed and plain entries mix
+    freely: changing this later leaves every entry readable."""
     compression_level: int = 6
     """zlib level, 1 (fastest) to 9 (smallest)."""
 

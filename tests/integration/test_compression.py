@@ -1,4 +1,5 @@
-"""StorageOptions.compress_above_bytes: large LLM/tool entries stored compressed, everything else unchanged."""
+"""StorageOptions.compress_above_bytes (1 KB by default): large LLM/tool entries stored compressed, as text every
+client reads; everything else unchanged."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ async def test_large_llm_entries_are_stored_compressed_and_read_back(
     cache = make_cache(name="z", storage=COMPRESS)
     key = await cache.llm.store(PARAMS, LONG, LlmStoreOptions(tokens={"input": 10, "output": 20}, metadata={"id": 7}))
     raw = await backend_client.get(key)
-    assert raw.startswith(COMPRESSED_MARKER) and len(raw) < len(LONG) / 4
+    assert raw.startswith(COMPRESSED_MARKER.encode()) and len(raw) < len(LONG) / 3
     result = await cache.llm.check(PARAMS)
     assert result.hit and result.response == LONG
     assert (result.input_tokens, result.output_tokens, result.metadata) == (10, 20, {"id": 7})
@@ -50,7 +51,7 @@ async def test_small_entries_stay_plain_json(make_cache: MakeCache, backend_clie
 async def test_tool_entries_are_compressed_too(make_cache: MakeCache, backend_client: Any) -> None:
     cache = make_cache(name="z", storage=COMPRESS)
     key = await cache.tool.store("search", {"q": "valkey"}, LONG, ToolStoreOptions(cost=0.25))
-    assert (await backend_client.get(key)).startswith(COMPRESSED_MARKER)
+    assert (await backend_client.get(key)).startswith(COMPRESSED_MARKER.encode())
     result = await cache.tool.check("search", {"q": "valkey"})
     assert result.hit and result.response == LONG
     assert (await cache.stats()).per_tool["search"].cost_saved_micros == 250_000
@@ -59,7 +60,7 @@ async def test_tool_entries_are_compressed_too(make_cache: MakeCache, backend_cl
 
 async def test_instances_without_compression_read_compressed_entries(make_cache: MakeCache) -> None:
     writer = make_cache(name="shared", storage=COMPRESS)
-    reader = make_cache(name="shared")  # compression off: it still reads what the writer compressed
+    reader = make_cache(name="shared", storage=StorageOptions(compress_above_bytes=None))  # reads them anyway
     await writer.llm.store(PARAMS, LONG)
     await reader.llm.store({**PARAMS, "seed": 1}, LONG)  # and writes plain JSON the writer reads
     assert (await reader.llm.check(PARAMS)).response == LONG
@@ -69,19 +70,26 @@ async def test_instances_without_compression_read_compressed_entries(make_cache:
 async def test_a_damaged_compressed_entry_is_a_miss_and_is_deleted(make_cache: MakeCache, backend_client: Any) -> None:
     cache = make_cache(name="z", storage=COMPRESS)
     key = await cache.llm.store(PARAMS, LONG)
-    await backend_client.set(key, COMPRESSED_MARKER + b"garbage")
+    await backend_client.set(key, COMPRESSED_MARKER + "garbage")
     assert not (await cache.llm.check(PARAMS)).hit
     assert await backend_client.exists(key) == 0
 
 
-async def test_compression_needs_a_bytes_client(valkey_url: str) -> None:
-    client = Valkey.from_url(valkey_url, decode_responses=True)
+async def test_compression_is_on_by_default_and_clients_that_decode_to_str_read_it(valkey_url: str) -> None:
+    text_client = Valkey.from_url(valkey_url, decode_responses=True)
+    bytes_client = Valkey.from_url(valkey_url, decode_responses=False)
     try:
-        with pytest.raises(ConfigurationError, match="decode_responses=False"):
-            AgentCache(client=client, name="z", storage=COMPRESS)
-        await AgentCache(client=client, name="z").close()  # without compression a str client is fine
+        writer = AgentCache(client=text_client, name="z", telemetry=TelemetryOptions())
+        reader = AgentCache(client=bytes_client, name="z", telemetry=TelemetryOptions())
+        key = await writer.llm.store(PARAMS, LONG)
+        assert (await text_client.get(key)).startswith(COMPRESSED_MARKER)  # compressed, and still text
+        assert (await writer.llm.check(PARAMS)).response == LONG
+        assert (await reader.llm.check(PARAMS)).response == LONG
+        await writer.close()
+        await reader.close()
     finally:
-        await client.aclose()
+        await text_client.aclose()
+        await bytes_client.aclose()
 
 
 @pytest.mark.parametrize(

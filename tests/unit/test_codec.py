@@ -1,7 +1,8 @@
-"""Entry encoding: plain JSON envelopes, and the optional compressed form behind a marker byte."""
+"""Entry encoding: plain JSON envelopes, and the compressed form (base64 text behind a marker)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 
@@ -25,9 +26,9 @@ def test_large_entries_are_compressed_and_decode_to_the_same_entry() -> None:
     value = encode_entry(LONG, model="m", tokens={"input": 1, "output": 2}, cost=0.5)
     size = len(value.encode())
     stored, stored_size = pack_entry(value, size, 1024)
-    assert isinstance(stored, bytes) and stored.startswith(COMPRESSED_MARKER)
-    assert stored_size == len(stored) < size / 4
-    assert decode_entry(stored) == decode_entry(value) == json.loads(value)
+    assert stored.startswith(COMPRESSED_MARKER) and stored.isascii()  # text every client reads
+    assert stored_size == len(stored) < size / 3
+    assert decode_entry(stored) == decode_entry(stored.encode()) == decode_entry(value) == json.loads(value)
 
 
 def test_compression_is_skipped_when_it_would_not_shrink_the_entry() -> None:
@@ -42,16 +43,22 @@ def test_plain_entries_decode_whatever_the_compression_setting() -> None:
     assert decode_entry(value)["response"] == "x"  # what a decode_responses client returns
 
 
+def _compressed(data: bytes) -> str:
+    return COMPRESSED_MARKER + base64.b64encode(zlib.compress(data)).decode()
+
+
 @pytest.mark.parametrize(
     "raw",
     [
-        COMPRESSED_MARKER + b"not zlib",
+        COMPRESSED_MARKER + "not base64!",
+        _compressed(b'{"response":"x"}')[:-8],  # truncated
+        COMPRESSED_MARKER + base64.b64encode(b"not zlib").decode(),
         b"\x00q" + zlib.compress(b'{"response":"x"}'),  # an unknown codec
-        COMPRESSED_MARKER + zlib.compress(b"[1, 2]"),  # decompresses, but is no entry
+        _compressed(b"[1, 2]"),  # decompresses, but is no entry
         b"not json",
     ],
 )
-def test_damaged_entries_are_reported_as_corrupt(raw: bytes) -> None:
+def test_damaged_entries_are_reported_as_corrupt(raw: bytes | str) -> None:
     with pytest.raises(CorruptEntryError):
         decode_entry(raw)
 

@@ -45,7 +45,7 @@ class TierContext:
     max_entry_bytes: int | None = None
     lock_lease_s: float = 30.0
     compress_above: int | None = None
-    """LLM and tool entries whose JSON exceeds this many bytes are stored zlib-compressed (None: never)."""
+    """LLM and tool entries whose JSON exceeds this many bytes are stored compressed (None: never)."""
     compression_level: int = 6
     tenant: ContextVar[str] = field(default_factory=lambda: ContextVar("agent_cache_tenant", default=""))
     """The tenant scope (encoded) of the current task: see ``AgentCache.tenant``."""
@@ -80,8 +80,8 @@ class TierContext:
         log.debug("agent-cache %s: %s.%s failed open: %s", self.keys.name, tier, operation, exc)
         return f"{kind}: {exc}"
 
-    def pack(self, value: str, size: int) -> tuple[str | bytes, int]:
-        """The bytes to write for an entry's JSON (compressed above the threshold) and their size."""
+    def pack(self, value: str, size: int) -> tuple[str, int]:
+        """What to write for an entry's JSON (compressed above the threshold) and its size in bytes."""
         return pack_entry(value, size, self.compress_above, self.compression_level)
 
     def too_large(self, tier: str, operation: str, size: int, span: Span) -> bool:
