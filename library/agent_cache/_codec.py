@@ -21,6 +21,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import AgentCacheUsageError, CorruptEntryError
+from ._keys import plain_json_value
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is optional (agent-cache[fast])
+    orjson = None  # type: ignore[assignment]
+
+_strict_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    """orjson (10x faster on a 2 KB answer) when the caller's parts hold nothing it would write differently
+    (it writes NaN as null); the standard library otherwise, which also names what is wrong."""
+    if orjson is not None and all(plain_json_value(entry[part]) for part in ("contentBlocks", "meta") if part in entry):
+        try:
+            return orjson.dumps(entry).decode()
+        except TypeError:
+            pass
+    return _strict_dumps(entry)
 
 
 def encode_entry(response: str, **extra: Any) -> str:
@@ -29,7 +48,7 @@ def encode_entry(response: str, **extra: Any) -> str:
     entry: dict[str, Any] = {"response": response, "storedAt": int(time.time() * 1000)}
     entry.update((k, v) for k, v in extra.items() if v is not None)
     try:
-        return json.dumps(entry, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _dumps(entry)
     except (TypeError, ValueError) as exc:
         raise AgentCacheUsageError(f"entry cannot be stored as JSON: {exc}") from exc
 
@@ -38,19 +57,15 @@ def _json_loads(raw: bytes | str) -> Any:
     return json.loads(raw)
 
 
-try:
-    import orjson
+def _fast_loads(raw: bytes | str) -> Any:
+    """orjson when it can (3-4x faster); json for anything it refuses (NaN tokens, huge ints...)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
-    def _fast_loads(raw: bytes | str) -> Any:
-        """orjson when it can (3-4x faster); json for anything it refuses (NaN tokens, huge ints...)."""
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return json.loads(raw)
 
-    _loads = _fast_loads
-except ImportError:  # pragma: no cover - orjson is optional (agent-cache[fast])
-    _loads = _json_loads
+_loads = _json_loads if orjson is None else _fast_loads
 
 
 COMPRESSED_MARKER = "\x00Z"

@@ -202,6 +202,14 @@ def _plain(value: Any) -> Any:
     return _SLOW
 
 
+def plain_json_value(value: Any) -> bool:
+    """Is ``value`` made only of exact JSON types, with finite floats that every encoder writes alike?"""
+    try:
+        return _plain(value) is not _SLOW
+    except RecursionError:
+        return False
+
+
 _stdlib_dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
 ).encode
