@@ -84,3 +84,14 @@ def test_table_output_and_usage_errors(populated: Populated) -> None:
     for args in (["--tool", "a", "--model", "b"], [], ["--tool", "a", "--tenant", "acme"]):
         done = agent_cache("invalidate", "--url", populated.url, *args)
         assert done.returncode == 2, args
+
+
+async def test_a_field_kept_alive_by_reads_past_its_recorded_expiry_is_counted(
+    populated: Populated, valkey_client: Valkey
+) -> None:
+    index, prefix = KEYS.session_index("user-7"), KEYS.session_prefix("user-7")
+    members = await valkey_client.zrange(index, 0, -1)
+    await valkey_client.zadd(index, {member: 1 for member in members})  # as if reads slid them since
+    assert await valkey_client.exists(*(prefix + member.decode() for member in members)) == len(members)
+    _, report = invalidate(populated, "--thread", "user-7", "--dry-run")
+    assert report["would_delete"] == len(members)

@@ -160,11 +160,13 @@ async def instances(session: Session, name: str) -> list[InstanceRecord]:
     return await list_instances(session.client, name)
 
 
-async def live_index_members(backend: Backend, index: str, now_ms: float) -> int:
+async def live_index_members(backend: Backend, index: str, now_ms: float, prefix: str | None = None) -> int:
     """Members of an index sorted set whose entry has not expired (score = expiry in ms, ``inf`` = never).
 
     Expired members sort first and are few (every write prunes them), so this pages by rank from the start
-    only until it reaches a live one: O(expired) reads, never a scan of the whole index.
+    only until it reaches a live one: O(expired) reads, never a scan of the whole index. With ``prefix``
+    (``prefix + member`` is the entry's key), a member whose score passed is checked with ``EXISTS``: a
+    session read slides its field's TTL without moving the score (see ``_scripts``).
     """
     total = int(await backend.command("ZCARD", index))
     expired = 0
@@ -172,12 +174,13 @@ async def live_index_members(backend: Backend, index: str, now_ms: float) -> int
     while start < total:
         page = _pairs(await backend.command("ZRANGE", index, start, start + _PAGE - 1, "WITHSCORES"))
         scores = [float(score) for _, score in page]  # float() reads bytes, str and "inf" alike
-        live_from = next((i for i, score in enumerate(scores) if score > now_ms or math.isinf(score)), None)
-        if live_from is not None:
-            expired += live_from
-            break
-        expired += len(scores)
-        if len(scores) < _PAGE:
+        live_from = next((i for i, score in enumerate(scores) if score > now_ms or math.isinf(score)), len(scores))
+        if prefix is not None and live_from:
+            members = [as_text(member) for member, _ in page[:live_from]]
+            alive = await backend.pipeline(("EXISTS", (prefix + member,)) for member in members)
+            live_from -= sum(int(exists) for exists in alive)
+        expired += live_from
+        if len(scores) < _PAGE or scores[-1] > now_ms:
             break
         start += _PAGE
     return max(0, total - expired)

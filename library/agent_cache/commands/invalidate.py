@@ -85,14 +85,15 @@ def _target(args: argparse.Namespace) -> tuple[str, str, str]:
     return "thread", args.thread, f"keys of session thread {args.thread!r}{owner}"
 
 
-def _indexes(keys: KeyLayout, kind: str, value: str, tenant: str | None) -> list[str]:
+def _indexes(keys: KeyLayout, kind: str, value: str, tenant: str | None) -> list[tuple[str, str | None]]:
+    """The indexes to count, each with the key prefix of its members when reads may outlive their scores."""
     if kind == "tool":
-        return [keys.tool_index(value)]
+        return [(keys.tool_index(value), None)]
     if kind == "model":
-        return [keys.model_index(value)]
+        return [(keys.model_index(value), None)]
     encode_segment(value, "thread id")
     thread = f"{encode_segment(tenant, 'tenant')}:{value}" if tenant else value  # as cache.tenant() scopes it
-    return [keys.session_index(thread), keys.checkpoint_index(thread)]
+    return [(keys.session_index(thread), keys.session_prefix(thread)), (keys.checkpoint_index(thread), None)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,14 +107,18 @@ def run(args: argparse.Namespace) -> int:
         indexes = _indexes(KeyLayout(name), kind, value, args.tenant)
         # LLM index scores are the storing client's clock; tool and session scores the server's.
         now_ms = time.time() * 1000 if kind == "model" else await server_time_ms(session.backend)
-        counts = [await live_index_members(session.backend, index, now_ms) for index in indexes]
+        counts = [await live_index_members(session.backend, index, now_ms, prefix) for index, prefix in indexes]
         expected = sum(counts)
         if args.dry_run:
             report: dict[str, Any] = {"name": name, kind: value, "dry_run": True, "would_delete": expected}
             message = f"would delete {expected:,} {description} from cache {name}"
         else:
             deleted = await _with_progress(
-                session, name, expected, indexes, lambda cache: _invalidate(cache, kind, value, args.tenant)
+                session,
+                name,
+                expected,
+                [index for index, _ in indexes],
+                lambda cache: _invalidate(cache, kind, value, args.tenant),
             )
             report = {"name": name, kind: value, "dry_run": False, "deleted": deleted}
             message = f"deleted {deleted:,} {description} from cache {name}"
