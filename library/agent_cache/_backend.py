@@ -22,7 +22,7 @@ from ._errors import (
     BackendUnavailableError,
     ValkeyCommandError,
 )
-from ._scripts import Script
+from ._scripts import BY_SHA, Script
 
 EncodableArg = str | bytes | int | float
 
@@ -197,10 +197,20 @@ class Backend:
             return results
 
         results: list[Any] = await self._call("MULTI" if transaction else "pipeline", send)
-        for (name, _), result in zip(batch, results, strict=True):
+        for i, ((name, args), result) in enumerate(zip(batch, results, strict=True)):
+            if isinstance(result, BaseException) and name == "EVALSHA" and _is_noscript(result):
+                script = BY_SHA[str(args[0])]  # a node that has not cached it yet: send the source once
+                result = results[i] = await self._call(script.label, self.client.eval, script.source, *args[1:])
             if isinstance(result, BaseException):
                 raise translate_error(result, name) from result
         return results
+
+    @staticmethod
+    def script_command(
+        script: Script, keys: Sequence[str], args: Sequence[EncodableArg]
+    ) -> tuple[str, tuple[Any, ...]]:
+        """``script`` as one command of a :meth:`pipeline` (a NOSCRIPT answer is retried with the source)."""
+        return "EVALSHA", (script.sha, len(keys), *keys, *args)
 
     async def command(self, name: str, *args: EncodableArg) -> Any:
         return await self._call(name, self.client.execute_command, name, *args)

@@ -128,6 +128,33 @@ return {value, 0}
 """,
 )
 
+# KEYS: index key. ARGV: member (a full key: the LLM entries it lists live in other slots), ttl seconds ('' for
+# none). An index of entries no read slides (LLM answers), so scores are exact expiries: it prunes by score and,
+# when it has no expiry of its own, fits it to its furthest member; it never shortens one it has.
+KEY_INDEX_ADD = Script(
+    "key_index_add",
+    _NOW_MS
+    + """
+local score = 'inf'
+if ARGV[2] ~= '' then score = now + tonumber(ARGV[2]) * 1000 end
+redis.call('ZADD', KEYS[1], score, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local ttl = redis.call('PTTL', KEYS[1])
+if score == 'inf' then
+  if ttl ~= -1 then redis.call('PERSIST', KEYS[1]) end
+elseif ttl >= 0 then
+  if now + ttl < score then redis.call('PEXPIREAT', KEYS[1], score) end
+else
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if top[2] ~= 'inf' then redis.call('PEXPIREAT', KEYS[1], math.max(score, math.floor(tonumber(top[2])))) end
+end
+return 1
+""",
+)
+
+BY_SHA: dict[str, Script] = {}
+"""Filled at the end of the module: every script by its SHA1 (a pipeline's NOSCRIPT retry needs the source)."""
+
 # KEYS: data key, index key. ARGV: member. Returns 1 when the entry existed.
 DELETE_INDEXED = Script(
     "delete_indexed",
@@ -235,3 +262,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """,
 )
+
+
+BY_SHA.update({script.sha: script for script in globals().values() if isinstance(script, Script)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -96,6 +97,31 @@ async def test_invalidate_by_model_deletes_exactly_that_models_entries(cache: An
     assert await cache.llm.invalidate_by_model("gpt-4o") == 0
     assert (await cache.llm.check(PARAMS)).hit is False
     assert await backend_client.exists(kept) == 1
+
+
+async def test_the_model_index_prunes_expired_keys_and_expires_with_its_last_entry(
+    make_cache: MakeCache, backend_client: Any
+) -> None:
+    cache = make_cache()
+    index = cache.keys.model_index("gpt-4o")
+    await cache.llm.store(PARAMS, "short", LlmStoreOptions(ttl=1))
+    assert 0 < await backend_client.pttl(index) <= 1000
+    long_lived = await cache.llm.store({**PARAMS, "seed": 1}, "long", LlmStoreOptions(ttl=60))
+    assert 59_000 < await backend_client.pttl(index) <= 60_000  # extended, never shortened
+    await cache.llm.store({**PARAMS, "seed": 2}, "shorter", LlmStoreOptions(ttl=5))
+    assert 59_000 < await backend_client.pttl(index) <= 60_000
+    await asyncio.sleep(1.1)
+    await cache.llm.store({**PARAMS, "seed": 3}, "no ttl")  # prunes the expired key; the index now never expires
+    assert await backend_client.pttl(index) == -1
+    assert await backend_client.zcard(index) == 3
+    assert await backend_client.zscore(index, long_lived) is not None
+
+
+async def test_stores_load_the_index_script_on_a_server_that_lost_it(cache: Any, backend_client: Any) -> None:
+    await cache.llm.store(PARAMS, "before")
+    await backend_client.script_flush()  # as after a restart or a failover to a fresh replica
+    await cache.llm.store({**PARAMS, "seed": 1}, "after")  # the index script is sent again, with its source
+    assert await cache.llm.invalidate_by_model("gpt-4o") == 2
 
 
 async def test_bad_input_is_a_usage_error_naming_the_problem(cache: Any) -> None:

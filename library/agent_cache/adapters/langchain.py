@@ -22,7 +22,6 @@ import ast
 import json
 import logging
 import re
-import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +29,7 @@ from agent_cache._backend import as_text
 from agent_cache._errors import BackendError, ConfigurationError
 from agent_cache._ttl import validate_ttl
 from agent_cache.sync import cache_runner
+from agent_cache.tiers.llm import index_command
 from agent_cache.types import LlmStoreOptions
 
 try:
@@ -49,7 +49,6 @@ log = logging.getLogger("agent_cache.adapters")
 ADAPTER = "langchain"
 FALLBACK_MODEL = "langchain"
 _MODEL_FIELDS = ("model_name", "model", "model_id", "deployment_name", "azure_deployment")
-_PRUNE_GRACE_MS = 300_000
 _CLEAR_BATCH = 500
 
 
@@ -192,15 +191,7 @@ class BetterDBLlmCache(BaseCache):
     async def _index(self, cache: AgentCache, key: str) -> None:
         """Remember the key in the adapter's index, scored by expiry like the per-model index."""
         ttl = cache._ttl.resolve("llm", self._ttl)
-        now_ms = int(time.time() * 1000)
-        expiry: float | int = now_ms + ttl * 1000 if ttl else float("inf")
-        index = cache.keys.adapter_index(ADAPTER)
-        await cache._backend.pipeline(
-            [
-                ("ZADD", (index, expiry, key)),
-                ("ZREMRANGEBYSCORE", (index, "-inf", f"({now_ms - _PRUNE_GRACE_MS}")),
-            ]
-        )
+        await cache.backend.pipeline([index_command(cache.keys.adapter_index(ADAPTER), key, ttl)])
 
     async def _clear(self, cache: AgentCache) -> int:
         backend, index = cache._backend, cache.keys.adapter_index(ADAPTER)

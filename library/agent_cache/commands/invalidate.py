@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
         name = await resolve_name(session, args.name)
         kind, value, description = _target(args)
         indexes = _indexes(KeyLayout(name), kind, value, args.tenant)
-        # LLM index scores are the storing client's clock; tool and session scores the server's.
-        now_ms = time.time() * 1000 if kind == "model" else await server_time_ms(session.backend)
+        now_ms = await server_time_ms(session.backend)  # index scores are the server's clock
         counts = [await live_index_members(session.backend, index, now_ms, prefix) for index, prefix in indexes]
         expected = sum(counts)
         if args.dry_run:

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._backend import Backend
 from .._codec import decode_entry, encode_entry, flatten_text, token_counts
 from .._errors import BackendError, CorruptEntryError
 from .._keys import llm_hash
+from .._scripts import KEY_INDEX_ADD
 from ..cost import CostTable
 from ..types import ContentBlock, LlmCacheResult, LlmStoreOptions
 from ._context import TierContext
 from ._singleflight import SingleFlight
 
-# Index members whose recorded expiry passed this long ago are pruned (tolerates client clock skew).
-_PRUNE_GRACE_MS = 300_000
 _INDEX_BATCH = 500
 _SPAN_NAMES = {operation: f"agent_cache.llm.{operation}" for operation in ("store", "store_multipart")}
 
@@ -34,6 +33,12 @@ class Computed:
 
     response: str
     tokens: dict[str, int] | None = None
+
+
+def index_command(index: str, key: str, ttl: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The pipeline command that lists LLM entry ``key`` (expiring in ``ttl`` seconds) in ``index``: the
+    per-model index, or a framework adapter's. The index prunes expired keys and expires with the last."""
+    return Backend.script_command(KEY_INDEX_ADD, (index,), (key, ttl or ""))
 
 
 class LlmCache:
@@ -179,17 +184,10 @@ class LlmCache:
                 if ctx.too_large("llm", operation, size, span):
                     return key
                 stored, stored_size = ctx.pack(value, size)
-                now_ms = int(time.time() * 1000)
-                expiry: float | int = now_ms + ttl * 1000 if ttl else float("inf")
-                index = ctx.keys.model_index(model)
                 set_args: tuple[Any, ...] = (key, stored, "EX", ttl) if ttl else (key, stored)
                 try:
                     await ctx.backend.pipeline(
-                        [
-                            ("SET", set_args),
-                            ("ZADD", (index, expiry, key)),
-                            ("ZREMRANGEBYSCORE", (index, "-inf", f"({now_ms - _PRUNE_GRACE_MS}")),
-                        ]
+                        [("SET", set_args), index_command(ctx.keys.model_index(model), key, ttl)]
                     )
                 except BackendError as exc:
                     if not ctx.fail_open:
