@@ -147,3 +147,10 @@ async def test_corrupt_entry_is_a_miss_and_is_removed(cache: Any, backend_client
 async def test_response_metadata_round_trips(cache: Any) -> None:
     await cache.llm.store(PARAMS, "x", LlmStoreOptions(metadata={"id": "chatcmpl-1", "finish_reason": "stop"}))
     assert (await cache.llm.check(PARAMS)).metadata == {"id": "chatcmpl-1", "finish_reason": "stop"}
+
+
+async def test_resolve_ttl_follows_the_store_precedence(make_cache: MakeCache) -> None:
+    cache = make_cache(default_ttl=1000, tier_defaults={"llm": TierDefaults(ttl=60)})
+    assert cache.llm.resolve_ttl() == 60
+    assert cache.llm.resolve_ttl(5) == 5
+    assert make_cache(name="u").llm.resolve_ttl() is None

@@ -190,11 +190,11 @@ class BetterDBLlmCache(BaseCache):
 
     async def _index(self, cache: AgentCache, key: str) -> None:
         """Remember the key in the adapter's index, scored by expiry like the per-model index."""
-        ttl = cache._ttl.resolve("llm", self._ttl)
+        ttl = cache.llm.resolve_ttl(self._ttl)
         await cache.backend.pipeline([index_command(cache.keys.adapter_index(ADAPTER), key, ttl)])
 
     async def _clear(self, cache: AgentCache) -> int:
-        backend, index = cache._backend, cache.keys.adapter_index(ADAPTER)
+        backend, index = cache.backend, cache.keys.adapter_index(ADAPTER)
         deleted = 0
         while True:
             members = await backend.command("ZRANGE", index, 0, _CLEAR_BATCH - 1)

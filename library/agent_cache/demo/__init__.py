@@ -94,7 +94,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--url",
         help="Valkey or Redis to use: valkey://, redis:// or rediss:// (TLS), e.g. redis://:secret@10.0.0.5:6379/0. "
-        "Default: start an embedded valkey-server on a free port and stop it when the demo ends.",
+        "Default: start an embedded valkey-server on a free port and stop it when the demo ends "
+        "($AGENT_CACHE_URL is not read here, unlike the other commands: the demo flushes its cache).",
     )
     parser.add_argument(
         "--name",

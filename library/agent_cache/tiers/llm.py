@@ -51,6 +51,10 @@ class LlmCache:
         """Price later stores with ``costs`` (a live config's overrides merged over the code's)."""
         self._costs = costs
 
+    def resolve_ttl(self, ttl: int | None = None) -> int | None:
+        """The TTL a store given ``ttl`` gets: ``ttl`` itself, else the live config's, else the code's defaults."""
+        return self._ctx.ttl.resolve("llm", ttl)
+
     def key(self, params: Mapping[str, Any]) -> str:
         return self._ctx.keys.llm(llm_hash(params, self._ctx.scope))
 
