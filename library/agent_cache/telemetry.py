@@ -118,6 +118,13 @@ COALESCED = MetricSpec(
     "(outcome: local, waited) or that computed after waiting a whole lease (fallback).",
     ("cache_name", "tier", "outcome"),
 )
+TOOL_TTL = MetricSpec(
+    "tool_ttl_seconds",
+    "gauge",
+    "TTL of the latest result this process stored for a tool (policy, per-call or tier TTL; 0: no expiry).",
+    ("cache_name", "tool_name"),
+    unit="seconds",
+)
 CONFIG_INFO = MetricSpec(
     "config_info",
     "gauge",
@@ -135,6 +142,7 @@ METRICS: tuple[MetricSpec, ...] = (
     CONFIG_REFRESH_FAILED,
     DISCOVERY_WRITE_FAILED,
     COALESCED,
+    TOOL_TTL,
     CONFIG_INFO,
 )
 
@@ -191,6 +199,7 @@ class _MetricFamilies:
         self.discovery_write_failed = make(DISCOVERY_WRITE_FAILED)
         self.config_info = make(CONFIG_INFO)
         self.coalesced = make(COALESCED)
+        self.tool_ttl = make(TOOL_TTL)
 
 
 _families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _MetricFamilies]] = weakref.WeakKeyDictionary()
@@ -318,6 +327,9 @@ class Telemetry:
 
     def stored_bytes(self, tier: str, size: int) -> None:
         self._child(self._families.stored_bytes, tier).inc(size)
+
+    def tool_ttl(self, tool_name: str, ttl: int | None) -> None:
+        self._child(self._families.tool_ttl, tool_name).set(ttl or 0)
 
     def active_sessions(self, delta: int) -> None:
         self._child(self._families.active_sessions).inc(delta)

@@ -26,6 +26,7 @@ from .grafana import (
     cache_variables,
     hit_ratio,
     quantile_query,
+    recommendation_query,
 )
 from .operator_dashboard import operator
 from .promql import by, series
@@ -323,20 +324,22 @@ def tools() -> dict[str, Any]:
     saved = f"sum {by('cost_saved_total', per_tool)} (increase({series('cost_saved_total', s, tier='tool')}[{RANGE}]))"
     lookups = f"sum {by('requests_total', per_tool)} (increase({series('requests_total', s, tier='tool')}[{RANGE}]))"
     hit_rate = hit_ratio(s, per_tool, RANGE, tier="tool")
+    ttl = f"max {by('tool_ttl_seconds', per_tool)} ({series('tool_ttl_seconds', s)})"
     overview_panels = [
         PanelSpec(
             "table",
-            "Tools: hit rate, lookups, savings and recommendation",
-            "Per tool over the selected time range. The recommendation applies agent-cache's own rule "
-            f"(agent_cache.stats.recommend): hit rate above {INCREASE_TTL_ABOVE:.0%} → a longer TTL pays off (if "
-            f"it is under {LONG_TTL_SECONDS // 3600} h), {DISABLE_BELOW:.0%}–{INCREASE_TTL_ABOVE:.0%} → optimal, "
-            f"below {DISABLE_BELOW:.0%} → shorten the TTL or stop caching the tool. Tool TTLs are not exported as "
-            "metrics: see the AgentCache's spec.toolPolicies (or `cache.tool.get_policy`).",
+            "Tools: hit rate, lookups, savings, TTL and recommendation",
+            "Per tool over the selected time range. TTL: of the latest result an instance stored (0: none). The "
+            "recommendation applies agent-cache's own rule (agent_cache.stats.recommend): hit rate above "
+            f"{INCREASE_TTL_ABOVE:.0%} with a TTL under {LONG_TTL_SECONDS // 3600} h → a longer TTL pays off, "
+            f"from {DISABLE_BELOW:.0%} → optimal, below {DISABLE_BELOW:.0%} → shorten the TTL or stop caching the "
+            "tool (the AgentCache's spec.toolPolicies, or `cache.tool.set_policy`).",
             [
                 Query(hit_rate, table=True),
                 Query(lookups, table=True),
                 Query(saved, table=True),
-                Query(hit_rate, table=True),
+                Query(ttl, table=True),
+                Query(recommendation_query(hit_rate, ttl, per_tool), table=True),
             ],
             "short",
             width=24,
@@ -353,7 +356,8 @@ def tools() -> dict[str, Any]:
                             "Value #A": "hit rate",
                             "Value #B": "lookups",
                             "Value #C": "saved",
-                            "Value #D": "recommendation",
+                            "Value #D": "TTL",
+                            "Value #E": "recommendation",
                         },
                     },
                 ),
@@ -362,6 +366,7 @@ def tools() -> dict[str, Any]:
                 ("hit rate", [model.DynamicConfigValue(id_val="unit", value="percentunit")]),
                 ("lookups", [model.DynamicConfigValue(id_val="unit", value="short")]),
                 ("saved", [model.DynamicConfigValue(id_val="unit", value="currencyUSD")]),
+                ("TTL", [model.DynamicConfigValue(id_val="unit", value="s")]),
                 (
                     "recommendation",
                     [

@@ -224,18 +224,25 @@ def quantile_query(q: str, scope: str, labels: Sequence[str]) -> str:
     return f"histogram_quantile({q}, sum {by('operation_duration_seconds', (*labels, 'le'))} (rate({buckets}[{RATE}])))"
 
 
-def _range_map(low: float, high: float, text: str, color: str) -> model.RangeMap:
-    return model.RangeMap(
-        options=model.DashboardRangeMapOptions(
-            from_val=low, to=high, result=model.ValueMappingResult(text=text, color=color)
-        )
-    )
-
-
-# ``agent_cache.stats.recommend``: >INCREASE_TTL_ABOVE → increase TTL (if under an hour), ≥DISABLE_BELOW → optimal,
-# below → decrease TTL or disable. Grafana takes the first mapping that matches, so "optimal" owns both boundaries.
+# The codes of ``recommendation_query`` (``agent_cache.stats.recommend``'s three answers).
 RECOMMENDATION_MAPPINGS: list[model.ValueMapping] = [
-    _range_map(DISABLE_BELOW, INCREASE_TTL_ABOVE, "optimal", "green"),
-    _range_map(INCREASE_TTL_ABOVE, 1, f"increase TTL (if under {LONG_TTL_SECONDS // 3600} h)", "blue"),
-    _range_map(0, DISABLE_BELOW, "decrease TTL or disable", "red"),
+    model.ValueMap(
+        options={
+            "2": model.ValueMappingResult(text="increase TTL", color="blue", index=0),
+            "1": model.ValueMappingResult(text="optimal", color="green", index=1),
+            "0": model.ValueMappingResult(text="decrease TTL or disable", color="red", index=2),
+        }
+    )
 ]
+
+
+def recommendation_query(hit_rate: str, ttl: str, labels: tuple[str, ...]) -> str:
+    """``agent_cache.stats.recommend`` in PromQL, per ``labels``: 2 = increase the TTL (hit rate above
+    INCREASE_TTL_ABOVE and a TTL under LONG_TTL_SECONDS), 1 = optimal (also: that hit rate without a TTL, or
+    with a long one), 0 = decrease the TTL or stop caching (hit rate below DISABLE_BELOW)."""
+    on = f"on ({', '.join(labels)})"
+    return (
+        f"(({hit_rate}) > {INCREASE_TTL_ABOVE} and {on} (({ttl}) > 0 < {LONG_TTL_SECONDS})) * 0 + 2"
+        f" or (({hit_rate}) >= {DISABLE_BELOW}) * 0 + 1"
+        f" or ({hit_rate}) * 0"
+    )

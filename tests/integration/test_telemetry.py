@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agent_cache import LlmStoreOptions, ModelCost, ToolStoreOptions
+from agent_cache import LlmStoreOptions, ModelCost, ToolPolicy, ToolStoreOptions
 from agent_cache.telemetry import LATENCY_BUCKETS, SPANS
 from tests.integration.conftest import MakeCache, Observed
 
@@ -32,6 +32,10 @@ async def test_metrics_count_requests_cost_bytes_and_latency(make_cache: MakeCac
         0.2
     )
     assert m("agent_cache_cost_saved_total", cache_name="met", tier="tool", model="", tool_name="w") == 0.5
+    assert m("agent_cache_tool_ttl_seconds", cache_name="met", tool_name="w") == 0  # no TTL anywhere
+    await cache.tool.set_policy("w", ToolPolicy(ttl=600))
+    await cache.tool.store("w", {"c": 2}, "r")
+    assert m("agent_cache_tool_ttl_seconds", cache_name="met", tool_name="w") == 600
     assert m("agent_cache_stored_bytes_total", cache_name="met", tier="session") == 5
     assert m("agent_cache_active_sessions", cache_name="met") == 1
     await cache.session.destroy_thread("t")

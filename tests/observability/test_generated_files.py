@@ -157,24 +157,55 @@ def test_overview_covers_what_the_issue_asks_for() -> None:
         assert expected in titles
 
 
-def test_tool_recommendation_uses_the_librarys_thresholds() -> None:
+def test_tool_recommendation_is_the_librarys_rule_evaluated_by_prometheus(promtool_bin: str, tmp_path: Path) -> None:
+    """The table's recommendation query, run by promtool over tools with known hit rates and TTLs, gives
+    agent_cache.stats.recommend's answer for each (the value mappings then name the codes)."""
     from agent_cache.stats import recommend
 
     tools = json.loads((ROOT / "dashboards" / "agent-cache-tools.json").read_text())
     (table,) = [p for p in tools["panels"] if p["type"] == "table"]
     (override,) = [o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "recommendation"]
     (mappings,) = [p["value"] for p in override["properties"] if p["id"] == "mappings"]
+    names = {code: result["text"] for code, result in mappings[0]["options"].items()}
+    assert names == {"2": "increase TTL", "1": "optimal", "0": "decrease TTL or disable"}
+    codes = {"increase_ttl": 2, "optimal": 1, "decrease_ttl_or_disable": 0}
+    expr = table["targets"][-1]["expr"]
+    for variable, value in (("$namespace", ".*"), ("$cache_name", "c"), ("$tool_name", ".*"), ("$__range", "10m")):
+        expr = expr.replace(variable, value)
 
-    def grafana(value: float) -> str:
-        for mapping in mappings:  # Grafana applies the first range that contains the value
-            if mapping["options"]["from"] <= value <= mapping["options"]["to"]:
-                return str(mapping["options"]["result"]["text"])
-        raise AssertionError(value)
-
-    expected = {"optimal": "optimal", "increase_ttl": "increase TTL", "decrease_ttl_or_disable": "decrease TTL"}
-    for percent in range(101):
-        rate = percent / 100
-        assert grafana(rate).startswith(expected[recommend(rate, ttl=60)]), rate
+    series, expected = [], []
+    for hits in (5, 39, 41, 60, 79, 81, 95, 100):  # per minute, out of 100 lookups
+        for ttl in (0, 60, 3599, 3600, 86400):  # 0: stored without a TTL
+            tool = f"t{hits}_{ttl}"
+            for result, per_minute in (("hit", hits), ("miss", 100 - hits)):
+                labels = f'cache_name="c", tier="tool", result="{result}", tool_name="{tool}"'
+                series.append({"series": f"agent_cache_requests_total{{{labels}}}", "values": f"0+{per_minute}x20"})
+            series.append(
+                {"series": f'agent_cache_tool_ttl_seconds{{cache_name="c", tool_name="{tool}"}}', "values": f"{ttl}x20"}
+            )
+            code = codes[recommend(hits / 100, ttl or None)]
+            expected.append({"labels": f'{{cache_name="c", tool_name="{tool}"}}', "value": code})
+    document = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [{"expr": expr, "eval_time": "15m", "exp_samples": expected}],
+            }
+        ],
+    }
+    (tmp_path / "recommendation.test.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    result = subprocess.run(
+        [promtool_bin, "test", "rules", "recommendation.test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_operator_bundle_dashboards_default_to_their_cache() -> None:

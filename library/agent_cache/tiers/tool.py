@@ -162,6 +162,7 @@ class ToolCache:
                     ctx.failed_open("tool", "store", exc, span)
                     return key
             ctx.telemetry.stored_bytes("tool", stored_size)
+            ctx.telemetry.tool_ttl(tool_name, ttl)
             return key
 
     async def get_or_compute(
