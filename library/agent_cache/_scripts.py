@@ -46,7 +46,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # outlive: keep the index alive until at least `at` (never shortening it); an index without expiry (or
 # just created) gets one only once no member is left without a TTL, at `at` or its furthest member's
 # score, whichever is later (a read may have slid a member past its score, but never past `at`).
-# Returns true when the index has an expiry afterwards.
+# Returns true when the index has an expiry afterwards (false too when there is no index: a field whose index
+# was evicted stays unindexed, and its reads keep taking the script).
 _INDEX_HELPERS = """
 local function expiry_of(key)
   local ttl = redis.call('PTTL', key)
@@ -57,6 +58,7 @@ end
 
 local function outlive(idx, prefix, at)
   local ttl = redis.call('PTTL', idx)
+  if ttl == -2 then return false end
   if ttl >= 0 then
     if now + ttl < at then redis.call('PEXPIREAT', idx, at) end
     return true

@@ -158,3 +158,16 @@ async def test_bad_input_errors(cache: Any) -> None:
         await cache.session.set("t", "f", 42)
     with pytest.raises(AgentCacheUsageError, match="ttl must be a positive"):
         await cache.session.set("t", "f", "v", ttl=-5)
+
+
+async def test_a_field_whose_index_was_evicted_is_still_read_and_slid(
+    make_cache: MakeCache, backend_client: Any
+) -> None:
+    writer = make_cache(name="s", tier_defaults={"session": TierDefaults(ttl=100)})
+    reader = make_cache(name="s", tier_defaults={"session": TierDefaults(ttl=100)})
+    await writer.session.set("t", "f", "v", ttl=5)
+    await backend_client.delete(writer.keys.session_index("t"))  # as maxmemory eviction might
+    for _ in range(2):
+        assert await reader.session.get("t", "f") == "v"
+    assert 90 < await backend_client.ttl(writer.keys.session_prefix("t") + "f") <= 100
+    assert await backend_client.exists(writer.keys.session_index("t")) == 0  # nothing half-built
