@@ -1,11 +1,11 @@
 """Auto-pipelining of single-key reads: concurrent cache hits share round trips.
 
 A client library spends most of a cache hit's CPU on its own per-command machinery (take a connection,
-pack, write, read, parse, give it back: ~40 µs of Python in valkey-py), not on the bytes. When a read
-arrives while another is in flight, it queues; when the one in flight returns, everything queued goes as
-one pipeline (one write, one read pass). Idle, a read is sent at once as its own command, so nothing ever
-waits for a batch to fill: the sequential path is the plain command, and under load N concurrent hits
-cost one round trip between them.
+pack, write, read, parse, give it back: ~40 µs of Python in valkey-py), not on the bytes. Up to
+``MAX_IN_FLIGHT`` reads are sent at once, each as its own command; a read that arrives while that many are
+in flight queues, and when one of them returns, everything queued goes as one pipeline (one write, one read
+pass). Nothing ever waits for a batch to fill: the sequential path is the plain command, and under load
+many concurrent hits share each round trip.
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ import asyncio
 from typing import Any
 
 _MAX_BATCH = 512
+MAX_IN_FLIGHT = 4
+"""Sends (single reads or batches) in flight at once. Measured with 4, 16 and 64 concurrent hits: one at a time
+makes 4 readers wait on each other (~35 % fewer hits per second than no pipelining); four keeps that case at
+no-pipelining speed and batches as well as one under heavy load."""
 
 
 class ReadPipeline:
-    """Sends single-key read commands for one client, coalescing those that arrive while one is in flight.
+    """Sends single-key read commands for one client, coalescing those that arrive while it is busy.
 
     Errors are the client's own exceptions (the caller translates them); a batch that gets no answer in
     ``timeout_s`` fails every read in it, so a dead connection cannot stall the reads queued behind it.
@@ -29,16 +33,16 @@ class ReadPipeline:
         self._client = client
         self.timeout_s = timeout_s
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._in_flight = False
+        self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def execute(self, *command: Any) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new loop (a closed one may have left a send unfinished)
-            self._loop, self._in_flight, self._queue = loop, False, []
-        if not self._in_flight:
-            self._in_flight = True
+            self._loop, self._in_flight, self._queue = loop, 0, []
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._in_flight += 1
             try:
                 return await self._client.execute_command(*command)
             finally:
@@ -52,7 +56,7 @@ class ReadPipeline:
         while self._queue and self._queue[0][1].done():  # waiters cancelled meanwhile (their own timeout)
             self._queue.pop(0)
         if not self._queue:
-            self._in_flight = False
+            self._in_flight -= 1
             return
         batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
         task = asyncio.get_running_loop().create_task(self._send_batch(batch))
