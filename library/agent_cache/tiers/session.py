@@ -118,7 +118,9 @@ class SessionStore:
                     raw = await ctx.backend.getex(key, ttl)
                 else:
                     sent_at = time.monotonic()
-                    reply = await ctx.backend.run_script(GET_SLIDING, (key, index), (member, ttl, 2 * ttl * 1000))
+                    reply = await ctx.backend.run_script(
+                        GET_SLIDING, (key, index), (member, ttl, index_lifetime_ms(ttl, ttl))
+                    )
                     raw = None
                     if reply is not None:
                         raw, has_expiry = reply
@@ -172,7 +174,7 @@ class SessionStore:
             with ctx.telemetry.span("agent_cache.session.get_all", {"cache.thread_id": thread_id}) as span:
                 prefix, index = ctx.keys.session_keys(ctx.thread(thread_id))
                 ttl = ctx.ttl.tier_ttl("session")
-                lifetime = "" if ttl is None else 2 * ttl * 1000
+                lifetime = "" if ttl is None else index_lifetime_ms(ttl, ttl)
                 flat = await ctx.backend.run_script(GET_ALL_INDEXED, (index,), (prefix, ttl or "", lifetime))
                 fields = {decode_segment(as_text(flat[i])): as_text(flat[i + 1]) for i in range(0, len(flat), 2)}
                 ctx.stats.add("session:reads")
