@@ -23,6 +23,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+BY_SHA: dict[str, Script] = {}
+"""Every script made, by its SHA1: a pipeline's NOSCRIPT retry (``Backend.pipeline``) needs the source."""
+
 
 @dataclass(frozen=True)
 class Script:
@@ -35,6 +38,7 @@ class Script:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
         object.__setattr__(self, "label", f"script {self.name}")
+        BY_SHA[self.sha] = self
 
 
 _NOW_MS = """
@@ -154,9 +158,6 @@ return 1
 """,
 )
 
-BY_SHA: dict[str, Script] = {}
-"""Filled at the end of the module: every script by its SHA1 (a pipeline's NOSCRIPT retry needs the source)."""
-
 # KEYS: data key, index key. ARGV: member. Returns 1 when the entry existed.
 DELETE_INDEXED = Script(
     "delete_indexed",
@@ -264,6 +265,3 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """,
 )
-
-
-BY_SHA.update({script.sha: script for script in globals().values() if isinstance(script, Script)})
