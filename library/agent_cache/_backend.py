@@ -67,13 +67,12 @@ class Backend:
     timeout bounds it (a paused server can't hang an agent), and client errors become ours.
     """
 
-    __slots__ = ("_expired", "_reads", "_timeout_s", "_watchdog", "_watchdogs", "breaker", "client", "is_cluster")
+    __slots__ = ("_expired", "_reads", "_watchdog", "_watchdogs", "breaker", "client", "is_cluster")
 
     def __init__(self, client: Any, *, timeout_s: float | None = None, breaker: CircuitBreaker | None = None) -> None:
         self.client = client
         self.is_cluster = hasattr(client, "get_primaries")
-        self._reads = ReadPipeline(client, timeout_s)
-        self._timeout_s = timeout_s
+        self._reads = ReadPipeline(client, timeout_s)  # holds the timeout for every command, batches included
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._expired: set[asyncio.Task[Any]] = set()  # tasks whose command the timeout cancelled
         self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = weakref.WeakKeyDictionary()
@@ -94,7 +93,7 @@ class Backend:
         # The timeout is asyncio.timeout()'s mechanism (cancel the task at the deadline, turn that
         # cancellation into TimeoutError) without its per-call Timeout object, context copy and timer:
         # a per-loop Watchdog (see _deadline) holds the deadline.
-        timeout = self._timeout_s
+        timeout = self._reads.timeout_s
         task = watchdog = None
         cancelling = 0
         try:
@@ -139,11 +138,11 @@ class Backend:
     @property
     def timeout_s(self) -> float | None:
         """Per-command timeout (None: none)."""
-        return self._timeout_s
+        return self._reads.timeout_s
 
     @timeout_s.setter
     def timeout_s(self, value: float | None) -> None:
-        self._timeout_s = self._reads.timeout_s = value
+        self._reads.timeout_s = value
 
     def _watchdog_for(self, loop: asyncio.AbstractEventLoop) -> Watchdog:
         watchdog = self._watchdogs.get(loop)
