@@ -67,6 +67,13 @@ def promtool_bin() -> str:
     return _binary("promtool", "apt-get install prometheus")
 
 
+def promtool(binary: str, *args: str, cwd: Path | None = None) -> str:
+    """Run promtool; its output, after asserting it succeeded (the failure shows what it printed)."""
+    result = subprocess.run([binary, *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=120)
+    assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
     return _binary("prometheus", "apt-get install prometheus")

@@ -8,7 +8,6 @@ them shows up as an alert that does not fire, fires wrongly, or renders a differ
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,10 @@ import yaml
 from scripts.bundle_gen import rule_tests, rules
 
 from agent_cache_operator.bundle import DEFAULT_THRESHOLDS, prometheus_rule_groups
-from tests.observability.conftest import ROOT
+from tests.observability.conftest import ROOT, promtool
 
 RULES = ROOT / "dashboards" / "rules"
 ALERT_NAME = re.compile(r"AgentCache[A-Z][A-Za-z0-9]+")
-
-
-def promtool(binary: str, *args: str, cwd: Path | None = None) -> str:
-    result = subprocess.run([binary, *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=120)
-    assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 def _write_rules(path: Path, groups: list[dict[str, Any]]) -> Path:

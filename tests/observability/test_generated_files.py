@@ -20,7 +20,7 @@ from scripts.bundle_gen.operator_metrics import OPERATOR_METRICS
 
 from agent_cache.telemetry import METRICS
 from agent_cache_operator.bundle import DEFAULT_THRESHOLDS, dashboard_files, prometheus_rule_groups
-from tests.observability.conftest import ROOT
+from tests.observability.conftest import ROOT, promtool
 from tests.observability.promql_refs import grouping_labels, references
 
 TARGET_LABELS = {"namespace", "pod", "instance", "job", "service", "container", "endpoint"}
@@ -197,15 +197,7 @@ def test_tool_recommendation_is_the_librarys_rule_evaluated_by_prometheus(promto
         ],
     }
     (tmp_path / "recommendation.test.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    result = subprocess.run(
-        [promtool_bin, "test", "rules", "recommendation.test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool(promtool_bin, "test", "rules", "recommendation.test.yaml", cwd=tmp_path)
 
 
 def test_operator_bundle_dashboards_default_to_their_cache() -> None:

@@ -63,7 +63,7 @@ async def test_a_disarmed_task_is_never_expired_even_when_the_timer_fires() -> N
     assert expired.tasks == []
 
 
-async def test_hundreds_of_overlapping_deadlines_share_one_timer() -> None:
+async def test_hundreds_of_overlapping_deadlines_each_expire_on_their_own() -> None:
     expired = Expired()
     watchdog = Watchdog(asyncio.get_running_loop(), expired)
     results = await asyncio.gather(*(_waiter(watchdog, 0.05 + i / 1000, 0.0 if i % 2 else 1.0) for i in range(200)))
