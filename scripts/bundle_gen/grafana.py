@@ -130,46 +130,47 @@ def _panel(spec: PanelSpec) -> Any:
     return builder
 
 
+def label_variable(name: str, label: str, description: str, query: str) -> Any:
+    """A multi-value variable over a label's values, "All" (``.*``) by default, refreshed with the time range."""
+    return (
+        gd.QueryVariable(name)
+        .label(label)
+        .description(description)
+        .datasource(DATASOURCE)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
 def cache_variables(*, tools: bool = False) -> list[Any]:
-    everything = model.VariableOption(selected=True, text="All", value="$__all")
     variables: list[Any] = [
         gd.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        gd.QueryVariable("namespace")
-        .label("Namespace")
-        .description("Kubernetes namespace of the pods that use the cache (the scrape's namespace label).")
-        .datasource(DATASOURCE)
-        .query(f"label_values({series('requests_total')}, namespace)")
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(model.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(everything),
-        gd.QueryVariable("cache_name")
-        .label("Cache")
-        .description("The cache's name (AgentCache prefix / the library's `name`).")
-        .datasource(DATASOURCE)
-        .query(f"label_values({series('requests_total', OPERATOR_SCOPE)}, cache_name)")
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(model.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(everything),
+        label_variable(
+            "namespace",
+            "Namespace",
+            "Kubernetes namespace of the pods that use the cache (the scrape's namespace label).",
+            f"label_values({series('requests_total')}, namespace)",
+        ),
+        label_variable(
+            "cache_name",
+            "Cache",
+            "The cache's name (AgentCache prefix / the library's `name`).",
+            f"label_values({series('requests_total', OPERATOR_SCOPE)}, cache_name)",
+        ),
     ]
     if tools:
         variables.append(
-            gd.QueryVariable("tool_name")
-            .label("Tool")
-            .description("Tools cached in the selected caches.")
-            .datasource(DATASOURCE)
-            .query(f"label_values({series('requests_total', SCOPE, tier='tool')}, tool_name)")
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
-            .current(everything)
+            label_variable(
+                "tool_name",
+                "Tool",
+                "Tools cached in the selected caches.",
+                f"label_values({series('requests_total', SCOPE, tier='tool')}, tool_name)",
+            )
         )
     return variables
 

@@ -9,9 +9,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as gd
-from grafana_foundation_sdk.models import dashboard as model
 
-from .grafana import DATASOURCE, OPERATOR_SCOPE, QUANTILE_NAMES, RANGE, RATE, PanelSpec, Query, build_dashboard
+from .grafana import (
+    OPERATOR_SCOPE,
+    QUANTILE_NAMES,
+    RANGE,
+    RATE,
+    PanelSpec,
+    Query,
+    build_dashboard,
+    label_variable,
+)
 from .promql import by, series
 
 
@@ -118,16 +126,11 @@ def operator() -> dict[str, Any]:
         [("Summary", summary), ("Reconciles", activity)],
         [
             gd.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-            gd.QueryVariable("namespace")
-            .label("Namespace")
-            .description("Namespace the operator runs in.")
-            .datasource(DATASOURCE)
-            .query(f"label_values({series('managed_caches', operator=True)}, namespace)")
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
-            .current(model.VariableOption(selected=True, text="All", value="$__all")),
+            label_variable(
+                "namespace",
+                "Namespace",
+                "Namespace the operator runs in.",
+                f"label_values({series('managed_caches', operator=True)}, namespace)",
+            ),
         ],
     )
