@@ -149,22 +149,17 @@ class KubeApi:
 
     # ── objects ──────────────────────────────────────────────────────────────
 
+    async def _on_custom(self, what: str, verb: str, kind: ApiKind, namespace: str, *rest: Any) -> Any:
+        """``CustomObjectsApi.<verb>_namespaced_custom_object`` for ``kind`` (group, version, plural filled in)."""
+        method = getattr(self._custom, f"{verb}_namespaced_custom_object")
+        return await self._call(what, method, kind.group, kind.version, namespace, kind.plural, *rest)
+
     async def get(self, kind: ApiKind, namespace: str, name: str) -> dict[str, Any] | None:
         what = f"read {kind.kind} {namespace}/{name}"
         try:
             if kind == CONFIG_MAP:
                 return self._plain(await self._call(what, self._core.read_namespaced_config_map, name, namespace))
-            return self._plain(
-                await self._call(
-                    what,
-                    self._custom.get_namespaced_custom_object,
-                    kind.group,
-                    kind.version,
-                    namespace,
-                    kind.plural,
-                    name,
-                )
-            )
+            return self._plain(await self._on_custom(what, "get", kind, namespace, name))
         except KubeApiError as exc:
             if exc.status == 404:
                 return None
@@ -174,35 +169,14 @@ class KubeApi:
         what = f"create {kind.kind} {namespace}/{body['metadata']['name']}"
         if kind == CONFIG_MAP:
             return self._plain(await self._call(what, self._core.create_namespaced_config_map, namespace, body))
-        return self._plain(
-            await self._call(
-                what,
-                self._custom.create_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                body,
-            )
-        )
+        return self._plain(await self._on_custom(what, "create", kind, namespace, body))
 
     async def patch(self, kind: ApiKind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A merge patch (strategic merge for ConfigMaps, which is the same for the maps we touch)."""
         what = f"patch {kind.kind} {namespace}/{name}"
         if kind == CONFIG_MAP:
             return self._plain(await self._call(what, self._core.patch_namespaced_config_map, name, namespace, patch))
-        return self._plain(
-            await self._call(
-                what,
-                self._custom.patch_namespaced_custom_object,
-                kind.group,
-                kind.version,
-                namespace,
-                kind.plural,
-                name,
-                patch,
-            )
-        )
+        return self._plain(await self._on_custom(what, "patch", kind, namespace, name, patch))
 
     async def delete(self, kind: ApiKind, namespace: str, name: str) -> bool:
         """True if it existed."""
@@ -211,15 +185,7 @@ class KubeApi:
             if kind == CONFIG_MAP:
                 await self._call(what, self._core.delete_namespaced_config_map, name, namespace)
             else:
-                await self._call(
-                    what,
-                    self._custom.delete_namespaced_custom_object,
-                    kind.group,
-                    kind.version,
-                    namespace,
-                    kind.plural,
-                    name,
-                )
+                await self._on_custom(what, "delete", kind, namespace, name)
         except KubeApiError as exc:
             if exc.status == 404:
                 return False
