@@ -6,6 +6,9 @@ pack, write, read, parse, give it back: ~40 µs of Python in valkey-py), not on 
 in flight queues, and when one of them returns, everything queued goes as one pipeline (one write, one read
 pass). Nothing ever waits for a batch to fill: the sequential path is the plain command, and under load
 many concurrent hits share each round trip.
+
+Replies come back as bytes whatever the client's ``decode_responses``: entries may be binary (compressed),
+and callers decode text themselves.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from valkey.client import NEVER_DECODE
+
+_AS_BYTES = {NEVER_DECODE: True}
 _MAX_BATCH = 512
 MAX_IN_FLIGHT = 4
 """Sends (single reads or batches) in flight at once. Measured with 4, 16 and 64 concurrent hits: one at a time
@@ -44,7 +50,7 @@ class ReadPipeline:
         if self._in_flight < MAX_IN_FLIGHT:
             self._in_flight += 1
             try:
-                return await self._client.execute_command(*command)
+                return await self._client.execute_command(*command, **_AS_BYTES)
             finally:
                 self._send_queued()
         future: asyncio.Future[Any] = loop.create_future()
@@ -67,7 +73,7 @@ class ReadPipeline:
         try:
             pipe = self._client.pipeline(transaction=False)
             for command, _ in batch:
-                pipe.execute_command(*command)
+                pipe.execute_command(*command, **_AS_BYTES)
             async with asyncio.timeout(self.timeout_s):
                 results = await pipe.execute(raise_on_error=False)
         except Exception as exc:

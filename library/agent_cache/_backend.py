@@ -164,11 +164,12 @@ class Backend:
 
     # The two hot-path calls return _call's coroutine instead of wrapping it in one more: every
     # coroutine layer costs on each of the several resumptions of a command.
-    # Single-key reads are auto-pipelined (see _autopipeline): concurrent hits share round trips.
-    def get(self, key: str) -> Awaitable[bytes | str | None]:
+    # Single-key reads are auto-pipelined (see _autopipeline): concurrent hits share round trips. They
+    # return bytes whatever the client's decode_responses (entries may be binary).
+    def get(self, key: str) -> Awaitable[bytes | None]:
         return self._call("GET", self._reads.execute, "GET", key)
 
-    def getex(self, key: str, seconds: int) -> Awaitable[bytes | str | None]:
+    def getex(self, key: str, seconds: int) -> Awaitable[bytes | None]:
         """GET that also sets the key's TTL to ``seconds`` (a sliding read)."""
         return self._call("GETEX", self._reads.execute, "GETEX", key, "EX", seconds)
 

@@ -4,15 +4,15 @@ LLM and tool entries are compact JSON envelopes with the reference package's fie
 ``contentBlocks``, ``model``, ``tokens``, ``cost``, ``storedAt``), so entries stay readable with
 ``valkey-cli`` and BetterDB Monitor. Session values are stored as the plain strings the caller gave.
 
-An envelope above ``StorageOptions.compress_above_bytes`` (1 KB by default) is stored zlib-compressed and
-base64-encoded behind a two-character marker, ``NUL`` + ``Z``: JSON text never starts with NUL, so a reader
-tells the two apart by the first character, and the whole entry is ASCII, so clients that decode replies
-to ``str`` read it as well as those that return bytes. A 2 KB English answer takes ~1.3 KB this way.
+An envelope above ``StorageOptions.compress_above_bytes`` (1 KB by default) is stored as a two-byte marker,
+``NUL`` + ``z``, then the zlib-compressed envelope: JSON text never starts with NUL, so a reader tells the
+two apart by the first byte. The library reads entries as bytes whatever the client's ``decode_responses``
+(see ``Backend.get``), so a binary value suits every client; a 2 KB English answer takes ~1 KB this way.
+Earlier versions' compressed entries (``NUL`` + ``Z``, then the compressed envelope as base64) still decode.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import time
@@ -68,27 +68,31 @@ def _fast_loads(raw: bytes | str) -> Any:
 _loads = _json_loads if orjson is None else _fast_loads
 
 
-COMPRESSED_MARKER = "\x00Z"
-_MARKER_BYTES = COMPRESSED_MARKER.encode()
+COMPRESSED_MARKER = b"\x00z"
+BASE64_MARKER = b"\x00Z"
+"""Earlier versions' compressed entries (base64 text): read, no longer written."""
 
 
-def pack_entry(value: str, size: int, compress_above: int | None, level: int = 6) -> tuple[str, int]:
+def pack_entry(value: str, size: int, compress_above: int | None, level: int = 6) -> tuple[str | bytes, int]:
     """What to write for an envelope of ``size`` UTF-8 bytes, and its size: the JSON itself, or its
     compressed form when it is over ``compress_above`` and compression actually makes it smaller."""
     if compress_above is None or size <= compress_above:
         return value, size
-    packed = COMPRESSED_MARKER + base64.b64encode(zlib.compress(value.encode(), level)).decode("ascii")
+    packed = COMPRESSED_MARKER + zlib.compress(value.encode(), level)
     return (packed, len(packed)) if len(packed) < size else (value, size)
 
 
 def _unpack(raw: bytes | str) -> bytes:
     data = raw.encode() if isinstance(raw, str) else raw
-    if not data.startswith(_MARKER_BYTES):
-        raise CorruptEntryError("stored entry starts with NUL but is not a compressed entry")
+    marker = data[:2]
     try:
-        return zlib.decompress(base64.b64decode(data[2:], validate=True))
+        if marker == COMPRESSED_MARKER:
+            return zlib.decompress(memoryview(data)[2:])
+        if marker == BASE64_MARKER:
+            return zlib.decompress(binascii.a2b_base64(memoryview(data)[2:], strict_mode=True))
     except (binascii.Error, zlib.error) as exc:
         raise CorruptEntryError(f"compressed entry does not decompress: {exc}") from exc
+    raise CorruptEntryError("stored entry starts with NUL but is not a compressed entry")
 
 
 def decode_entry(raw: bytes | str) -> dict[str, Any]:

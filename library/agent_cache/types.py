@@ -162,10 +162,11 @@ class StorageOptions:
     """How LLM and tool entries are written to Valkey (session values are always stored as given)."""
 
     compress_above_bytes: int | None = 1024
-    """zlib-compress LLM/tool entries whose JSON is larger than this many bytes (stored as base64 text behind
-    a marker, so every client reads them); ``None`` never compresses. Entries at or below the threshold, or
-    that would not shrink, stay plain JSON, readable with ``valkey-cli``. Compressed and plain entries mix
-    freely: changing this later leaves every entry readable."""
+    """zlib-compress LLM/tool entries whose JSON is larger than this many bytes (stored binary behind a
+    marker; the library reads entries as bytes, so clients with ``decode_responses=True`` read them too);
+    ``None`` never compresses. Entries at or below the threshold, or that would not shrink, stay plain JSON,
+    readable with ``valkey-cli``. Compressed and plain entries mix freely: changing this later leaves every
+    entry readable."""
     compression_level: int = 6
     """zlib level, 1 (fastest) to 9 (smallest)."""
 

@@ -1,8 +1,11 @@
-"""StorageOptions.compress_above_bytes (1 KB by default): large LLM/tool entries stored compressed, as text every
-client reads; everything else unchanged."""
+"""StorageOptions.compress_above_bytes (1 KB by default): large LLM/tool entries stored compressed (binary, read as
+bytes whatever the client's decode_responses); everything else unchanged."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import zlib
 from typing import Any
 
 import pytest
@@ -16,7 +19,7 @@ from agent_cache import (
     TelemetryOptions,
     ToolStoreOptions,
 )
-from agent_cache._codec import COMPRESSED_MARKER
+from agent_cache._codec import BASE64_MARKER, COMPRESSED_MARKER
 from tests.integration.conftest import MakeCache, Observed
 
 pytestmark = pytest.mark.valkey
@@ -32,7 +35,7 @@ async def test_large_llm_entries_are_stored_compressed_and_read_back(
     cache = make_cache(name="z", storage=COMPRESS)
     key = await cache.llm.store(PARAMS, LONG, LlmStoreOptions(tokens={"input": 10, "output": 20}, metadata={"id": 7}))
     raw = await backend_client.get(key)
-    assert raw.startswith(COMPRESSED_MARKER.encode()) and len(raw) < len(LONG) / 3
+    assert raw.startswith(COMPRESSED_MARKER) and len(raw) < len(LONG) / 3
     result = await cache.llm.check(PARAMS)
     assert result.hit and result.response == LONG
     assert (result.input_tokens, result.output_tokens, result.metadata) == (10, 20, {"id": 7})
@@ -51,7 +54,7 @@ async def test_small_entries_stay_plain_json(make_cache: MakeCache, backend_clie
 async def test_tool_entries_are_compressed_too(make_cache: MakeCache, backend_client: Any) -> None:
     cache = make_cache(name="z", storage=COMPRESS)
     key = await cache.tool.store("search", {"q": "valkey"}, LONG, ToolStoreOptions(cost=0.25))
-    assert (await backend_client.get(key)).startswith(COMPRESSED_MARKER.encode())
+    assert (await backend_client.get(key)).startswith(COMPRESSED_MARKER)
     result = await cache.tool.check("search", {"q": "valkey"})
     assert result.hit and result.response == LONG
     assert (await cache.stats()).per_tool["search"].cost_saved_micros == 250_000
@@ -70,7 +73,7 @@ async def test_instances_without_compression_read_compressed_entries(make_cache:
 async def test_a_damaged_compressed_entry_is_a_miss_and_is_deleted(make_cache: MakeCache, backend_client: Any) -> None:
     cache = make_cache(name="z", storage=COMPRESS)
     key = await cache.llm.store(PARAMS, LONG)
-    await backend_client.set(key, COMPRESSED_MARKER + "garbage")
+    await backend_client.set(key, COMPRESSED_MARKER + b"garbage")
     assert not (await cache.llm.check(PARAMS)).hit
     assert await backend_client.exists(key) == 0
 
@@ -82,14 +85,30 @@ async def test_compression_is_on_by_default_and_clients_that_decode_to_str_read_
         writer = AgentCache(client=text_client, name="z", telemetry=TelemetryOptions())
         reader = AgentCache(client=bytes_client, name="z", telemetry=TelemetryOptions())
         key = await writer.llm.store(PARAMS, LONG)
-        assert (await text_client.get(key)).startswith(COMPRESSED_MARKER)  # compressed, and still text
+        assert (await bytes_client.get(key)).startswith(COMPRESSED_MARKER)  # binary, written by a str client
         assert (await writer.llm.check(PARAMS)).response == LONG
         assert (await reader.llm.check(PARAMS)).response == LONG
+        # Concurrent hits share pipelined round trips: those replies are bytes too.
+        many = await asyncio.gather(*(writer.llm.check(PARAMS) for _ in range(40)))
+        assert all(result.response == LONG for result in many)
+        await writer.session.set("t", "f", "é")  # session values still come back as the text stored
+        assert await writer.session.get("t", "f") == await reader.session.get("t", "f") == "é"
         await writer.close()
         await reader.close()
     finally:
         await text_client.aclose()
         await bytes_client.aclose()
+
+
+async def test_entries_compressed_as_base64_by_earlier_versions_are_hits(
+    make_cache: MakeCache, backend_client: Any
+) -> None:
+    cache = make_cache(name="z", storage=COMPRESS)
+    key = await cache.llm.store(PARAMS, LONG, LlmStoreOptions(tokens={"input": 10, "output": 20}))
+    envelope = zlib.decompress((await backend_client.get(key))[2:])
+    await backend_client.set(key, BASE64_MARKER + base64.b64encode(zlib.compress(envelope)))
+    result = await cache.llm.check(PARAMS)
+    assert result.hit and result.response == LONG and result.output_tokens == 20
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Entry encoding: plain JSON envelopes, and the compressed form (base64 text behind a marker)."""
+"""Entry encoding: plain JSON envelopes, the compressed form (zlib behind a marker) and the earlier base64 one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from agent_cache._codec import COMPRESSED_MARKER, decode_entry, encode_entry, pack_entry
+from agent_cache._codec import BASE64_MARKER, COMPRESSED_MARKER, decode_entry, encode_entry, pack_entry
 from agent_cache._errors import CorruptEntryError
 
 LONG = "The cache answered from Valkey instead of calling the model again. " * 40
@@ -26,9 +26,15 @@ def test_large_entries_are_compressed_and_decode_to_the_same_entry() -> None:
     value = encode_entry(LONG, model="m", tokens={"input": 1, "output": 2}, cost=0.5)
     size = len(value.encode())
     stored, stored_size = pack_entry(value, size, 1024)
-    assert stored.startswith(COMPRESSED_MARKER) and stored.isascii()  # text every client reads
+    assert isinstance(stored, bytes) and stored == COMPRESSED_MARKER + zlib.compress(value.encode(), 6)
     assert stored_size == len(stored) < size / 3
-    assert decode_entry(stored) == decode_entry(stored.encode()) == decode_entry(value) == json.loads(value)
+    assert decode_entry(stored) == decode_entry(value) == json.loads(value)
+
+
+def test_entries_compressed_by_earlier_versions_still_decode() -> None:
+    value = encode_entry(LONG, model="m", cost=0.5)
+    legacy = BASE64_MARKER.decode() + base64.b64encode(zlib.compress(value.encode())).decode()  # base64 text
+    assert decode_entry(legacy) == decode_entry(legacy.encode()) == json.loads(value)
 
 
 def test_compression_is_skipped_when_it_would_not_shrink_the_entry() -> None:
@@ -43,18 +49,23 @@ def test_plain_entries_decode_whatever_the_compression_setting() -> None:
     assert decode_entry(value)["response"] == "x"  # what a decode_responses client returns
 
 
-def _compressed(data: bytes) -> str:
-    return COMPRESSED_MARKER + base64.b64encode(zlib.compress(data)).decode()
+def _legacy(data: bytes) -> str:
+    return BASE64_MARKER.decode() + base64.b64encode(zlib.compress(data)).decode()
 
 
 @pytest.mark.parametrize(
     "raw",
     [
-        COMPRESSED_MARKER + "not base64!",
-        _compressed(b'{"response":"x"}')[:-8],  # truncated
-        COMPRESSED_MARKER + base64.b64encode(b"not zlib").decode(),
+        COMPRESSED_MARKER + b"not zlib",
+        (COMPRESSED_MARKER + zlib.compress(b'{"response":"x"}'))[:-3],  # truncated
+        COMPRESSED_MARKER + zlib.compress(b'{"response":"x"}')[:-1] + b"!",  # checksum mismatch
+        COMPRESSED_MARKER + zlib.compress(b"[1, 2]"),  # decompresses, but is no entry
+        BASE64_MARKER.decode() + "not base64!",
+        _legacy(b'{"response":"x"}')[:-8],  # truncated
+        BASE64_MARKER.decode() + base64.b64encode(b"not zlib").decode(),
+        _legacy(b"[1, 2]"),
         b"\x00q" + zlib.compress(b'{"response":"x"}'),  # an unknown codec
-        _compressed(b"[1, 2]"),  # decompresses, but is no entry
+        b"\x00",
         b"not json",
     ],
 )

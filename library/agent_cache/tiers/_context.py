@@ -80,7 +80,7 @@ class TierContext:
         log.debug("agent-cache %s: %s.%s failed open: %s", self.keys.name, tier, operation, exc)
         return f"{kind}: {exc}"
 
-    def pack(self, value: str, size: int) -> tuple[str, int]:
+    def pack(self, value: str, size: int) -> tuple[str | bytes, int]:
         """What to write for an entry's JSON (compressed above the threshold) and its size in bytes."""
         return pack_entry(value, size, self.compress_above, self.compression_level)
 
