@@ -123,3 +123,30 @@ async def test_get_or_compute_keeps_the_callers_store_options(valkey_client: Any
     assert 100 < await valkey_client.ttl(result.key) <= 123
     assert (await cache.llm.check(PARAMS)).metadata == {"id": "resp-1"}
     await cache.close()
+
+
+async def test_get_or_compute_derives_the_key_once_for_its_lookups_and_store(
+    valkey_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent_cache.tiers.llm as llm_tier
+    import agent_cache.tiers.tool as tool_tier
+
+    derived: list[str] = []
+    for module, name in ((llm_tier, "llm_hash"), (tool_tier, "tool_hash")):
+        real = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda value, scope="", real=real, name=name: derived.append(name) or real(value, scope)
+        )
+    cache = make_cache(valkey_client, CollectorRegistry())
+
+    async def compute() -> str:
+        return "answer"
+
+    missed = await cache.llm.get_or_compute(PARAMS, compute)  # lookup, lock, lookup again, store
+    hit = await cache.llm.get_or_compute(PARAMS, compute)
+    assert (missed.hit, hit.hit, hit.response, hit.key) == (False, True, "answer", missed.key)
+    tool_missed = await cache.tool.get_or_compute("search", {"q": "x"}, compute)
+    tool_hit = await cache.tool.get_or_compute("search", {"q": "x"}, compute)
+    assert (tool_missed.hit, tool_hit.hit, tool_hit.key) == (False, True, tool_missed.key)
+    assert derived == ["llm_hash", "llm_hash", "tool_hash", "tool_hash"]  # one per call
+    await cache.close()

@@ -58,10 +58,16 @@ class LlmCache:
     def key(self, params: Mapping[str, Any]) -> str:
         return self._ctx.keys.llm(llm_hash(params, self._ctx.scope))
 
-    async def check(self, params: Mapping[str, Any]) -> LlmCacheResult:
+    def check(self, params: Mapping[str, Any]) -> Awaitable[LlmCacheResult]:
+        """A hit (the stored answer, tokens and metadata) or a miss; a Valkey failure is a miss with ``error``."""
+        return self._check(params, None)  # the coroutine itself: no extra layer on the hit path
+
+    async def _check(self, params: Mapping[str, Any], key: str | None) -> LlmCacheResult:
+        """``check``, with the request's key when the caller has already derived it."""
         ctx = self._ctx
         with ctx.measured("llm", "check"):
-            key = self.key(params)
+            if key is None:
+                key = self.key(params)
             model = params["model"]
             with ctx.telemetry.span("agent_cache.llm.check") as span:
                 if span.is_recording():
@@ -103,7 +109,7 @@ class LlmCache:
                 )
 
     async def store(self, params: Mapping[str, Any], response: str, options: LlmStoreOptions | None = None) -> str:
-        return await self._store("store", params, response, None, options)
+        return await self._store("store", params, response, None, options, None)
 
     async def store_multipart(
         self,
@@ -112,7 +118,7 @@ class LlmCache:
         options: LlmStoreOptions | None = None,
     ) -> str:
         """Store text, tool calls, reasoning and binary refs; ``response`` on a hit is the joined text."""
-        return await self._store("store_multipart", params, flatten_text(blocks), list(blocks), options)
+        return await self._store("store_multipart", params, flatten_text(blocks), list(blocks), options, None)
 
     async def get_or_compute(
         self,
@@ -124,10 +130,10 @@ class LlmCache:
 
         ``compute`` returns the response text, or :class:`Computed` with token usage for cost accounting.
         """
-        key = self.key(params)
+        key = self.key(params)  # derived once for every lookup and the store
 
         async def lookup() -> LlmCacheResult | None:
-            result = await self.check(params)
+            result = await self._check(params, key)
             return result if result.hit else None
 
         async def compute_and_store() -> LlmCacheResult:
@@ -137,7 +143,7 @@ class LlmCache:
             store_options = dataclasses.replace(options or LlmStoreOptions())
             if produced.tokens is not None:
                 store_options.tokens = produced.tokens
-            await self.store(params, produced.response, store_options)
+            await self._store("store", params, produced.response, None, store_options, key)
             tokens = store_options.tokens or {}
             return LlmCacheResult(
                 hit=False,
@@ -157,11 +163,13 @@ class LlmCache:
         response: str,
         blocks: list[ContentBlock] | None,
         options: LlmStoreOptions | None,
+        key: str | None,
     ) -> str:
         ctx = self._ctx
         options = options or LlmStoreOptions()
         with ctx.measured("llm", operation):
-            key = self.key(params)
+            if key is None:
+                key = self.key(params)
             model: str = params["model"]
             ttl = ctx.ttl.resolve("llm", options.ttl)
             cost = None

@@ -93,10 +93,15 @@ class ToolCache:
         digest = tool_hash(args, self._ctx.scope)
         return names, digest, names.prefix + digest
 
-    async def check(self, tool_name: str, args: Any) -> ToolCacheResult:
+    def check(self, tool_name: str, args: Any) -> Awaitable[ToolCacheResult]:
+        """A hit (the stored result) or a miss; a Valkey failure is a miss with ``error``."""
+        return self._check(tool_name, args, None)  # the coroutine itself: no extra layer on the hit path
+
+    async def _check(self, tool_name: str, args: Any, entry_key: tuple[_ToolNames, str, str] | None) -> ToolCacheResult:
+        """``check``, with the call's ``_entry_key`` when the caller has already derived it."""
         ctx = self._ctx
         with ctx.measured("tool", "check"):
-            names, _, key = self._entry_key(tool_name, args)
+            names, _, key = entry_key or self._entry_key(tool_name, args)
             with ctx.telemetry.span("agent_cache.tool.check") as span:
                 if span.is_recording():
                     span.set_attributes({"cache.key": key, "cache.tool_name": tool_name})
@@ -135,10 +140,21 @@ class ToolCache:
                 return ToolCacheResult(hit=True, tool_name=tool_name, response=entry["response"], key=key)
 
     async def store(self, tool_name: str, args: Any, response: str, options: ToolStoreOptions | None = None) -> str:
+        """Store ``response`` for this call (the tool's TTL policy, else ``options.ttl``, else the defaults)."""
+        return await self._store(tool_name, args, response, options, None)
+
+    async def _store(
+        self,
+        tool_name: str,
+        args: Any,
+        response: str,
+        options: ToolStoreOptions | None,
+        entry_key: tuple[_ToolNames, str, str] | None,
+    ) -> str:
         ctx = self._ctx
         options = options or ToolStoreOptions()
         with ctx.measured("tool", "store"):
-            names, digest, key = self._entry_key(tool_name, args)
+            names, digest, key = entry_key or self._entry_key(tool_name, args)
             policy = self.get_policy(tool_name)
             ttl = ctx.ttl.resolve("tool", options.ttl, policy.ttl if policy else None)
             cost = options.cost
@@ -173,15 +189,16 @@ class ToolCache:
         options: ToolStoreOptions | None = None,
     ) -> ToolCacheResult:
         """A hit, or ``compute()`` stored — run once however many callers (processes, pods) miss together."""
-        _, _, key = self._entry_key(tool_name, args)
+        entry_key = self._entry_key(tool_name, args)  # derived once for every lookup and the store
+        key = entry_key[2]
 
         async def lookup() -> ToolCacheResult | None:
-            result = await self.check(tool_name, args)
+            result = await self._check(tool_name, args, entry_key)
             return result if result.hit else None
 
         async def compute_and_store() -> ToolCacheResult:
             response = await compute()
-            await self.store(tool_name, args, response, options)
+            await self._store(tool_name, args, response, options, entry_key)
             return ToolCacheResult(hit=False, tool_name=tool_name, response=response, key=key)
 
         result, _ = await self._flights.run(key, lookup, compute_and_store)
