@@ -5,7 +5,8 @@ pack, write, read, parse, give it back: ~40 µs of Python in valkey-py), not on 
 ``MAX_IN_FLIGHT`` reads are sent at once, each as its own command; a read that arrives while that many are
 in flight queues, and when one of them returns, everything queued goes as one pipeline (one write, one read
 pass). Nothing ever waits for a batch to fill: the sequential path is the plain command, and under load
-many concurrent hits share each round trip.
+many concurrent hits share each round trip. Single reads go on connections kept for them (see
+``_held_connections``) where the client allows it.
 
 Replies come back as bytes whatever the client's ``decode_responses``: entries may be binary (compressed),
 and callers decode text themselves.
@@ -17,6 +18,8 @@ import asyncio
 from typing import Any
 
 from valkey.client import NEVER_DECODE
+
+from ._held_connections import HeldConnections
 
 _AS_BYTES = {NEVER_DECODE: True}
 _MAX_BATCH = 512
@@ -33,10 +36,11 @@ class ReadPipeline:
     ``timeout_s`` fails every read in it, so a dead connection cannot stall the reads queued behind it.
     """
 
-    __slots__ = ("_client", "_in_flight", "_loop", "_queue", "_tasks", "timeout_s")
+    __slots__ = ("_client", "_held", "_in_flight", "_loop", "_queue", "_tasks", "timeout_s")
 
     def __init__(self, client: Any, timeout_s: float | None) -> None:
         self._client = client
+        self._held = HeldConnections.for_client(client)
         self.timeout_s = timeout_s
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._in_flight = 0
@@ -47,9 +51,13 @@ class ReadPipeline:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new loop (a closed one may have left a send unfinished)
             self._loop, self._in_flight, self._queue = loop, 0, []
+            if self._held is not None:
+                await self._held.close()
         if self._in_flight < MAX_IN_FLIGHT:
             self._in_flight += 1
             try:
+                if self._held is not None:
+                    return await self._held.read(command)
                 return await self._client.execute_command(*command, **_AS_BYTES)
             finally:
                 self._send_queued()
@@ -95,3 +103,8 @@ class ReadPipeline:
                     future.set_result(result)
         finally:
             self._send_queued()
+
+    async def close(self) -> None:
+        """Give back the connections kept for single reads (reads that continue take them again)."""
+        if self._held is not None:
+            await self._held.close()

@@ -212,6 +212,10 @@ class Backend:
         """``script`` as one command of a :meth:`pipeline` (a NOSCRIPT answer is retried with the source)."""
         return "EVALSHA", (script.sha, len(keys), *keys, *args)
 
+    async def close(self) -> None:
+        """Give back the connections the read pipeline keeps to the client's pool (which stays open)."""
+        await self._reads.close()
+
     async def command(self, name: str, *args: EncodableArg) -> Any:
         return await self._call(name, self.client.execute_command, name, *args)
 

@@ -261,7 +261,8 @@ class AgentCache:
         )
 
     async def close(self) -> None:
-        """Flush counters, stop upkeep and remove the heartbeat. The client stays open (it is yours)."""
+        """Flush counters, stop upkeep, remove the heartbeat and give the connections kept for reads back to
+        the client's pool. The client stays open (it is yours)."""
         self._closed = True
         self._stopping.set()
         await self.live_config.stop_watching()
@@ -282,6 +283,7 @@ class AgentCache:
                 await self.live_config.forget()
         except AgentCacheError as exc:  # counts stay buffered; a later close() retries them
             log.warning("agent-cache %s: could not flush counters or remove the heartbeat: %s", self.name, exc)
+        await self._backend.close()
 
     shutdown = close  # the reference package's name
 

@@ -106,6 +106,8 @@ async def test_a_session_read_is_a_single_getex_once_the_thread_index_is_known(v
     another_process = _cache(valkey_client, tier_defaults={"session": TierDefaults(ttl=600)})
     await cache.session.set("t", "f", "v")  # the write extended the index: this process knows it
     await cache.session.get("other thread", "f")  # a miss through the script: loads it
+    for each in (cache, another_process):  # connect the connections each keeps for reads (CLIENT SETINFO)
+        await each.llm.check(PARAMS)
     before = await server_command_counts(valkey_client)
     for _ in range(10):
         assert await cache.session.get("t", "f") == "v"

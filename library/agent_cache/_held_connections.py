@@ -1,0 +1,75 @@
+"""Single reads on connections the cache keeps for them, past valkey-py's per-command pool checkout.
+
+``Valkey.execute_command`` takes a connection from the pool, polls its socket under an ``async_timeout(0)``
+to make sure nobody left a reply in it, and hands it back: ~15 µs of Python per command, a tenth of a
+loopback cache hit. The read pipeline instead keeps the connections its single reads use (at most
+``MAX_IN_FLIGHT``, as many as it has in flight at once anyway), taken from the client's pool with all its
+checks and used by nothing else, so no other code can leave a reply in one. They still count as the
+pool's connections in use, so closing the client closes them; ``close`` gives them back.
+
+A connection that fails or is cancelled mid-command is disconnected (valkey-py does it; so do we, to be
+sure), and reconnects on its next use. A read on a kept connection that the server has closed meanwhile
+(restart, idle ``timeout``) is sent once more, on a new connection: reads are safe to repeat.
+
+Only plain standalone clients qualify (``for_client``); cluster clients, single-connection clients,
+client-side caching and blocking pools (whose other users would wait on connections kept idle) keep the
+client's own path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from valkey.asyncio import BlockingConnectionPool, Valkey
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+
+
+class HeldConnections:
+    __slots__ = ("_idle", "_pool")
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._idle: list[Any] = []
+
+    @classmethod
+    def for_client(cls, client: Any) -> HeldConnections | None:
+        """Connections for ``client``'s single reads, or None where the client's own path must be kept."""
+        if not isinstance(client, Valkey) or client.single_connection_client:
+            return None
+        pool = client.connection_pool
+        if isinstance(pool, BlockingConnectionPool):
+            return None
+        if pool.connection_kwargs.get("cache_enabled") or pool.connection_kwargs.get("client_cache"):
+            return None  # reads must go through the client-side cache
+        return cls(pool)
+
+    async def read(self, command: tuple[Any, ...]) -> Any:
+        """Send ``command`` and return its reply as bytes (errors are valkey-py's own exceptions)."""
+        idle = self._idle
+        kept = bool(idle)  # else fresh from the pool, which has just checked it
+        connection = idle.pop() if kept else await self._pool.get_connection(command[0])
+        try:
+            try:
+                reply = await self._send(connection, command)
+            except ValkeyConnectionError:
+                if not kept:
+                    raise
+                reply = await self._send(connection, command)  # closed while idle: valkey-py disconnected it
+        except BaseException:
+            await connection.disconnect(nowait=True)  # a half-read reply must never meet the next command
+            idle.append(connection)
+            raise
+        idle.append(connection)
+        return reply
+
+    @staticmethod
+    async def _send(connection: Any, command: tuple[Any, ...]) -> Any:
+        await connection.send_packed_command(connection.pack_command(*command))
+        return await connection.read_response(disable_decoding=True)
+
+    async def close(self) -> None:
+        """Give the kept connections back to the pool (also when another event loop takes over: their
+        streams belong to the old one, and the pool handles such connections as it does its own)."""
+        kept, self._idle = self._idle, []
+        for connection in kept:
+            await self._pool.release(connection)
