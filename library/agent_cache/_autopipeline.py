@@ -57,7 +57,7 @@ class ReadPipeline:
             self._in_flight += 1
             try:
                 if self._held is not None:
-                    return await self._held.read(command)
+                    return await self._held.read(command, self.timeout_s is not None)
                 return await self._client.execute_command(*command, **_AS_BYTES)
             finally:
                 self._send_queued()

@@ -7,6 +7,10 @@ loopback cache hit. The read pipeline instead keeps the connections its single r
 checks and used by nothing else, so no other code can leave a reply in one. They still count as the
 pool's connections in use, so closing the client closes them; ``close`` gives them back.
 
+While the backend bounds every command with its own deadline, the kept connections drop the client's
+``socket_timeout``: with one set, valkey-py wraps each write in ``asyncio.wait_for`` (a new task, one more
+turn of the event loop) and each read in an ``async_timeout``, a second timer for the same command.
+
 A connection that fails or is cancelled mid-command is disconnected (valkey-py does it; so do we, to be
 sure), and reconnects on its next use. A read on a kept connection that the server has closed meanwhile
 (restart, idle ``timeout``) is sent once more, on a new connection: reads are safe to repeat.
@@ -25,11 +29,12 @@ from valkey.exceptions import ConnectionError as ValkeyConnectionError
 
 
 class HeldConnections:
-    __slots__ = ("_idle", "_pool")
+    __slots__ = ("_idle", "_pool", "_socket_timeout")
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._idle: list[Any] = []
+        self._socket_timeout: float | None = None  # the pool's, put back on the connections it gets back
 
     @classmethod
     def for_client(cls, client: Any) -> HeldConnections | None:
@@ -43,11 +48,17 @@ class HeldConnections:
             return None  # reads must go through the client-side cache
         return cls(pool)
 
-    async def read(self, command: tuple[Any, ...]) -> Any:
-        """Send ``command`` and return its reply as bytes (errors are valkey-py's own exceptions)."""
+    async def read(self, command: tuple[Any, ...], bounded: bool) -> Any:
+        """Send ``command`` and return its reply as bytes (errors are valkey-py's own exceptions).
+        ``bounded``: the caller cancels the read at its deadline, so no socket timeout is needed."""
         idle = self._idle
         kept = bool(idle)  # else fresh from the pool, which has just checked it
-        connection = idle.pop() if kept else await self._pool.get_connection(command[0])
+        if kept:
+            connection = idle.pop()
+        else:
+            connection = await self._pool.get_connection(command[0])
+            self._socket_timeout = connection.socket_timeout
+        connection.socket_timeout = None if bounded else self._socket_timeout
         try:
             try:
                 reply = await self._send(connection, command)
@@ -72,4 +83,5 @@ class HeldConnections:
         streams belong to the old one, and the pool handles such connections as it does its own)."""
         kept, self._idle = self._idle, []
         for connection in kept:
+            connection.socket_timeout = self._socket_timeout
             await self._pool.release(connection)

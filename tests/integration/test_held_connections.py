@@ -83,3 +83,29 @@ def test_clients_whose_own_read_path_must_be_kept_get_no_kept_connections(valkey
     blocking = Valkey.from_pool(BlockingConnectionPool.from_url(valkey_url, max_connections=4))
     assert HeldConnections.for_client(blocking) is None  # others would wait on connections kept idle
     assert HeldConnections.for_client(object()) is None  # e.g. a cluster client: routed by the client
+
+
+async def test_without_a_backend_deadline_the_clients_socket_timeout_still_bounds_a_read(
+    valkey_server_factory: Callable[..., Any],
+) -> None:
+    server = valkey_server_factory()
+    pool = ConnectionPool.from_url(server.url, socket_timeout=0.3)
+    client = Valkey.from_pool(pool)
+    try:
+        bounded = Backend(client, timeout_s=5.0)
+        assert await bounded.get("k") is None
+        (kept,) = pool._in_use_connections
+        assert kept.socket_timeout is None  # the backend's deadline bounds its reads: no second timer
+        await bounded.close()
+        assert kept.socket_timeout == 0.3  # the pool gets its connection back as it gave it
+        unbounded = Backend(client, timeout_s=None, breaker=CircuitBreaker(threshold=1000))
+        assert await unbounded.get("k") is None
+        server.pause()
+        try:
+            with pytest.raises(BackendTimeoutError):
+                await unbounded.get("k")  # valkey-py's socket timeout, not a hang
+        finally:
+            server.resume()
+        assert await unbounded.get("k") is None
+    finally:
+        await client.aclose()
