@@ -1,15 +1,15 @@
-"""Auto-pipelining of single-key reads: concurrent cache hits share round trips.
+"""Auto-pipelining of the hot single commands (reads and script calls): concurrent ones share round trips.
 
 A client library spends most of a cache hit's CPU on its own per-command machinery (take a connection,
 pack, write, read, parse, give it back: ~40 µs of Python in valkey-py), not on the bytes. Up to
-``MAX_IN_FLIGHT`` reads are sent at once, each as its own command; a read that arrives while that many are
-in flight queues, and when one of them returns, everything queued goes as one pipeline (one write, one read
+``MAX_IN_FLIGHT`` commands are sent at once, each on its own; one that arrives while that many are in
+flight queues, and when one of them returns, everything queued goes as one pipeline (one write, one read
 pass). Nothing ever waits for a batch to fill: the sequential path is the plain command, and under load
-many concurrent hits share each round trip. Single reads go on connections kept for them (see
+many concurrent hits share each round trip. Single commands go on connections kept for them (see
 ``_held_connections``) where the client allows it.
 
-Replies come back as bytes whatever the client's ``decode_responses``: entries may be binary (compressed),
-and callers decode text themselves.
+Replies come back as bytes whatever the client's ``decode_responses`` (entries may be binary), with no
+response callbacks applied: only commands whose raw replies are what callers expect come here.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from ._held_connections import HeldConnections
 _AS_BYTES = {NEVER_DECODE: True}
 _MAX_BATCH = 512
 MAX_IN_FLIGHT = 4
-"""Sends (single reads or batches) in flight at once. Measured with 4, 16 and 64 concurrent hits: one at a time
+"""Sends (single commands or batches) in flight at once. Measured with 4, 16 and 64 concurrent hits: one at a time
 makes 4 readers wait on each other (~35 % fewer hits per second than no pipelining); four keeps that case at
 no-pipelining speed and batches as well as one under heavy load."""
 
 
-class ReadPipeline:
-    """Sends single-key read commands for one client, coalescing those that arrive while it is busy.
+class AutoPipeline:
+    """Sends single commands for one client, coalescing those that arrive while it is busy.
 
     Errors are the client's own exceptions (the caller translates them); a batch that gets no answer in
-    ``timeout_s`` fails every read in it, so a dead connection cannot stall the reads queued behind it.
+    ``timeout_s`` fails every command in it, so a dead connection cannot stall those queued behind it.
     """
 
     __slots__ = ("_client", "_held", "_in_flight", "_loop", "_queue", "_tasks", "timeout_s")
@@ -57,7 +57,7 @@ class ReadPipeline:
             self._in_flight += 1
             try:
                 if self._held is not None:
-                    return await self._held.read(command, self.timeout_s is not None)
+                    return await self._held.execute(command, self.timeout_s is not None)
                 return await self._client.execute_command(*command, **_AS_BYTES)
             finally:
                 self._send_queued()

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from ._autopipeline import ReadPipeline
+from ._autopipeline import AutoPipeline
 from ._breaker import CircuitBreaker
 from ._deadline import Watchdog
 from ._errors import (
@@ -67,12 +67,12 @@ class Backend:
     timeout bounds it (a paused server can't hang an agent), and client errors become ours.
     """
 
-    __slots__ = ("_expired", "_reads", "_watchdog", "_watchdogs", "breaker", "client", "is_cluster")
+    __slots__ = ("_auto", "_expired", "_watchdog", "_watchdogs", "breaker", "client", "is_cluster")
 
     def __init__(self, client: Any, *, timeout_s: float | None = None, breaker: CircuitBreaker | None = None) -> None:
         self.client = client
         self.is_cluster = hasattr(client, "get_primaries")
-        self._reads = ReadPipeline(client, timeout_s)  # holds the timeout for every command, batches included
+        self._auto = AutoPipeline(client, timeout_s)  # holds the timeout for every command, batches included
         self.breaker = breaker if breaker is not None else CircuitBreaker()
         self._expired: set[asyncio.Task[Any]] = set()  # tasks whose command the timeout cancelled
         self._watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = weakref.WeakKeyDictionary()
@@ -93,7 +93,7 @@ class Backend:
         # The timeout is asyncio.timeout()'s mechanism (cancel the task at the deadline, turn that
         # cancellation into TimeoutError) without its per-call Timeout object, context copy and timer:
         # a per-loop Watchdog (see _deadline) holds the deadline.
-        timeout = self._reads.timeout_s
+        timeout = self._auto.timeout_s
         task = watchdog = None
         cancelling = 0
         try:
@@ -112,7 +112,8 @@ class Backend:
             except Exception as exc:
                 if script is None or not _is_noscript(exc):
                     raise
-                result = await self.client.eval(script.source, *args[1:])  # args: sha, numkeys, keys, argv
+                # args: "EVALSHA", sha, numkeys, keys, argv
+                result = await self._auto.execute("EVAL", script.source, *args[2:])
         except asyncio.CancelledError as exc:
             if task is None or not self._timed_out(task, cancelling):
                 raise
@@ -138,11 +139,11 @@ class Backend:
     @property
     def timeout_s(self) -> float | None:
         """Per-command timeout (None: none)."""
-        return self._reads.timeout_s
+        return self._auto.timeout_s
 
     @timeout_s.setter
     def timeout_s(self, value: float | None) -> None:
-        self._reads.timeout_s = value
+        self._auto.timeout_s = value
 
     def _watchdog_for(self, loop: asyncio.AbstractEventLoop) -> Watchdog:
         watchdog = self._watchdogs.get(loop)
@@ -164,18 +165,19 @@ class Backend:
 
     # The two hot-path calls return _call's coroutine instead of wrapping it in one more: every
     # coroutine layer costs on each of the several resumptions of a command.
-    # Single-key reads are auto-pipelined (see _autopipeline): concurrent hits share round trips. They
-    # return bytes whatever the client's decode_responses (entries may be binary).
+    # Reads and script calls are auto-pipelined (see _autopipeline): concurrent ones share round trips.
+    # String replies are bytes whatever the client's decode_responses (entries may be binary).
     def get(self, key: str) -> Awaitable[bytes | None]:
-        return self._call("GET", self._reads.execute, "GET", key)
+        return self._call("GET", self._auto.execute, "GET", key)
 
     def getex(self, key: str, seconds: int) -> Awaitable[bytes | None]:
         """GET that also sets the key's TTL to ``seconds`` (a sliding read)."""
-        return self._call("GETEX", self._reads.execute, "GETEX", key, "EX", seconds)
+        return self._call("GETEX", self._auto.execute, "GETEX", key, "EX", seconds)
 
     def run_script(self, script: Script, keys: Sequence[str], args: Sequence[EncodableArg]) -> Awaitable[Any]:
         """EVALSHA, falling back to EVAL on the node that has not cached the script yet."""
-        return self._call(script.label, self.client.evalsha, script.sha, len(keys), *keys, *args, script=script)
+        sha = script.sha
+        return self._call(script.label, self._auto.execute, "EVALSHA", sha, len(keys), *keys, *args, script=script)
 
     async def pipeline(self, commands: Iterable[tuple[str, Sequence[EncodableArg]]]) -> list[Any]:
         """Send commands in one non-transactional pipeline (one round trip per node involved)."""
@@ -214,7 +216,7 @@ class Backend:
 
     async def close(self) -> None:
         """Give back the connections the read pipeline keeps to the client's pool (which stays open)."""
-        await self._reads.close()
+        await self._auto.close()
 
     async def command(self, name: str, *args: EncodableArg) -> Any:
         return await self._call(name, self.client.execute_command, name, *args)

@@ -1,8 +1,8 @@
-"""Single reads on connections the cache keeps for them, past valkey-py's per-command pool checkout.
+"""Single commands on connections the cache keeps for them, past valkey-py's per-command pool checkout.
 
 ``Valkey.execute_command`` takes a connection from the pool, polls its socket under an ``async_timeout(0)``
 to make sure nobody left a reply in it, and hands it back: ~15 µs of Python per command, a tenth of a
-loopback cache hit. The read pipeline instead keeps the connections its single reads use (at most
+loopback cache hit. The auto-pipeline instead keeps the connections its single commands use (at most
 ``MAX_IN_FLIGHT``, as many as it has in flight at once anyway), taken from the client's pool with all its
 checks and used by nothing else, so no other code can leave a reply in one. They still count as the
 pool's connections in use, so closing the client closes them; ``close`` gives them back.
@@ -12,8 +12,10 @@ While the backend bounds every command with its own deadline, the kept connectio
 turn of the event loop) and each read in an ``async_timeout``, a second timer for the same command.
 
 A connection that fails or is cancelled mid-command is disconnected (valkey-py does it; so do we, to be
-sure), and reconnects on its next use. A read on a kept connection that the server has closed meanwhile
-(restart, idle ``timeout``) is sent once more, on a new connection: reads are safe to repeat.
+sure), and reconnects on its next use. A command on a kept connection that the server has closed meanwhile
+(restart, idle ``timeout``) is sent once more, on a new connection. Everything sent here is safe to repeat:
+reads, and scripts written to be (a repeated write stores the same thing, the stats flush applies each
+batch id once); a repeated delete whose first reply was lost reports fewer deletions, not a wrong state.
 
 Only plain standalone clients qualify (``for_client``); cluster clients, single-connection clients,
 client-side caching and blocking pools (whose other users would wait on connections kept idle) keep the
@@ -38,7 +40,7 @@ class HeldConnections:
 
     @classmethod
     def for_client(cls, client: Any) -> HeldConnections | None:
-        """Connections for ``client``'s single reads, or None where the client's own path must be kept."""
+        """Connections for ``client``'s single commands, or None where the client's own path must be kept."""
         if not isinstance(client, Valkey) or client.single_connection_client:
             return None
         pool = client.connection_pool
@@ -48,9 +50,9 @@ class HeldConnections:
             return None  # reads must go through the client-side cache
         return cls(pool)
 
-    async def read(self, command: tuple[Any, ...], bounded: bool) -> Any:
+    async def execute(self, command: tuple[Any, ...], bounded: bool) -> Any:
         """Send ``command`` and return its reply as bytes (errors are valkey-py's own exceptions).
-        ``bounded``: the caller cancels the read at its deadline, so no socket timeout is needed."""
+        ``bounded``: the caller cancels the command at its deadline, so no socket timeout is needed."""
         idle = self._idle
         kept = bool(idle)  # else fresh from the pool, which has just checked it
         if kept:
