@@ -49,21 +49,52 @@ class AutoPipeline:
 
     async def execute(self, *command: Any) -> Any:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # first use, or a new loop (a closed one may have left a send unfinished)
-            self._loop, self._in_flight, self._queue = loop, 0, []
-            if self._held is not None:
-                await self._held.close()
+        if loop is not self._loop:
+            await self._moved_to(loop)
         if self._in_flight < MAX_IN_FLIGHT:
             self._in_flight += 1
             try:
                 if self._held is not None:
-                    return await self._held.execute(command, self.timeout_s is not None)
+                    return await self._held.execute(HeldConnections.send_one, command, self.timeout_s is not None)
                 return await self._client.execute_command(*command, **_AS_BYTES)
             finally:
                 self._send_queued()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((command, future))
         return await future
+
+    @property
+    def keeps_connections(self) -> bool:
+        """Can :meth:`execute_many` send on a kept connection (a plain standalone client)?"""
+        return self._held is not None
+
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in order in one write: on a kept connection, or (all busy) as a pipeline of the
+        client's own; the replies in order, an error reply in its command's place (not raised)."""
+        assert self._held is not None, "only where keeps_connections"
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            await self._moved_to(loop)
+        if self._in_flight >= MAX_IN_FLIGHT:  # not queued: a batch boundary could split (and reorder) them
+            pipe = self._client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command, **_AS_BYTES)
+            busy_replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return busy_replies
+        self._in_flight += 1
+        try:
+            replies: list[Any] = await self._held.execute(
+                HeldConnections.send_many, commands, self.timeout_s is not None
+            )
+            return replies
+        finally:
+            self._send_queued()
+
+    async def _moved_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """First use, or a new event loop (a closed one may have left a send unfinished)."""
+        self._loop, self._in_flight, self._queue = loop, 0, []
+        if self._held is not None:
+            await self._held.close()
 
     def _send_queued(self) -> None:
         """After a send returns: pass the queue on to a batch, or become idle."""
@@ -91,7 +122,7 @@ class AutoPipeline:
         except asyncio.CancelledError:  # the loop is shutting down: the reads fail, they are not cancelled
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(ConnectionError("the read pipeline was cancelled"))
+                    future.set_exception(ConnectionError("the auto-pipeline was cancelled"))
             raise
         else:
             for (_, future), result in zip(batch, results, strict=True):
@@ -105,6 +136,6 @@ class AutoPipeline:
             self._send_queued()
 
     async def close(self) -> None:
-        """Give back the connections kept for single reads (reads that continue take them again)."""
+        """Give back the connections kept for single commands (later commands take them again)."""
         if self._held is not None:
             await self._held.close()

@@ -1,4 +1,5 @@
-"""The only module that talks to Valkey: standalone or cluster clients, scripts, error translation.
+"""The only module that talks to Valkey (with its helpers ``_autopipeline`` and ``_held_connections``):
+standalone or cluster clients, scripts, error translation.
 
 Everything above this layer sees our own exception tree (see ``_errors``), never a client's.
 Works with valkey-py's asyncio ``Valkey`` and ``ValkeyCluster`` (and redis-py's asyncio clients, whose
@@ -163,7 +164,7 @@ class Backend:
         self._expired.discard(task)
         return task.uncancel() <= cancelling
 
-    # The two hot-path calls return _call's coroutine instead of wrapping it in one more: every
+    # The hot-path calls return _call's coroutine instead of wrapping it in one more: every
     # coroutine layer costs on each of the several resumptions of a command.
     # Reads and script calls are auto-pipelined (see _autopipeline): concurrent ones share round trips.
     # String replies are bytes whatever the client's decode_responses (entries may be binary).
@@ -183,6 +184,16 @@ class Backend:
         """Send commands in one non-transactional pipeline (one round trip per node involved)."""
         return await self._pipelined(commands, transaction=False)
 
+    async def write(self, commands: Iterable[tuple[str, Sequence[EncodableArg]]]) -> None:
+        """Send commands whose replies nobody reads (an error reply still raises) in one round trip: as one
+        write on a connection the auto-pipeline keeps where the client allows it, else as a pipeline."""
+        batch = list(commands)
+        if not self._auto.keeps_connections:
+            await self._pipelined(batch, transaction=False)
+            return
+        results = await self._call("pipeline", self._auto.execute_many, [(name, *args) for name, args in batch])
+        await self._checked(batch, results)
+
     async def transaction(self, commands: Iterable[tuple[str, Sequence[EncodableArg]]]) -> list[Any]:
         """MULTI/EXEC for commands on keys of one slot (a cluster pipeline cannot MULTI, so there it
         sends them in order on the one connection to that slot's node)."""
@@ -199,6 +210,10 @@ class Backend:
             return results
 
         results: list[Any] = await self._call("MULTI" if transaction else "pipeline", send)
+        return await self._checked(batch, results)
+
+    async def _checked(self, batch: list[tuple[str, Sequence[EncodableArg]]], results: list[Any]) -> list[Any]:
+        """``results`` of ``batch``, an EVALSHA that met NOSCRIPT sent again as EVAL; other errors raise."""
         for i, ((name, args), result) in enumerate(zip(batch, results, strict=True)):
             if isinstance(result, BaseException) and name == "EVALSHA" and _is_noscript(result):
                 script = BY_SHA[str(args[0])]  # a node that has not cached it yet: send the source once
@@ -215,7 +230,7 @@ class Backend:
         return "EVALSHA", (script.sha, len(keys), *keys, *args)
 
     async def close(self) -> None:
-        """Give back the connections the read pipeline keeps to the client's pool (which stays open)."""
+        """Give the connections the auto-pipeline keeps back to the client's pool (which stays open)."""
         await self._auto.close()
 
     async def command(self, name: str, *args: EncodableArg) -> Any:

@@ -24,10 +24,12 @@ client's own path.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from valkey.asyncio import BlockingConnectionPool, Valkey
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import ResponseError
 
 
 class HeldConnections:
@@ -50,24 +52,24 @@ class HeldConnections:
             return None  # reads must go through the client-side cache
         return cls(pool)
 
-    async def execute(self, command: tuple[Any, ...], bounded: bool) -> Any:
-        """Send ``command`` and return its reply as bytes (errors are valkey-py's own exceptions).
+    async def execute(self, send: Callable[[Any, Any], Awaitable[Any]], commands: Any, bounded: bool) -> Any:
+        """``await send(connection, commands)`` on a kept connection: ``send_one`` or ``send_many``.
         ``bounded``: the caller cancels the command at its deadline, so no socket timeout is needed."""
         idle = self._idle
         kept = bool(idle)  # else fresh from the pool, which has just checked it
         if kept:
             connection = idle.pop()
         else:
-            connection = await self._pool.get_connection(command[0])
+            connection = await self._pool.get_connection("_")  # (valkey-py's pools ignore the command name)
             self._socket_timeout = connection.socket_timeout
         connection.socket_timeout = None if bounded else self._socket_timeout
         try:
             try:
-                reply = await self._send(connection, command)
+                reply = await send(connection, commands)
             except ValkeyConnectionError:
                 if not kept:
                     raise
-                reply = await self._send(connection, command)  # closed while idle: valkey-py disconnected it
+                reply = await send(connection, commands)  # closed while idle: valkey-py disconnected it
         except BaseException:
             await connection.disconnect(nowait=True)  # a half-read reply must never meet the next command
             idle.append(connection)
@@ -76,9 +78,22 @@ class HeldConnections:
         return reply
 
     @staticmethod
-    async def _send(connection: Any, command: tuple[Any, ...]) -> Any:
+    async def send_one(connection: Any, command: tuple[Any, ...]) -> Any:
+        """One command's reply as bytes (an error reply raises valkey-py's exception)."""
         await connection.send_packed_command(connection.pack_command(*command))
         return await connection.read_response(disable_decoding=True)
+
+    @staticmethod
+    async def send_many(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Every command's reply as bytes, in one write; an error reply is returned in its place."""
+        await connection.send_packed_command(connection.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response(disable_decoding=True))
+            except ResponseError as exc:  # the reply was read whole: the connection stays in step
+                replies.append(exc)
+        return replies
 
     async def close(self) -> None:
         """Give the kept connections back to the pool (also when another event loop takes over: their

@@ -86,3 +86,23 @@ async def test_a_stalled_read_is_a_timeout_for_the_caller(valkey_server_factory:
     assert all(isinstance(outcome, BackendTimeoutError) for outcome in outcomes), outcomes
     assert await asyncio.gather(*(backend.get("k") for _ in range(5))) == [None] * 5
     await client.aclose()
+
+
+async def test_writes_go_in_one_round_trip_and_their_errors_still_raise(backend_client: Any) -> None:
+    from agent_cache._scripts import KEY_INDEX_ADD
+
+    backend = Backend(backend_client, timeout_s=5.0)
+    index_add = Backend.script_command(KEY_INDEX_ADD, ("{t}:index",), ("{t}:a", 60))
+    await backend_client.script_flush()  # the script must be sent again as EVAL (NOSCRIPT)
+    await backend.write([("SET", ("{t}:a", "1")), index_add])
+    assert await backend_client.get("{t}:a") == b"1"
+    assert await backend_client.zrange("{t}:index", 0, -1) == [b"{t}:a"]
+    await backend_client.hset("{t}:hash", "f", "v")
+    with pytest.raises(ValkeyCommandError, match="WRONGTYPE"):
+        await backend.write([("SET", ("{t}:b", "2")), ("INCR", ("{t}:hash",))])
+    assert await backend_client.get("{t}:b") == b"2"  # the commands before it ran
+    # Many at once: past the four in flight, each write goes as a pipeline of its own, still in order.
+    await asyncio.gather(
+        *(backend.write([("SET", (f"{{t}}:k{i}", i)), ("APPEND", (f"{{t}}:k{i}", "x"))]) for i in range(40))
+    )
+    assert await backend_client.mget([f"{{t}}:k{i}" for i in range(40)]) == [f"{i}x".encode() for i in range(40)]

@@ -1,4 +1,4 @@
-"""Single reads on the connections the read pipeline keeps: each reply is its own read's, whatever happened to
+"""Single commands on the connections the auto-pipeline keeps: each reply is its own command's, whatever happened to
 the connection before (killed, timed out mid-reply, closed), and the pool gets them back."""
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ class BetterDBLlmCache(BaseCache):
     async def _index(self, cache: AgentCache, key: str) -> None:
         """Remember the key in the adapter's index, scored by expiry like the per-model index."""
         ttl = cache.llm.resolve_ttl(self._ttl)
-        await cache.backend.pipeline([index_command(cache.keys.adapter_index(ADAPTER), key, ttl)])
+        await cache.backend.write([index_command(cache.keys.adapter_index(ADAPTER), key, ttl)])
 
     async def _clear(self, cache: AgentCache) -> int:
         backend, index = cache.backend, cache.keys.adapter_index(ADAPTER)

@@ -198,9 +198,7 @@ class LlmCache:
                 stored, stored_size = ctx.pack(value, size)
                 set_args: tuple[Any, ...] = (key, stored, "EX", ttl) if ttl else (key, stored)
                 try:
-                    await ctx.backend.pipeline(
-                        [("SET", set_args), index_command(ctx.keys.model_index(model), key, ttl)]
-                    )
+                    await ctx.backend.write([("SET", set_args), index_command(ctx.keys.model_index(model), key, ttl)])
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
