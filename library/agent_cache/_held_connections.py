@@ -70,6 +70,9 @@ class HeldConnections:
                 if not kept:
                     raise
                 reply = await send(connection, commands)  # closed while idle: valkey-py disconnected it
+        except ResponseError:  # an error reply, read whole (NOSCRIPT, WRONGTYPE...): the connection is fine
+            idle.append(connection)
+            raise
         except BaseException:
             await connection.disconnect(nowait=True)  # a half-read reply must never meet the next command
             idle.append(connection)

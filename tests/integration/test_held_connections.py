@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from valkey.asyncio import BlockingConnectionPool, ConnectionPool, Valkey
 
-from agent_cache import BackendTimeoutError
+from agent_cache import BackendTimeoutError, ValkeyCommandError
 from agent_cache._backend import Backend
 from agent_cache._breaker import CircuitBreaker
 from agent_cache._held_connections import HeldConnections
@@ -107,5 +107,21 @@ async def test_without_a_backend_deadline_the_clients_socket_timeout_still_bound
         finally:
             server.resume()
         assert await unbounded.get("k") is None
+    finally:
+        await client.aclose()
+
+
+async def test_an_error_reply_keeps_the_connection(valkey_url: str) -> None:
+    pool = ConnectionPool.from_url(valkey_url)
+    client = Valkey.from_pool(pool)
+    try:
+        await client.hset("a-hash", "f", "v")
+        backend = Backend(client, timeout_s=5.0)
+        assert await backend.get("absent") is None
+        (kept,) = pool._in_use_connections
+        with pytest.raises(ValkeyCommandError, match="WRONGTYPE"):
+            await backend.get("a-hash")
+        assert kept.is_connected and pool._in_use_connections == {kept}  # read whole: nothing to reconnect
+        assert await backend.get("absent") is None
     finally:
         await client.aclose()
