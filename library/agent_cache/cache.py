@@ -261,7 +261,7 @@ class AgentCache:
         )
 
     async def close(self) -> None:
-        """Flush counters, stop upkeep, remove the heartbeat and give the connections kept for reads back to
+        """Flush counters, stop upkeep, remove the heartbeat and give the connections kept for commands back to
         the client's pool. The client stays open (it is yours)."""
         self._closed = True
         self._stopping.set()
