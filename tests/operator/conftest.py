@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from agent_cache.embedded import _pick_port
+from agent_cache._local_server import pick_port
 from agent_cache_operator.crd import API_VERSION, build_crd
 from tests.operator.emulator import EmulatorThread, write_kubeconfig
 
@@ -158,8 +158,8 @@ class OperatorProcess:
     metrics_port: int = 0
 
     def start(self) -> OperatorProcess:
-        self.liveness_port = _pick_port(set())
-        self.metrics_port = _pick_port({self.liveness_port})
+        self.liveness_port = pick_port(set())
+        self.metrics_port = pick_port({self.liveness_port})
         assert OPERATOR is not None
         command = [
             OPERATOR,

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from valkey.asyncio import Valkey
 
+from agent_cache._local_server import pick_port
 from agent_cache.config import read_config
-from agent_cache.embedded import EmbeddedCluster, EmbeddedValkey, _pick_port
+from agent_cache.embedded import EmbeddedCluster, EmbeddedValkey
 from tests.operator.conftest import Kube, OperatorProcess, agentcache, condition, eventually, secret
 from tests.servers import REDIS7_BINARY, cluster_client
 
@@ -68,7 +69,7 @@ def tls_server(tmp_path: Path, valkey_server_factory: Callable[..., EmbeddedValk
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is absent")
     _certificates(tmp_path)
-    tls_port = _pick_port(set())
+    tls_port = pick_port(set())
     server = valkey_server_factory(
         binary=REDIS7_BINARY,
         args=[
