@@ -76,11 +76,7 @@ class AutoPipeline:
         if loop is not self._loop:
             await self._moved_to(loop)
         if self._in_flight >= MAX_IN_FLIGHT:  # not queued: a batch boundary could split (and reorder) them
-            pipe = self._client.pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command, **_AS_BYTES)
-            busy_replies: list[Any] = await pipe.execute(raise_on_error=False)
-            return busy_replies
+            return await self._client_pipeline(commands)
         self._in_flight += 1
         try:
             replies: list[Any] = await self._held.execute(
@@ -89,6 +85,14 @@ class AutoPipeline:
             return replies
         finally:
             self._send_queued()
+
+    async def _client_pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """``commands`` as one pipeline of the client's own (its pool, its routing); error replies in place."""
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command, **_AS_BYTES)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def _moved_to(self, loop: asyncio.AbstractEventLoop) -> None:
         """First use, or a new event loop (a closed one may have left a send unfinished)."""
@@ -110,11 +114,8 @@ class AutoPipeline:
 
     async def _send_batch(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for command, _ in batch:
-                pipe.execute_command(*command, **_AS_BYTES)
             async with asyncio.timeout(self.timeout_s):
-                results = await pipe.execute(raise_on_error=False)
+                results = await self._client_pipeline([command for command, _ in batch])
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

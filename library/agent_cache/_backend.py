@@ -50,13 +50,6 @@ def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def decodes_responses(client: Any) -> bool:
-    """Does ``client`` decode replies to str (``decode_responses=True``)? Standalone and cluster clients."""
-    get_encoder = getattr(client, "get_encoder", None)
-    encoder = get_encoder() if callable(get_encoder) else getattr(client, "encoder", None)
-    return bool(getattr(encoder, "decode_responses", False))
-
-
 def _is_noscript(exc: BaseException) -> bool:
     return any(cls.__name__ == "NoScriptError" for cls in type(exc).__mro__) or str(exc).startswith("NOSCRIPT")
 
@@ -217,7 +210,8 @@ class Backend:
         for i, ((name, args), result) in enumerate(zip(batch, results, strict=True)):
             if isinstance(result, BaseException) and name == "EVALSHA" and _is_noscript(result):
                 script = BY_SHA[str(args[0])]  # a node that has not cached it yet: send the source once
-                result = results[i] = await self._call(script.label, self.client.eval, script.source, *args[1:])
+                eval_args = ("EVAL", script.source, *args[1:])  # args: sha, numkeys, keys, argv
+                result = results[i] = await self._call(script.label, self._auto.execute, *eval_args)
             if isinstance(result, BaseException):
                 raise translate_error(result, name) from result
         return results
