@@ -22,8 +22,9 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, NotRequired, TypedDict
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
+from agent_cache._address_guard import AddressPolicy, check_literal, guarded_resolver, public_address
 from agent_cache._errors import AgentCacheUsageError, ConfigurationError
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "hash_url",
     "make_fetch_and_hash",
     "passthrough",
+    "public_address",
 ]
 
 # ─── Types ────────────────────────────────────────────────────────────────────
@@ -218,6 +220,8 @@ def hash_url(url: str) -> str:
 DEFAULT_FETCH_TIMEOUT = 10.0
 DEFAULT_FETCH_MAX_BYTES = 20 * 1024 * 1024
 _FETCH_CHUNK_BYTES = 64 * 1024
+_MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _check_fetch_limits(timeout: float, max_bytes: int) -> None:
@@ -236,20 +240,23 @@ async def fetch_and_hash(
     *,
     timeout: float = DEFAULT_FETCH_TIMEOUT,  # noqa: ASYNC109 - the handler owns its bound, callers rarely wrap
     max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+    allow_address: AddressPolicy = public_address,
 ) -> str:
     """Download ``url`` and return ``sha256:<hex>`` of its body (content identity for URLs).
 
     The body is streamed and hashed chunk by chunk; the download is aborted with
     :class:`AgentCacheUsageError` once it exceeds ``max_bytes``, takes longer than ``timeout``
     seconds in total, or answers with a non-2xx status. Base64 ``data:`` URLs are hashed locally.
+    Only public addresses are contacted, for the URL and every redirect (at most
+    ``_MAX_REDIRECTS``): loopback, private, link-local and other non-global addresses are refused,
+    whether written as IP literals or reached through DNS. ``allow_address`` replaces that rule
+    (a predicate on ``ipaddress`` objects), e.g. for an internal CDN.
     Needs aiohttp (``pip install "agent-cache[fetch]"``).
     """
     _check_fetch_limits(timeout, max_bytes)
     if _is_base64_data_url(url):
         return hash_base64(url)
     shown = _describe_url(url)
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise AgentCacheUsageError(f"fetch_and_hash only fetches http(s) URLs, got {shown!r}")
     try:
         import aiohttp
     except ImportError as exc:
@@ -258,38 +265,50 @@ async def fetch_and_hash(
     digest = hashlib.sha256()
     received = 0
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(url) as response,
-        ):
-            if not 200 <= response.status < 300:
-                raise AgentCacheUsageError(f"fetching {shown} failed with HTTP status {response.status}")
-            # Content-Length counts encoded bytes; only trust it when no decoding happens.
-            declared = response.content_length
-            if declared is not None and declared > max_bytes and "Content-Encoding" not in response.headers:
-                raise _too_large(shown, max_bytes)
-            async for chunk in response.content.iter_chunked(_FETCH_CHUNK_BYTES):
-                received += len(chunk)
-                if received > max_bytes:
-                    raise _too_large(shown, max_bytes)
-                digest.update(chunk)
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(resolver=guarded_resolver(allow_address)),
+        ) as session:
+            for _ in range(_MAX_REDIRECTS + 1):
+                parts = urlsplit(url)
+                if parts.scheme.lower() not in ("http", "https"):
+                    raise AgentCacheUsageError(f"fetch_and_hash only fetches http(s) URLs, got {_describe_url(url)!r}")
+                check_literal(parts.hostname or "", allow_address)
+                async with session.get(url, allow_redirects=False) as response:
+                    location = response.headers.get("Location")
+                    if response.status in _REDIRECTS and location:
+                        url = urljoin(str(response.url), location)
+                        continue
+                    if not 200 <= response.status < 300:
+                        raise AgentCacheUsageError(f"fetching {shown} failed with HTTP status {response.status}")
+                    # Content-Length counts encoded bytes; only trust it when no decoding happens.
+                    declared = response.content_length
+                    if declared is not None and declared > max_bytes and "Content-Encoding" not in response.headers:
+                        raise _too_large(shown, max_bytes)
+                    async for chunk in response.content.iter_chunked(_FETCH_CHUNK_BYTES):
+                        received += len(chunk)
+                        if received > max_bytes:
+                            raise _too_large(shown, max_bytes)
+                        digest.update(chunk)
+                    return "sha256:" + digest.hexdigest()
     except TimeoutError as exc:
         raise AgentCacheUsageError(f"fetching {shown} timed out after {timeout:g} s") from exc
     except aiohttp.ClientError as exc:
         raise AgentCacheUsageError(f"fetching {shown} failed: {type(exc).__name__}") from exc
-    return "sha256:" + digest.hexdigest()
+    raise AgentCacheUsageError(f"fetching {shown} failed: more than {_MAX_REDIRECTS} redirects")
 
 
 def make_fetch_and_hash(
     *,
     timeout: float = DEFAULT_FETCH_TIMEOUT,
     max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+    allow_address: AddressPolicy = public_address,
 ) -> Callable[[str], Awaitable[str]]:
     """Return a ``url`` handler like :func:`fetch_and_hash` with other limits (checked now)."""
     _check_fetch_limits(timeout, max_bytes)
 
     async def fetch_and_hash_with_limits(url: str) -> str:
-        return await fetch_and_hash(url, timeout=timeout, max_bytes=max_bytes)
+        return await fetch_and_hash(url, timeout=timeout, max_bytes=max_bytes, allow_address=allow_address)
 
     return fetch_and_hash_with_limits
 

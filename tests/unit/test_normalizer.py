@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import socket
 import sys
 import time
@@ -25,10 +26,16 @@ from agent_cache.normalizer import (
     hash_url,
     make_fetch_and_hash,
     passthrough,
+    public_address,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3
 PNG_B64 = base64.b64encode(PNG).decode()
+
+
+def only_this_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """The loopback test server's address, and no other (the default policy refuses loopback)."""
+    return address == ipaddress.ip_address("127.0.0.1")
 
 
 def image(source: Mapping[str, object]) -> BinaryRef:
@@ -248,7 +255,15 @@ async def server() -> AsyncIterator[str]:
             await asyncio.wait_for(release.wait(), timeout=5)
         return web.Response(body=b"late")
 
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["to"])
+
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/loop")
+
     app = web.Application()
+    app.router.add_get("/redirect", redirect)
+    app.router.add_get("/loop", loop)
     app.router.add_get("/ok.png", ok)
     app.router.add_get("/big", big)
     app.router.add_get("/big-streamed", big_streamed)
@@ -266,23 +281,25 @@ async def server() -> AsyncIterator[str]:
 
 
 async def test_fetch_hashes_the_served_bytes(server: str) -> None:
-    assert await fetch_and_hash(f"{server}/ok.png?token=1") == hash_bytes(PNG)
+    assert await fetch_and_hash(f"{server}/ok.png?token=1", allow_address=only_this_host) == hash_bytes(PNG)
 
 
 async def test_fetch_factory_works_as_a_url_handler(server: str) -> None:
-    normalize = compose_normalizer({"url": make_fetch_and_hash(timeout=2.0, max_bytes=len(PNG))})
+    normalize = compose_normalizer(
+        {"url": make_fetch_and_hash(timeout=2.0, max_bytes=len(PNG), allow_address=only_this_host)}
+    )
     assert await normalize(image({"type": "url", "url": f"{server}/ok.png"})) == hash_bytes(PNG)
 
 
 @pytest.mark.parametrize("path", ["/big", "/big-streamed"])
 async def test_fetch_aborts_above_max_bytes(server: str, path: str) -> None:
     with pytest.raises(AgentCacheUsageError, match="exceeds max_bytes=1000"):
-        await fetch_and_hash(f"{server}{path}", max_bytes=1000)
+        await fetch_and_hash(f"{server}{path}", max_bytes=1000, allow_address=only_this_host)
 
 
 async def test_fetch_reports_http_errors_without_the_query(server: str) -> None:
     with pytest.raises(AgentCacheUsageError, match="HTTP status 404") as caught:
-        await fetch_and_hash(f"{server}/missing?X-Amz-Signature=secret")
+        await fetch_and_hash(f"{server}/missing?X-Amz-Signature=secret", allow_address=only_this_host)
     assert "secret" not in str(caught.value)
 
 
@@ -290,7 +307,7 @@ async def test_fetch_reports_http_errors_without_the_query(server: str) -> None:
 async def test_fetch_times_out_quickly(server: str) -> None:
     started = time.monotonic()
     with pytest.raises(AgentCacheUsageError, match=r"timed out after 0\.2 s"):
-        await fetch_and_hash(f"{server}/slow", timeout=0.2)
+        await fetch_and_hash(f"{server}/slow", timeout=0.2, allow_address=only_this_host)
     assert time.monotonic() - started < 1.0
 
 
@@ -299,7 +316,7 @@ async def test_fetch_reports_refused_connections() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: connections are refused
         with pytest.raises(AgentCacheUsageError, match="failed: Client"):
-            await fetch_and_hash(f"http://127.0.0.1:{port}/", timeout=2.0)
+            await fetch_and_hash(f"http://127.0.0.1:{port}/", timeout=2.0, allow_address=only_this_host)
 
 
 async def test_fetch_hashes_data_urls_locally() -> None:
@@ -321,3 +338,65 @@ async def test_fetch_without_aiohttp_names_the_extra(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "aiohttp", None)  # makes `import aiohttp` raise ImportError
     with pytest.raises(ConfigurationError, match=r'pip install "agent-cache\[fetch\]"'):
         await fetch_and_hash("https://example.com/a.png")
+
+
+# ─── fetch_and_hash contacts public addresses only ────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "::1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+    ],
+)
+def test_the_default_policy_refuses_every_non_public_address(address: str) -> None:
+    assert not public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+def test_the_default_policy_allows_public_addresses(address: str) -> None:
+    assert public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "127.0.0.2"])
+async def test_fetch_refuses_loopback_literals_by_default(server: str, host: str) -> None:
+    port = server.rsplit(":", 1)[1]
+    with pytest.raises(AgentCacheUsageError, match=r"refused to connect to .*not a public address"):
+        await fetch_and_hash(f"http://{host}:{port}/ok.png", timeout=2.0)
+
+
+async def test_fetch_refuses_a_name_that_resolves_to_loopback(server: str) -> None:
+    port = server.rsplit(":", 1)[1]
+    with pytest.raises(AgentCacheUsageError, match=r"refused to connect to localhost \("):
+        await fetch_and_hash(f"http://localhost:{port}/ok.png", timeout=2.0)
+
+
+async def test_fetch_follows_redirects_to_allowed_addresses(server: str) -> None:
+    assert await fetch_and_hash(f"{server}/redirect?to=/ok.png", allow_address=only_this_host) == hash_bytes(PNG)
+
+
+async def test_fetch_checks_every_redirect_hop(server: str) -> None:
+    """The first hop (127.0.0.1) is allowed; the loopback address it redirects to is not."""
+    port = server.rsplit(":", 1)[1]
+    with pytest.raises(AgentCacheUsageError, match=r"refused to connect to 127\.0\.0\.2"):
+        await fetch_and_hash(
+            f"{server}/redirect?to=http://127.0.0.2:{port}/ok.png", timeout=2.0, allow_address=only_this_host
+        )
+
+
+async def test_fetch_gives_up_after_a_few_redirects(server: str) -> None:
+    with pytest.raises(AgentCacheUsageError, match="more than 5 redirects"):
+        await fetch_and_hash(f"{server}/loop", allow_address=only_this_host)
