@@ -9,13 +9,16 @@ Connection options (``--url``, ``--password-env``/``--password-file``, TLS, ``--
 ``commands._connection``; without a URL a command runs on an empty embedded server, as ``demo`` does.
 
 Exit codes: 0 success, 1 the command failed, 2 bad usage or it could not start (e.g. Valkey unreachable),
-3 nothing found / nothing to do (e.g. no entries matched), 130 interrupted.
+3 nothing found / nothing to do (e.g. no entries matched), 130 interrupted. Output cut short by its reader
+(``| head``) is not a failure: exit 0, no message.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -31,6 +34,7 @@ COMMANDS = (
     "agent_cache.commands.config",
     "agent_cache.commands.caches",
     "agent_cache.commands.flush",
+    "agent_cache.commands.server",
 )
 """Subcommand modules, in ``--help`` order."""
 
@@ -59,13 +63,44 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for module in COMMANDS:
         importlib.import_module(module).register(subparsers)
+    _remember_parsers(parser)
     return parser
 
 
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Let every (sub)command's parser put itself in the namespace, so an unknown option is reported with the
+    usage of the command it was given to, not the top-level one (argparse leaves extras to the top parser)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                subparser.set_defaults(command_parser=subparser)
+                _remember_parsers(subparser)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _output_closed() -> int:
+    """The reader of our output went away (``agent-cache stats | head``): not a failure, and nothing more to say.
+    Later writes (and the interpreter's final flush) go to /dev/null instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = _parse(build_parser(), argv)
         return int(args.run(args))
+    except BrokenPipeError:
+        return _output_closed()
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in _CLI_EXTRA_MODULES:
             raise

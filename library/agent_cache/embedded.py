@@ -169,6 +169,13 @@ class EmbeddedValkey:
             self._dir = None
         atexit.unregister(self.stop)
 
+    def wait(self) -> int:
+        """Block until the server exits (``agent-cache server`` runs in the foreground); returns its exit code.
+        A signal handler that raises (Ctrl-C) interrupts the wait; the server keeps running until :meth:`stop`."""
+        if self._proc is None:
+            raise EmbeddedServerError("the server has not been started")
+        return self._proc.wait()
+
     def kill(self) -> None:
         """SIGKILL the server (a crash, for fault tests); :meth:`restart` brings it back on the same port."""
         if self._proc is not None and self._proc.poll() is None:

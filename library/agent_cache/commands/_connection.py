@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
+from valkey.exceptions import ValkeyClusterException, ValkeyError
 
 from .._backend import Backend
 from .._errors import AgentCacheError, AgentCacheUsageError, BackendError, ConfigurationError
@@ -26,14 +26,13 @@ from .._keys import validate_cache_name
 from ..cache import AgentCache
 from ..types import AgentCacheOptions, ConfigRefreshOptions, DiscoveryOptions, TelemetryOptions
 from ._terminal import CommandError, ExitCode, consoles
+from ._url import TLS_SCHEMES, ServerUrl, UrlError, parse_server_url, unreachable_hint
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 URL_ENV = "AGENT_CACHE_URL"
 NAME_ENV = "AGENT_CACHE_NAME"
-_TLS_SCHEMES = ("rediss", "valkeys")
-_SCHEMES = ("redis", "valkey", *_TLS_SCHEMES, "unix")
 _DEFAULT_TIMEOUT_S = 10.0
 
 
@@ -113,14 +112,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def describe_url(url: str) -> str:
-    """The URL without credentials, for messages."""
-    parts = urlsplit(url)
-    user = f"{parts.username}@" if parts.username else ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
-
-
 @dataclass
 class Session:
     """An open connection plus where it goes, for the body of one command."""
@@ -160,7 +151,7 @@ def quiet_cache(session: Session, name: str) -> AgentCache:
 
 @dataclass(frozen=True)
 class _Connection:
-    url: str | None
+    url: ServerUrl | None
     kwargs: dict[str, Any]
     cluster: bool
 
@@ -198,13 +189,11 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
         if password is not None or tls:
             raise CommandError("--password-env/--password-file and --tls-* need --url", ExitCode.USAGE)
         return _Connection(None, kwargs, cluster=False)
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise CommandError(
-            f"--url {describe_url(url)!r}: the scheme must be one of {', '.join(s + '://' for s in _SCHEMES)}",
-            ExitCode.USAGE,
-        )
-    if parts.password:
+    try:
+        parsed = parse_server_url(url)
+    except UrlError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+    if parsed.has_password:
         if password is not None:
             raise CommandError("the URL already has a password: give it in one place only", ExitCode.USAGE)
         err.print(
@@ -212,15 +201,19 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
             "use --password-env or --password-file",
             markup=False,
         )
-    if tls and parts.scheme not in _TLS_SCHEMES:
-        raise CommandError("--tls-* options need a rediss:// or valkeys:// URL", ExitCode.USAGE)
+    if tls and not parsed.tls:
+        raise CommandError(f"--tls-* options need a {' or '.join(s + '://' for s in TLS_SCHEMES)} URL", ExitCode.USAGE)
+    if args.cluster and parsed.scheme == "unix":
+        raise CommandError("--cluster needs a TCP URL (valkey://host:port), not a unix socket", ExitCode.USAGE)
+    if args.cluster and parsed.database:
+        raise CommandError(f"--url {parsed.shown!r}: a cluster has only database 0", ExitCode.USAGE)
     if password is not None:
         kwargs["password"] = password
-    return _Connection(url, {**kwargs, **tls}, cluster=args.cluster)
+    return _Connection(parsed, {**kwargs, **tls}, cluster=args.cluster)
 
 
 @contextlib.contextmanager
-def _embedded_server() -> Iterator[str]:
+def _embedded_server() -> Iterator[ServerUrl]:
     from ..embedded import EmbeddedServerError, EmbeddedValkey
 
     try:
@@ -228,26 +221,26 @@ def _embedded_server() -> Iterator[str]:
     except EmbeddedServerError as exc:
         raise CommandError(f"could not start an embedded valkey-server: {exc}", ExitCode.USAGE) from exc
     try:
-        yield server.url
+        yield parse_server_url(server.url)
     finally:
         server.stop()
 
 
-def _client(url: str, connection: _Connection) -> Any:
+def _client(url: ServerUrl, connection: _Connection) -> Any:
     try:
         if connection.cluster:
             from valkey.asyncio.cluster import ValkeyCluster
 
-            return ValkeyCluster.from_url(url, **connection.kwargs)
+            return ValkeyCluster.from_url(url.text, **connection.kwargs)
         from valkey.asyncio import Valkey
 
-        return Valkey.from_url(url, **connection.kwargs)
-    except (ValueError, TypeError) as exc:
-        raise CommandError(f"invalid --url {describe_url(url)!r}: {exc}", ExitCode.USAGE) from exc
+        return Valkey.from_url(url.text, **connection.kwargs)
+    except (ValueError, TypeError, ValkeyError, ValkeyClusterException) as exc:  # what only valkey-py checks
+        raise CommandError(f"--url {url.shown!r}: {' '.join(str(exc).split())}", ExitCode.USAGE) from exc
 
 
 async def _open_and_run(
-    url: str, where: str, embedded: bool, connection: _Connection, body: Callable[[Session], Awaitable[int]]
+    url: ServerUrl, where: str, embedded: bool, connection: _Connection, body: Callable[[Session], Awaitable[int]]
 ) -> int:
     out, err = consoles()
     client = _client(url, connection)
@@ -258,7 +251,8 @@ async def _open_and_run(
         except (AgentCacheError, OSError) as exc:
             cause = exc.__cause__ or exc
             detail = " ".join(str(cause).split()) or type(cause).__name__
-            raise CommandError(f"cannot reach Valkey at {where}: {detail}", ExitCode.USAGE) from exc
+            hint = unreachable_hint(url, detail)
+            raise CommandError(f"cannot reach Valkey at {where}: {detail}{hint}", ExitCode.USAGE) from exc
         return await body(Session(client, backend, where, embedded, out, err))
     finally:
         with contextlib.suppress(Exception):  # a client that never connected may fail to close
@@ -275,10 +269,10 @@ def run_command(args: argparse.Namespace, body: Callable[[Session], Awaitable[in
         with contextlib.ExitStack() as stack:
             if connection.url is None:
                 url = stack.enter_context(_embedded_server())
-                where = f"an embedded valkey-server ({urlsplit(url).hostname}:{urlsplit(url).port})"
+                where = f"an embedded valkey-server ({url.host}:{url.port})"
                 err.print(f"note: no --url (or ${URL_ENV}): using {where}, empty, stopped when this command ends")
             else:
-                url, where = connection.url, describe_url(connection.url)
+                url, where = connection.url, connection.url.shown
             return asyncio.run(_open_and_run(url, where, connection.url is None, connection, body))
     except CommandError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)

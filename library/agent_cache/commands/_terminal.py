@@ -7,10 +7,11 @@ tables are plain text and JSON goes to stdout alone, every note to stderr.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..demo.report import compact_table, dollars, ttl
 
@@ -22,6 +23,7 @@ __all__ = [
     "EXIT_CODES_HELP",
     "CommandError",
     "ExitCode",
+    "console",
     "consoles",
     "dollars",
     "literal",
@@ -62,14 +64,58 @@ PIPE_WIDTH = 160
 """Width of tables on a pipe: rich's 80 columns would cut tool and cache names short."""
 
 
-def consoles() -> tuple[Console, Console]:
-    """(stdout, stderr): tables and JSON go to stdout, notes and errors to stderr."""
+class PlainLines(io.TextIOBase):
+    """A pipe's text with the spaces rich pads table rows with removed from the end of every line, so
+    ``grep 'x$'`` and diffs of saved reports work. Holds a partial line until its newline (or a flush)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        if lines:
+            self._stream.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._stream.write(self._partial)
+            self._partial = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+def console(*, stderr: bool = False, pipe_width: int | None = PIPE_WIDTH, soft_wrap: bool = False) -> Console:
+    """A console that draws for a terminal, or plain lines on a pipe (``pipe_width`` columns; None: rich's 80).
+
+    When the reader of a pipe goes away (``| head``), writing raises ``BrokenPipeError``, which ``cli.main``
+    turns into a quiet exit 0; rich's own reaction is a silent exit 1.
+    """
     from rich.console import Console
 
-    out = Console(highlight=False)
-    if not out.is_terminal:
-        out = Console(highlight=False, width=max(out.width, PIPE_WIDTH))
-    return out, Console(stderr=True, highlight=False, soft_wrap=True)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    stream = sys.stderr if stderr else sys.stdout
+    probe = Console(file=stream)
+    if probe.is_terminal:
+        return _Console(file=stream, highlight=False, soft_wrap=soft_wrap)
+    width = probe.width if pipe_width is None else max(probe.width, pipe_width)
+    return _Console(file=cast("IO[str]", PlainLines(stream)), highlight=False, soft_wrap=soft_wrap, width=width)
+
+
+def consoles() -> tuple[Console, Console]:
+    """(stdout, stderr): tables and JSON go to stdout, notes and errors to stderr."""
+    return console(), console(stderr=True, soft_wrap=True)
 
 
 def print_json(document: Any) -> None:

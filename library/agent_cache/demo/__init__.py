@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, start_http_server
 from valkey.asyncio import Valkey
 
 from .. import AgentCache, AgentCacheError, AgentCacheOptions, AgentCacheUsageError, TelemetryOptions
+from ..commands._url import ServerUrl, UrlError, parse_server_url, unreachable_hint
 from .report import DemoSummary
 from .workload import DEFAULT_REQUESTS, DEFAULT_USERS, TIER_DEFAULTS, WorkloadProgress, run_workload
 
@@ -31,6 +31,8 @@ __all__ = ["DEFAULT_NAME", "DemoSummary", "WorkloadProgress", "register", "run",
 
 DEFAULT_NAME = "agent_cache_demo"
 DEFAULT_METRICS_PORT = 9464
+DEFAULT_PROGRESS_EVERY = 5.0
+"""Seconds between progress lines when the output is not a terminal (a terminal gets a progress bar)."""
 _METRICS_HOST = "127.0.0.1"
 
 _DESCRIPTION = """\
@@ -55,6 +57,10 @@ examples:
       no waiting; the summary as JSON for scripts
   agent-cache demo --hold 60 --metrics-port 9465
       keep http://127.0.0.1:9465/metrics up a minute after the run
+  agent-cache demo --progress-every 30 > demo.log
+      in a CI log: one progress line every 30 s instead of a progress bar
+
+exit codes: 0 done, 1 the demo failed, 2 bad usage or Valkey unreachable, 130 interrupted
 """
 
 
@@ -63,21 +69,37 @@ class DemoSetupError(AgentCacheError):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {value}")
     return value
@@ -128,7 +150,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=0,
         metavar="N",
         help="random seed (default: 0): the same seed asks the same questions; hit counts can still differ a "
@@ -156,27 +178,34 @@ def register(subparsers: Any) -> None:
         help="print the summary as JSON on stdout instead of tables (status lines go to stderr), "
         "e.g. agent-cache demo --speed 0 --json > summary.json",
     )
+    parser.add_argument(
+        "--progress-every",
+        type=_non_negative,
+        default=DEFAULT_PROGRESS_EVERY,
+        metavar="SECONDS",
+        help=f"when the output is not a terminal, print a progress line this often (default: "
+        f"{DEFAULT_PROGRESS_EVERY:g}; 0: after every turn) and one when the run ends; a terminal gets a progress "
+        "bar instead, e.g. --progress-every 30",
+    )
     parser.set_defaults(run=run)
 
 
-def describe_url(url: str) -> str:
-    """The URL without credentials, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from ..commands._terminal import console
     from .report import render, summary_json
 
-    out = Console(highlight=False)
-    status = Console(stderr=True, highlight=False) if args.json else out
+    out = console(pipe_width=None)  # the report is drawn to fit rich's 80 columns on a pipe
+    status = console(stderr=True, pipe_width=None) if args.json else out
     try:
         with contextlib.ExitStack() as stack:
-            url, where = (args.url, describe_url(args.url)) if args.url else stack.enter_context(_embedded_server())
+            if args.url:
+                try:
+                    url = parse_server_url(args.url)
+                except UrlError as exc:
+                    raise DemoSetupError(str(exc)) from None
+                where = url.shown
+            else:
+                url, where = stack.enter_context(_embedded_server())
             metrics_url, registry = stack.enter_context(_metrics_server(args.metrics_port))
             summary = asyncio.run(_run(args, url, where, metrics_url, registry, status))
             if args.json:
@@ -197,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _embedded_server() -> Iterator[tuple[str, str]]:
+def _embedded_server() -> Iterator[tuple[ServerUrl, str]]:
     from ..embedded import EmbeddedServerError, EmbeddedValkey
 
     try:
@@ -205,7 +234,7 @@ def _embedded_server() -> Iterator[tuple[str, str]]:
     except EmbeddedServerError as exc:
         raise DemoSetupError(str(exc)) from exc
     try:
-        yield server.url, f"embedded valkey-server on {server.host}:{server.port}, stopped at exit"
+        yield parse_server_url(server.url), f"embedded valkey-server on {server.host}:{server.port}, stopped at exit"
     finally:
         server.stop()
 
@@ -229,20 +258,18 @@ def _metrics_server(port: int) -> Iterator[tuple[str, CollectorRegistry]]:
 
 
 async def _run(
-    args: argparse.Namespace, url: str, where: str, metrics_url: str, registry: CollectorRegistry, status: Console
+    args: argparse.Namespace, url: ServerUrl, where: str, metrics_url: str, registry: CollectorRegistry, status: Console
 ) -> DemoSummary:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     try:
-        client = Valkey.from_url(url, socket_connect_timeout=5, socket_timeout=30)
-    except ValueError as exc:
-        raise DemoSetupError(f"invalid --url {describe_url(url)!r}: {exc}") from exc
+        client = Valkey.from_url(url.text, socket_connect_timeout=5, socket_timeout=30)
+    except ValueError as exc:  # what only valkey-py checks, e.g. ?socket_timeout=abc
+        raise DemoSetupError(f"--url {url.shown!r}: {exc}") from exc
     try:
         try:
             await client.ping()
         except Exception as exc:  # every way a connection can fail: refused, DNS, TLS, auth
             detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise DemoSetupError(f"cannot reach Valkey at {where}: {detail}") from exc
+            raise DemoSetupError(f"cannot reach Valkey at {where}: {detail}{unreachable_hint(url, detail)}") from exc
         options = AgentCacheOptions(
             client=client, name=args.name, tier_defaults=TIER_DEFAULTS, telemetry=TelemetryOptions(registry=registry)
         )
@@ -252,20 +279,7 @@ async def _run(
             status.print(f"  Valkey   {where}", markup=False)
             status.print(f"  Cache    {args.name} (flushed at start: {flushed:,} keys from earlier runs)", markup=False)
             status.print(f"  Metrics  {metrics_url} (Prometheus, while the demo runs)", markup=False)
-            columns = (
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rates]}"),
-                TimeElapsedColumn(),
-            )
-            with Progress(*columns, console=status, transient=True, disable=not status.is_terminal) as progress:
-                task = progress.add_task("agents at work", total=args.requests, rates="")
-
-                def show(update: WorkloadProgress) -> None:
-                    rates = f"LLM hits {update.llm_hit_rate:.0%} · tool hits {update.tool_hit_rate:.0%}"
-                    progress.update(task, completed=update.turns_done, rates=rates)
-
+            with _progress(status, args.requests, args.progress_every) as show:
                 summary = await run_workload(
                     cache, requests=args.requests, users=args.users, speed=args.speed, seed=args.seed, on_progress=show
                 )
@@ -273,3 +287,47 @@ async def _run(
             return summary
     finally:
         await client.aclose()
+
+
+def _rates(update: WorkloadProgress) -> str:
+    return f"LLM hits {update.llm_hit_rate:.0%} · tool hits {update.tool_hit_rate:.0%}"
+
+
+@contextlib.contextmanager
+def _progress(status: Console, total: int, every: float) -> Iterator[Callable[[WorkloadProgress], None]]:
+    """A progress bar on a terminal; elsewhere a plain line every ``every`` seconds and when the last turn ends,
+    so a piped or logged run never sits silent for the whole workload."""
+    if not status.is_terminal:
+        started = last = time.monotonic()
+
+        def print_line(update: WorkloadProgress) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < every and update.turns_done < update.turns_total:
+                return
+            last = now
+            status.print(
+                f"  agents at work: {update.turns_done:,}/{update.turns_total:,} turns · {_rates(update)} · "
+                f"{now - started:.0f} s",
+                markup=False,
+            )
+
+        yield print_line
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rates]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=status, transient=True) as progress:
+        task = progress.add_task("agents at work", total=total, rates="")
+
+        def update_bar(update: WorkloadProgress) -> None:
+            progress.update(task, completed=update.turns_done, rates=_rates(update))
+
+        yield update_bar
