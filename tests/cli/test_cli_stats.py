@@ -56,10 +56,22 @@ def test_url_and_name_from_the_environment(populated: Populated) -> None:
     assert json.loads(done.stdout)["tool"]["hits"] == populated.stats.tool.hits
 
 
-def test_a_cache_without_counters_exits_3(populated: Populated) -> None:
-    done = agent_cache("stats", "--url", populated.url, "--name", "no_such_cache", "--json")
+def test_no_such_cache_exits_3_without_a_table_of_zeros(populated: Populated) -> None:
+    table = agent_cache("stats", "--url", populated.url, "--name", "no_such_cache")
+    assert table.returncode == 3
+    assert table.stdout == ""
+    assert "no cache named 'no_such_cache' in this Valkey" in table.stderr
+    document = agent_cache("stats", "--url", populated.url, "--name", "no_such_cache", "--json")
+    assert document.returncode == 3
+    assert json.loads(document.stdout)["llm"]["hits"] == 0  # scripts still get the (zero) document
+
+
+def test_a_known_cache_without_counters_shows_zeros_and_exits_3(populated: Populated) -> None:
+    flushed = agent_cache("flush", "--url", populated.url, "--name", populated.name, "--yes")
+    assert flushed.returncode == 0, flushed.stderr  # counters gone; the discovery entry stays
+    done = agent_cache("stats", "--url", populated.url, "--name", populated.name)
     assert done.returncode == 3
-    assert json.loads(done.stdout)["llm"]["hits"] == 0
+    assert any(line.split()[:4] == ["LLM", "0", "0", "—"] for line in done.stdout.splitlines() if line.strip())
     assert "has no counters yet" in done.stderr
 
 
@@ -68,7 +80,7 @@ def test_without_a_url_it_says_the_embedded_server_is_empty() -> None:
     done = agent_cache("stats")
     assert done.returncode == 3
     assert "embedded valkey-server" in done.stderr and "nothing to inspect" in done.stderr
-    assert "Cache betterdb_ac on an embedded valkey-server" in done.stdout
+    assert done.stdout == ""
 
 
 def test_an_unreachable_server_is_one_line_and_exit_2() -> None:

@@ -23,7 +23,7 @@ examples:
   VALKEY_PASSWORD=... agent-cache stats --url rediss://cache.internal:6380 --password-env VALKEY_PASSWORD
       a password-protected TLS server
 
-{EXIT_CODES_HELP} (3: the cache has no counters — nothing recorded yet, or a wrong --name)
+{EXIT_CODES_HELP} (3: the cache has no counters — nothing recorded yet, or no such cache)
 """
 
 
@@ -50,11 +50,17 @@ def run(args: argparse.Namespace) -> int:
         snapshot = await read_snapshot(session, name)
         if args.json:
             print_json(stats_document(name, snapshot.stats))
-        else:
+        elif snapshot.exists:  # a table of zeros would suggest a cache that exists but saw no traffic
             render(session, snapshot)
         if not snapshot.has_stats:
             session.empty_server_note()
-            session.note(f"cache {name!r} has no counters yet ({name}:__stats is absent): nothing recorded, or --name")
+            if snapshot.exists:
+                session.note(f"cache {name!r} has no counters yet ({name}:__stats is absent): nothing recorded so far")
+            else:
+                session.note(
+                    f"no cache named {name!r} in this Valkey: no counters, no discovery entry, no live config "
+                    "(check --name; 'agent-cache caches' lists the registered ones)"
+                )
             return ExitCode.NOTHING
         return ExitCode.OK
 
