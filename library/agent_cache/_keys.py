@@ -2,8 +2,9 @@
 
 Canonical JSON: object keys sorted recursively, compact separators, UTF-8, integral floats written as
 integers (``0`` and ``0.0`` give the same key), ``None`` values dropped at the top level of LLM params
-(an absent option and an explicit ``None`` are the same request). NaN, infinity, non-string object keys
-and values that are not JSON types are rejected with an error naming their path (``params.messages[2]``).
+(an absent option and an explicit ``None`` are the same request). NaN, infinity, non-string object keys,
+lone surrogates and values that are not JSON types are rejected with an error naming their path
+(``params.messages[2]``).
 
 Names (cache name aside) are percent-encoded before they go into a key, so any thread id, field or tool
 name works and two different names never produce the same key: ``%``, ``:``, ``{``, ``}``, the glob
@@ -30,7 +31,6 @@ TRANSPORT_ONLY_PARAMS = frozenset(
         "stream",
         "stream_options",
         "timeout",
-        "extra_headers",
         "extra_query",
         "user",
         "metadata",
@@ -41,6 +41,75 @@ TRANSPORT_ONLY_PARAMS = frozenset(
         "idempotency_key",
     }
 )
+
+# ``extra_headers`` is filtered, not dropped: a header can select a model feature (``anthropic-beta``,
+# ``anthropic-version``, ``openai-beta``, a gateway's routing header), so every header is part of the key except the
+# ones that only carry credentials, tracing, the SDKs' own telemetry or HTTP plumbing. Names are compared in lower
+# case. An unknown header costs a hit at worst; dropping one could make two different requests share an answer.
+TRANSPORT_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "api-key",
+        "x-api-key",
+        "openai-organization",
+        "openai-project",
+        "user-agent",
+        "accept",
+        "accept-encoding",
+        "content-type",
+        "content-length",
+        "connection",
+        "host",
+        "idempotency-key",
+        "request-id",
+        "x-request-id",
+        "x-client-request-id",
+        "x-correlation-id",
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "sentry-trace",
+        "x-amzn-trace-id",
+        "x-cloud-trace-context",
+    }
+)
+TRANSPORT_HEADER_PREFIXES = ("x-stainless-", "x-b3-", "x-datadog-", "x-amz-", "x-ot-", "uber-trace-")
+TRANSPORT_HEADER_SUFFIXES = ("-api-key", "-auth", "-authorization", "-token")
+
+
+def is_transport_header(name: str) -> bool:
+    """Does request header ``name`` only carry credentials, tracing or plumbing (never part of a key)?"""
+    lowered = name.strip().lower()
+    return (
+        lowered in TRANSPORT_HEADERS
+        or lowered.startswith(TRANSPORT_HEADER_PREFIXES)
+        or lowered.endswith(TRANSPORT_HEADER_SUFFIXES)
+    )
+
+
+def answer_headers(headers: Any) -> Any:
+    """The headers of ``extra_headers`` that can change an answer, names in lower case (None when there are none).
+
+    A value that is not a mapping is returned unchanged, for canonical JSON to accept or reject with its path.
+    Repeated names (``Anthropic-Beta`` and ``anthropic-beta``) are joined with ``", "`` as HTTP joins them.
+    """
+    if not isinstance(headers, Mapping):
+        return headers
+    kept: dict[Any, Any] = {}
+    for name in sorted(headers, key=str):
+        value = headers[name]
+        if value is None or not isinstance(name, str):
+            if value is not None:
+                kept[name] = value  # a non-string name: canonical JSON names it in its error
+            continue
+        if is_transport_header(name):
+            continue
+        lowered = name.strip().lower()
+        kept[lowered] = f"{kept[lowered]}, {value}" if lowered in kept else value
+    return kept or None
+
 
 # Parameters we know change the answer (documentation and tests; the key includes them by default).
 ANSWER_CHANGING_PARAMS = (
@@ -117,7 +186,9 @@ def _normalize(value: Any, path: str) -> Any:
     Hot paths go through :func:`_plain` first and come here only for the values it declines.
     """
     kind = type(value)
-    if kind is str or kind is bool or kind is int or value is None:
+    if kind is str:
+        return _utf8(value, path)
+    if kind is bool or kind is int or value is None:
         return value
     if kind is float:
         if not math.isfinite(value):
@@ -128,7 +199,7 @@ def _normalize(value: Any, path: str) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise SerializationError(f"{path} has a {type(key).__name__} key {key!r}; object keys must be strings")
-            out[key] = _normalize(item, f"{path}.{key}")
+            out[_utf8(key, f"{path} key {key!r}")] = _normalize(item, f"{path}.{key}")
         return out
     if kind is list or kind is tuple:
         return [_normalize(item, f"{path}[{i}]") for i, item in enumerate(value)]
@@ -138,12 +209,25 @@ def _normalize(value: Any, path: str) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, str):
-        return str(value)
+        return _utf8(str(value), path)
     if isinstance(value, float):
         return _normalize(float(value), path)
     raise SerializationError(
         f"{path} is a {kind.__name__}, which is not JSON-serializable; pass str, int, float, bool, None, list or dict"
     )
+
+
+def _utf8(text: str, path: str) -> str:
+    """``text`` if it can be written as UTF-8; a lone surrogate (``"\\ud800"``) has no UTF-8 form."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise SerializationError(
+                f"{path} holds a lone surrogate ({text[exc.start]!r} at index {exc.start}), which is not valid "
+                "Unicode text and cannot be part of a cache key"
+            ) from None
+    return text
 
 
 # ── the fast path ────────────────────────────────────────────────────────────────────────────────────
@@ -249,7 +333,7 @@ def canonical_bytes(value: Any, path: str = "value") -> bytes:
                 except TypeError:  # orjson.JSONEncodeError: let json decide (or raise as it always did)
                     pass
             return _stdlib_dumps(plain).encode()
-    except RecursionError:
+    except (RecursionError, UnicodeEncodeError):  # the slow route names the path of what went wrong
         pass
     return canonical_json(value, path).encode()
 
@@ -264,7 +348,7 @@ def canonical_json(value: Any, path: str = "value") -> str:
 
 
 def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_utf8(text, "text").encode()).hexdigest()
 
 
 def _digest(scope: str, value: Any, path: str) -> str:
@@ -283,6 +367,8 @@ def llm_hash(params: Mapping[str, Any], scope: str = "") -> str:
     if not isinstance(model, str) or not model:
         raise AgentCacheUsageError("params.model must be a non-empty string")
     relevant = {k: v for k, v in params.items() if v is not None and k not in TRANSPORT_ONLY_PARAMS}
+    if "extra_headers" in relevant and (headers := answer_headers(relevant.pop("extra_headers"))) is not None:
+        relevant["extra_headers"] = headers
     return _digest(scope, relevant, "params")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from agent_cache._errors import AgentCacheUsageError
-from agent_cache._keys import TRANSPORT_ONLY_PARAMS, canonical_json
+from agent_cache._keys import TRANSPORT_ONLY_PARAMS, answer_headers, canonical_json
 from agent_cache.normalizer import BinaryNormalizer, BinarySource
 from agent_cache.types import BinaryBlock
 
@@ -91,11 +91,16 @@ def materialize(request: Mapping[str, Any]) -> dict[str, Any]:
 def passthrough_params(request: Mapping[str, Any], handled: Iterable[str]) -> dict[str, Any]:
     """Every request parameter except the ones the adapter rewrites and the transport-only ones, kept by name."""
     skip = set(handled) | TRANSPORT_ONLY_PARAMS
-    return {
+    params = {
         name: plain(value)
         for name, value in request.items()
         if name not in skip and value is not None and not is_omitted(value)
     }
+    if "extra_headers" in params:  # feature headers (anthropic-beta...) are in the key; credentials never
+        params["extra_headers"] = answer_headers(params["extra_headers"])
+        if params["extra_headers"] is None:
+            del params["extra_headers"]
+    return params
 
 
 def extras(part: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:

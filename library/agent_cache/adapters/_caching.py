@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from agent_cache._errors import AgentCacheUsageError
+from agent_cache._errors import AgentCacheUsageError, SerializationError
 from agent_cache.types import ContentBlock, LlmCacheResult, LlmStoreOptions
 
 from ._blocks import is_omitted, plain
@@ -88,11 +88,25 @@ class Answer:
 
 
 async def lookup(cache: AgentCache, params: Mapping[str, Any]) -> LlmCacheResult:
-    return await cache.llm.check(params)
+    """The tier's answer; a miss (with ``error``) for a request that cannot be a key, which then goes uncached.
+
+    A prompt may hold what canonical JSON refuses (a lone surrogate, a NaN in a tool schema): the provider call the
+    wrapper stands in front of is still made, and its answer returned — the cache never turns a call into an error.
+    """
+    try:
+        return await cache.llm.check(params)
+    except SerializationError as exc:
+        log.warning("agent-cache: the request cannot be a cache key, calling the provider uncached: %s", exc)
+        return LlmCacheResult(hit=False, error=f"serialization: {exc}")
 
 
-async def save(cache: AgentCache, params: Mapping[str, Any], answer: Answer, ttl: int | None) -> str:
-    return await cache.llm.store_multipart(params, answer.blocks, answer.store_options(ttl))
+async def save(cache: AgentCache, params: Mapping[str, Any], answer: Answer, ttl: int | None) -> str | None:
+    """Store ``answer``; None (nothing stored) for a request that cannot be a key (see :func:`lookup`)."""
+    try:
+        return await cache.llm.store_multipart(params, answer.blocks, answer.store_options(ttl))
+    except SerializationError as exc:
+        log.debug("agent-cache: response not stored: %s", exc)
+        return None
 
 
 def metadata(fmt: str, finish: str, **fields: Any) -> dict[str, Any]:

@@ -66,7 +66,24 @@ _BINARY = {
 
 @dataclass
 class LlamaIndexPrepareOptions:
+    """Options of :func:`prepare_params`. As in ``betterdb-agent-cache``, the model, sampling parameters and tools may
+    be given here instead of as keywords; a value given both ways must be the same."""
+
+    model: str = ""
     normalizer: BinaryNormalizer = default_normalizer
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    tools: Sequence[Any] | None = None
+
+
+def _merged(name: str, keyword: Any, option: Any) -> Any:
+    """The keyword's value, or the option's; both given and different is a usage error."""
+    if keyword is None or option is None or keyword == option:
+        return option if keyword is None else keyword
+    raise AgentCacheUsageError(
+        f"{name} is given twice with different values: {keyword!r} as a keyword, {option!r} in LlamaIndexPrepareOptions"
+    )
 
 
 def _tool(tool: Any) -> Any:
@@ -87,13 +104,25 @@ async def prepare_params(
     messages: Sequence[ChatMessage | Mapping[str, Any]],
     opts: LlamaIndexPrepareOptions | None = None,
     *,
-    model: str,
+    model: str | None = None,
     tools: Sequence[Any] | None = None,
+    normalizer: BinaryNormalizer | None = None,
     **params: Any,
 ) -> LlmCacheParams:
-    """Cache params for a chat call with ``messages``; ``params`` are the call's other parameters, kept by name."""
+    """Cache params for a chat call with ``messages``; ``params`` are the call's other parameters, kept by name.
+
+    ``model``, ``tools``, ``normalizer``, ``temperature``, ``top_p`` and ``max_tokens`` may come from ``opts``
+    (``LlamaIndexPrepareOptions(model="gpt-4o", temperature=0.2)``) or from the keywords.
+    """
     types = require("llama_index.core.base.llms.types", "llamaindex", _WHAT)
-    normalizer = (opts or LlamaIndexPrepareOptions()).normalizer
+    options = opts or LlamaIndexPrepareOptions()
+    model = _merged("model", model or None, options.model or None)
+    if not isinstance(model, str) or not model:
+        raise AgentCacheUsageError("prepare_params needs a model: model=... or LlamaIndexPrepareOptions(model=...)")
+    tools = _merged("tools", tools or None, options.tools or None)
+    normalizer = normalizer or options.normalizer
+    for name in ("temperature", "top_p", "max_tokens"):
+        params[name] = _merged(name, params.get(name), getattr(options, name))
     result = passthrough_params(params, ())
     result["model"] = model
     if tools:

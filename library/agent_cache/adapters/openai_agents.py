@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent_cache._errors import ConfigurationError
-from agent_cache._keys import TRANSPORT_ONLY_PARAMS
+from agent_cache._keys import TRANSPORT_ONLY_PARAMS, answer_headers
 from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import LlmCacheParams
 
@@ -104,7 +104,10 @@ def _settings(model_settings: ModelSettings | None) -> dict[str, Any]:
     if model_settings is None:
         return {}
     data = model_settings.to_json_dict()
-    return {k: v for k, v in data.items() if k not in _TRANSPORT_SETTINGS and v is not None}
+    settings = {k: v for k, v in data.items() if k not in _TRANSPORT_SETTINGS and v is not None}
+    if "extra_headers" in settings:  # feature headers (openai-beta...) are in the key; credentials never
+        settings["extra_headers"] = answer_headers(settings["extra_headers"])
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def _tool(tool: Any) -> Any:

@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from agent_cache._errors import AgentCacheUsageError, ConfigurationError
-from agent_cache._keys import TRANSPORT_ONLY_PARAMS
+from agent_cache._keys import TRANSPORT_ONLY_PARAMS, answer_headers
 from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import ContentBlock, LlmCacheParams, ReasoningBlock
 
@@ -92,10 +92,15 @@ __all__ = [
 
 log = logging.getLogger("agent_cache.adapters")
 
-# Fields of serialized messages the model never reads, or that differ between a live response and its cached copy.
-_VOLATILE = frozenset(
+# Transport noise of serialized messages, by where it occurs: fields the model never reads, or that differ between
+# a live response and its cached copy. Only these fields at these places are left out — never anything inside part
+# content, tool-call arguments or tool results, which are the user's data (a tool result's own ``id`` or ``state``
+# is an answer-changing value like any other).
+_MESSAGE_NOISE = frozenset(
     {
         "timestamp",
+        "request_timestamp",
+        "duration",
         "run_id",
         "conversation_id",
         "usage",
@@ -107,21 +112,18 @@ _VOLATILE = frozenset(
         "provider_details",
         "provider_response_id",
         "finish_reason",
-        "state",
         "failed_attempts",
         "history_digest",
         "workspace_ref",
         "metadata",
-        "id",
-        "tool_kind",
-        "identifier",
     }
 )
+# Parts: their own ids and timestamps, and what Pydantic AI documents as never sent to the model.
+_PART_NOISE = frozenset({"timestamp", "id", "record_id", "metadata", "tool_kind", "ui_visibility"})
 _TRANSPORT_SETTINGS = TRANSPORT_ONLY_PARAMS | {
     "request_timeout",
     "first_event_timeout",
     "max_retries",
-    "extra_headers",
     "cache",
 }
 _FILE_URL_KINDS: dict[str, Kind] = {
@@ -146,20 +148,54 @@ class PydanticAIPrepareOptions:
 # ─── Requests ─────────────────────────────────────────────────────────────────
 
 
-async def _scrub(value: Any, normalizer: BinaryNormalizer) -> Any:
-    if isinstance(value, list):
-        return [await _scrub(item, normalizer) for item in value]
+async def _messages(dumped: list[Any], normalizer: BinaryNormalizer) -> list[Any]:
+    """Serialized messages for the key: message and part noise left out, file content through the normalizer."""
+    out = []
+    for message in dumped:
+        entry = {k: v for k, v in message.items() if k not in _MESSAGE_NOISE and v is not None and k != "parts"}
+        entry["parts"] = [await _part(part, normalizer) for part in message.get("parts") or ()]
+        out.append(entry)
+    return out
+
+
+async def _part(part: Mapping[str, Any], normalizer: BinaryNormalizer) -> dict[str, Any]:
+    entry = {}
+    for name, value in part.items():
+        if name in _PART_NOISE or value is None:
+            continue
+        if name == "args" and part.get("part_kind") == "tool-call":
+            value = parse_arguments(value)  # '{"a": 1}' and {"a": 1} are the same call
+        elif name == "content":
+            value = await _files(value, normalizer)
+        entry[name] = value
+    return entry
+
+
+# The fields Pydantic AI serializes for binary content and file URLs: a dict with any other field is user data.
+_BINARY_FIELDS = frozenset({"kind", "data", "media_type", "vendor_metadata", "identifier"})
+_FILE_URL_FIELDS = frozenset({"kind", "url", "media_type", "force_download", "vendor_metadata", "identifier"})
+
+
+async def _files(content: Any, normalizer: BinaryNormalizer) -> Any:
+    """A part's content with its binary content and file URLs (the content itself, or items of a content list)
+    as normalizer refs. Nothing else is changed or left out: the rest is user data and stays in the key verbatim."""
+    if isinstance(content, list):
+        return [await _file(item, normalizer) for item in content]
+    return await _file(content, normalizer)
+
+
+async def _file(value: Any, normalizer: BinaryNormalizer) -> Any:
     if not isinstance(value, dict):
         return value
     kind = value.get("kind")
-    if kind == "binary" and isinstance(value.get("data"), str):
+    if kind == "binary" and isinstance(value.get("data"), str) and value.keys() <= _BINARY_FIELDS:
         media_type = str(value.get("media_type") or "")
-        rest = extras(value, ("kind", "data", "media_type", *_VOLATILE))
+        rest = extras(value, ("kind", "data", "media_type"))
         return await binary_block(
             _kind_of(media_type), normalizer, base64_data=value["data"], media_type=media_type or None, **rest
         )
-    if kind in _FILE_URL_KINDS and isinstance(value.get("url"), str):
-        rest = extras(value, ("kind", "url", "media_type", *_VOLATILE))
+    if kind in _FILE_URL_KINDS and isinstance(value.get("url"), str) and value.keys() <= _FILE_URL_FIELDS:
+        rest = extras(value, ("kind", "url", "media_type"))
         return await binary_block(
             _FILE_URL_KINDS[kind],
             normalizer,
@@ -168,14 +204,7 @@ async def _scrub(value: Any, normalizer: BinaryNormalizer) -> Any:
             urlKind=kind,
             **rest,
         )
-    out = {}
-    for name, item in value.items():
-        if name in _VOLATILE or item is None:
-            continue
-        if name == "args" and value.get("part_kind") == "tool-call":
-            item = parse_arguments(item)  # '{"a": 1}' and {"a": 1} are the same call
-        out[name] = await _scrub(item, normalizer)
-    return out
+    return value
 
 
 def _request_parameters(parameters: ModelRequestParameters | None) -> dict[str, Any]:
@@ -210,10 +239,12 @@ async def prepare_params(
     settings = {
         k: plain(v) for k, v in (model_settings or {}).items() if k not in _TRANSPORT_SETTINGS and v is not None
     }
+    if "extra_headers" in settings:  # feature headers (anthropic-beta...) are in the key; credentials never
+        settings["extra_headers"] = answer_headers(settings["extra_headers"])
     params: dict[str, Any] = {
         "model": model_name,
         "system": system,
-        "messages": await _scrub(dumped, normalizer),
+        "messages": await _messages(dumped, normalizer),
         **settings,
         "request": _request_parameters(model_request_parameters) or None,
     }
