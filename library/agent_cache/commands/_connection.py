@@ -183,6 +183,14 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
         )
         if value
     }
+    tls_files = {
+        "--tls-ca-file": args.tls_ca_file,
+        "--tls-cert-file": args.tls_cert_file,
+        "--tls-key-file": args.tls_key_file,
+    }
+    for option, path in tls_files.items():  # else valkey-py's "Error 2 connecting to host:port" hides which file
+        if path and not os.path.isfile(path):
+            raise CommandError(f"{option} {path}: no such file", ExitCode.USAGE)
     if url is None:
         if args.cluster:
             raise CommandError("--cluster needs --url: the embedded server is a single node", ExitCode.USAGE)

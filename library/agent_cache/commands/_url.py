@@ -117,8 +117,8 @@ def _database(path: str, where: str) -> int | None:
 def unreachable_hint(url: ServerUrl, detail: str) -> str:
     """A hint for a connection that failed in a way a TLS mismatch causes, or "" when none applies."""
     lowered = detail.lower()
-    if any(cause in lowered for cause in ("auth", "name or service", "refused", "no such file")):
-        return ""  # the cause is already clear, and it is not TLS
+    if any(cause in lowered for cause in ("auth", "name or service", "refused", "connect call failed", "no such file")):
+        return ""  # nothing listens there, no such host, a wrong password: the cause is clear, and it is not TLS
     if url.tls:
         return (
             f" (the URL asks for TLS with {url.scheme}://: if this port serves plain connections, "
