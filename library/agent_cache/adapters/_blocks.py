@@ -46,11 +46,16 @@ def is_omitted(value: object) -> bool:
 
 
 def plain(value: Any) -> Any:
-    """A JSON-ready copy of a request value: SDK models dumped, sentinels and ``None`` fields dropped."""
+    """A JSON-ready copy of a request value: SDK models dumped (without their unset ``None`` fields), sentinels dropped.
+
+    ``None`` inside a dict stays: ``{"discount": None}`` in tool arguments or a JSON schema's ``"default": None`` is
+    sent as ``null`` and is not the same request as leaving it out. Callers drop ``None`` where the position says it
+    means "absent" (top-level parameters, a part's optional fields: see :func:`extras`).
+    """
     if hasattr(value, "model_dump") and not isinstance(value, type):
         return plain(value.model_dump(mode="json", by_alias=True, exclude_none=True))
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items() if v is not None and not is_omitted(v)}
+        return {str(k): plain(v) for k, v in value.items() if not is_omitted(v)}
     if isinstance(value, list | tuple):
         return [plain(item) for item in value]
     if isinstance(value, bytes | bytearray):
