@@ -120,3 +120,21 @@ async def test_per_cache_commands_run_as_the_caches_least_privilege_user(
             assert done.returncode == 0, (command, done.stderr)
     finally:
         await valkey_client.execute_command("ACL", "DELUSER", "bot_cli")
+
+
+def test_rediss_against_a_plain_port_says_tls_may_be_the_cause(valkey_url: str) -> None:
+    url = valkey_url.replace("valkey://", "rediss://")
+    done = agent_cache("stats", "--url", url, "--timeout", "2")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot reach Valkey at {url}"), done.stderr
+    assert "if this port serves plain connections, use valkey:// or redis://" in lines[0]
+
+
+@pytest.mark.redis
+def test_a_plain_url_against_a_tls_port_says_tls_may_be_the_cause(tls_server: tuple[Any, int, Path]) -> None:
+    _, tls_port, _ = tls_server
+    done = agent_cache("stats", "--url", f"valkey://127.0.0.1:{tls_port}", "--timeout", "2")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "if this port expects TLS, use rediss://" in lines[0], done.stderr

@@ -216,3 +216,19 @@ def test_ctrl_c_stops_the_embedded_server() -> None:
     assert demo.returncode == 130
     assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
     assert not port_is_open(port)
+
+
+@pytest.mark.valkey
+def test_on_a_pipe_progress_is_plain_lines_and_tables_have_no_trailing_spaces(valkey_url: str) -> None:
+    common = ("demo", "--url", valkey_url, "--name", "demo_lines", "--requests", "20", "--speed", "0")
+    every_turn = run_cli(*common, "--metrics-port", "0", "--progress-every", "0")
+    assert every_turn.returncode == 0, every_turn.stderr
+    line = re.compile(r"^  agents at work: (\d+)/20 turns · LLM hits \d+% · tool hits \d+% · \d+ s$", re.M)
+    done = [int(n) for n in line.findall(every_turn.stdout)]
+    assert done == list(range(1, 21))
+    lines = every_turn.stdout.splitlines()
+    assert "Tool results" in lines and not [line for line in lines if line != line.rstrip()]
+
+    default = run_cli(*common, "--metrics-port", "0")
+    assert default.returncode == 0, default.stderr
+    assert "  agents at work: 20/20 turns" in default.stdout  # at least the line that says the run is over

@@ -100,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
         except EmbeddedServerError as exc:
             print(f"error: could not start valkey-server: {' '.join(str(exc).split())}", file=sys.stderr)
             return ExitCode.USAGE
-        _say(f"valkey-server on {server.url} (pid {server.pid}): empty, in memory only; Ctrl-C stops it")
-        _say(f"  try: export AGENT_CACHE_URL={server.url} && agent-cache demo --url {server.url}")
-        try:
+        try:  # a signal may arrive as soon as the first line is out
+            _say(f"valkey-server on {server.url} (pid {server.pid}): empty, in memory only; Ctrl-C stops it")
+            _say(f"  use it with --url {server.url}, or: export AGENT_CACHE_URL={server.url}")
             code = server.wait()
         except (KeyboardInterrupt, _TerminatedError):
             server.stop()
