@@ -158,6 +158,72 @@ return 1
 """,
 )
 
+# KEYS: the registry of models with LLM entries (``llm.clear`` walks their indexes). ARGV: model, ttl seconds
+# ('' for none), margin ms. The score only ever grows (ZADD GT): the last moment the model may have a live
+# entry, plus a margin for the clocks of the cluster nodes that hold its entries. Pruned by score, and the
+# registry expires with its furthest member; order against the entry's own writes does not matter.
+MODEL_REGISTRY_ADD = Script(
+    "model_registry_add",
+    _NOW_MS
+    + """
+local score = 'inf'
+if ARGV[2] ~= '' then score = now + tonumber(ARGV[2]) * 1000 + tonumber(ARGV[3]) end
+redis.call('ZADD', KEYS[1], 'GT', score, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] == 'inf' then
+  if redis.call('PTTL', KEYS[1]) ~= -1 then redis.call('PERSIST', KEYS[1]) end
+else
+  redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(top[2])))
+end
+return 1
+""",
+)
+
+# Tool policies have two owners: the application (``set_policy``, BetterDB Monitor) and the live config. The
+# policies hash shows what applies (the config's policy where it names the tool); the hash of the tools the
+# config owns (same slot: its hash tag is the policies key) keeps each one's application policy ('' for none),
+# so a config that stops naming a tool gives it back.
+#
+# KEYS: policies hash, owned-tools hash. ARGV: tool, policy JSON, tool, policy JSON... (the whole config's
+# policies). Tools no longer named get their application policy back; newly named ones keep it aside.
+MIRROR_TOOL_POLICIES = Script(
+    "mirror_tool_policies",
+    """
+local named = {}
+for i = 1, #ARGV, 2 do named[ARGV[i]] = ARGV[i + 1] end
+local owned = redis.call('HGETALL', KEYS[2])
+for i = 1, #owned, 2 do
+  local tool, own = owned[i], owned[i + 1]
+  if named[tool] == nil then
+    if own == '' then redis.call('HDEL', KEYS[1], tool) else redis.call('HSET', KEYS[1], tool, own) end
+    redis.call('HDEL', KEYS[2], tool)
+  end
+end
+for tool, policy in pairs(named) do
+  if not redis.call('HGET', KEYS[2], tool) then
+    redis.call('HSET', KEYS[2], tool, redis.call('HGET', KEYS[1], tool) or '')
+  end
+  redis.call('HSET', KEYS[1], tool, policy)
+end
+return 1
+""",
+)
+
+# KEYS: policies hash, owned-tools hash. ARGV: tool, policy JSON. The application's policy: in the policies hash,
+# or kept aside while the live config owns the tool. Returns 1 when it applies now, 0 when the config's wins.
+SET_TOOL_POLICY = Script(
+    "set_tool_policy",
+    """
+if redis.call('HGET', KEYS[2], ARGV[1]) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+""",
+)
+
 # KEYS: data key, index key. ARGV: member. Returns 1 when the entry existed.
 DELETE_INDEXED = Script(
     "delete_indexed",

@@ -148,6 +148,12 @@ class AgentCache:
     async def stats(self) -> AgentCacheStats:
         """Counters of every instance of this cache (this process's buffered counts flushed first)."""
         with self.telemetry.span("agent_cache.stats"):
+            if self.options.config_refresh.enabled and not self.tool.policies_loaded:
+                # Upkeep loads the live config and policies in the background: load them now, so a tool's
+                # TTL (and its recommendation) never depends on which ran first. Bad data is upkeep's to report.
+                with contextlib.suppress(AgentCacheUsageError, ConfigurationError):
+                    await self.live_config.refresh()
+                    await self.tool.refresh_policies()
             await self._stats.flush()
             raw = await self._backend.command("HGETALL", self.keys.stats)
             return parse_stats(raw or {}, self.tool.effective_ttl)

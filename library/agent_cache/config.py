@@ -5,7 +5,9 @@ Protocol (documented in the README, "Live configuration"):
 - ``{name}:__config`` hash: ``spec`` (canonical JSON of the config document below), ``version`` (a hash of
   ``spec``, so re-applying the same spec is a no-op), ``source`` and ``updated_at``. One HSET, so a reader
   never sees half a config.
-- ``{name}:__tool_policies`` mirrors the document's tool policies (BetterDB Monitor reads that hash).
+- ``{name}:__tool_policies`` shows the document's tool policies (BetterDB Monitor reads that hash) next to the
+  application's own (``set_policy``); the application's policy of a tool the config names is kept aside and
+  comes back when the config stops naming it (see ``_scripts.MIRROR_TOOL_POLICIES``).
 - ``PUBLISH {name}:__config:changed <version>`` announces a change; instances also re-read on an interval.
 - ``{name}:__instances`` hash: field = instance id, value = JSON ``{"version", "seen", "host", "pid"}`` —
   which config each live instance applied, refreshed with the heartbeat, so the operator can count them.
@@ -36,8 +38,9 @@ from typing import Any
 from ._backend import Backend, as_text
 from ._errors import ConfigurationError
 from ._keys import KeyLayout
+from ._scripts import MIRROR_TOOL_POLICIES
 from ._ttl import TIERS, validate_ttl
-from .tiers.tool import policy_document
+from .tiers.tool import owned_policies_key, policy_document
 from .types import ModelCost, ToolPolicy
 
 CONFIG_KEYS = ("defaultTTL", "tiers", "toolPolicies", "costOverrides")
@@ -184,14 +187,22 @@ async def apply_config(client: Any, name: str, config: CacheConfig, source: str)
     current = await backend.command("HMGET", keys.config, "version", "source")
     if [None if v is None else as_text(v) for v in current] == [version, source]:
         return version
-    policies = {tool: json.dumps(policy_document(p)) for tool, p in sorted(config.tool_policies.items())}
-    mirror: list[tuple[str, tuple[str, ...]]] = [("DEL", (keys.tool_policies,))]
-    if policies:
-        mirror.append(("HSET", (keys.tool_policies, *_flat(policies))))
-    await backend.transaction(mirror)
+    policies = [
+        item for tool, p in sorted(config.tool_policies.items()) for item in (tool, json.dumps(policy_document(p)))
+    ]
+    await _mirror_policies(backend, keys, policies)
     await backend.command("HSET", keys.config, *_flat({**fields, "updated_at": datetime.now(UTC).isoformat()}))
     await backend.command("PUBLISH", changed_channel(name), version)
     return version
+
+
+async def _mirror_policies(backend: Backend, keys: KeyLayout, policies: list[str]) -> None:
+    """Show the config's policies in the policies hash; the application's policies of tools the config does
+    not name stay, and a tool it stops naming gets its application policy back (one script, one slot)."""
+    try:
+        await backend.run_script(MIRROR_TOOL_POLICIES, (keys.tool_policies, owned_policies_key(keys)), policies)
+    finally:
+        await backend.close()  # a script call keeps a connection for the next one: give it back to the pool
 
 
 def _flat(mapping: Mapping[str, str]) -> list[str]:
@@ -203,10 +214,12 @@ async def read_config(client: Any, name: str) -> AppliedConfig | None:
 
 
 async def delete_config(client: Any, name: str) -> None:
-    """Remove the platform's config and policies; instances fall back to their code defaults."""
+    """Remove the platform's config; instances fall back to their code defaults and the application's own
+    tool policies (``set_policy``), which the config had only shadowed."""
     keys = KeyLayout(name)
     backend = Backend(client)
-    await backend.delete_many([keys.config, keys.tool_policies, instances_key(name)])
+    await _mirror_policies(backend, keys, [])
+    await backend.delete_many([keys.config, instances_key(name)])
     await backend.command("PUBLISH", changed_channel(name), "")
 
 

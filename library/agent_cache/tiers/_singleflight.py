@@ -3,8 +3,9 @@
 In-process callers for the same key share one future. Across processes and pods, the first caller
 takes a lease lock in Valkey (``SET key:lock token NX PX lease``) and computes; the others poll the cache
 until the value appears. When the holder dies or fails, its lease lapses (or it releases the lock), and
-a waiter takes over; a waiter that waited a whole lease computes itself. A Valkey outage degrades to
-plain computing: stampede protection never blocks an agent.
+a waiter takes over; a waiter that waited a whole lease computes itself. A cancelled caller cancels
+only itself: in-process followers of a cancelled leader start over, and its lock is released at once.
+A Valkey outage degrades to plain computing: stampede protection never blocks an agent.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from .._errors import BackendError
 from .._scripts import RELEASE_LOCK
@@ -22,6 +24,15 @@ T = TypeVar("T")
 
 _POLL_START_S = 0.02
 _POLL_MAX_S = 0.25
+
+
+@dataclass
+class DeferredOutcome:
+    """What a flight's lookup found, for the caller to count once per logical request (the polls of a
+    wait count nothing): the hit entry's price and the label its saving is counted under."""
+
+    label: str
+    cost: Any = None
 
 
 class SingleFlight(Generic[T]):
@@ -36,16 +47,30 @@ class SingleFlight(Generic[T]):
         lookup: Callable[[], Awaitable[T | None]],
         compute_and_store: Callable[[], Awaitable[T]],
     ) -> tuple[T, bool]:
-        """Return ``(value, from_cache)``; ``compute_and_store`` runs at most once per key at a time."""
-        shared = self._inflight.get(key)
-        if shared is not None:
-            value, _ = await asyncio.shield(shared)
+        """Return ``(value, from_cache)``; ``compute_and_store`` runs at most once per key at a time.
+
+        A caller that is cancelled takes no one with it: the callers that joined its flight start over (one
+        of them leads the next)."""
+        while True:
+            shared = self._inflight.get(key)
+            if shared is None:
+                break
+            try:
+                value, _ = await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if shared.cancelled() and (task is None or not task.cancelling()):
+                    continue  # the leader went away, not us: lead or join the next flight
+                raise
             self._ctx.telemetry.coalesced(self._tier, "local")
             return value, True
         future: asyncio.Future[tuple[T, bool]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             outcome = await self._across_processes(key, lookup, compute_and_store)
+        except asyncio.CancelledError:
+            future.cancel()  # the followers see a cancelled flight, not their own cancellation
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: followers re-raise it, nobody logs "never retrieved"
@@ -80,13 +105,18 @@ class SingleFlight(Generic[T]):
                 try:
                     return await compute_and_store(), False
                 finally:
-                    try:
-                        await ctx.backend.run_script(RELEASE_LOCK, (lock,), (token,))
-                    except BackendError:
-                        pass  # the lease expires on its own
+                    # Shielded: a leader cancelled again while releasing still frees the waiters at once.
+                    release = asyncio.ensure_future(self._release(lock, token))
+                    await asyncio.shield(release)
             if loop.time() >= deadline:
                 ctx.telemetry.coalesced(self._tier, "fallback")
                 return await compute_and_store(), False
             waited = True
             await asyncio.sleep(poll)
             poll = min(poll * 2, _POLL_MAX_S)
+
+    async def _release(self, lock: str, token: str) -> None:
+        try:
+            await self._ctx.backend.run_script(RELEASE_LOCK, (lock,), (token,))
+        except BackendError:
+            pass  # the lease expires on its own

@@ -1,7 +1,8 @@
 """LLM response tier: exact match on every answer-changing request parameter.
 
 A hit is one GET. Stores also add the key to a per-model index (a sorted set scored by expiry) so
-``invalidate_by_model`` deletes exactly that model's entries instead of scanning the keyspace.
+``invalidate_by_model`` deletes exactly that model's entries instead of scanning the keyspace, and the model
+to a registry of models, so ``clear`` walks those indexes.
 Valkey failures fail open (a miss, a skipped store) unless the cache was built with ``on_error="raise"``.
 """
 
@@ -13,17 +14,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._backend import Backend
+from .._backend import Backend, as_text
 from .._codec import decode_entry, encode_entry, flatten_text, token_counts
 from .._errors import BackendError, CorruptEntryError
-from .._keys import llm_hash
-from .._scripts import KEY_INDEX_ADD
+from .._keys import KeyLayout, llm_hash
+from .._scripts import KEY_INDEX_ADD, MODEL_REGISTRY_ADD
 from ..cost import CostTable
 from ..types import ContentBlock, LlmCacheResult, LlmStoreOptions
 from ._context import TierContext
-from ._singleflight import SingleFlight
+from ._singleflight import DeferredOutcome, SingleFlight
 
 _INDEX_BATCH = 500
+_CLOCK_MARGIN_MS = 60_000  # how far the clocks of two cluster nodes may disagree
 _SPAN_NAMES = {operation: f"agent_cache.llm.{operation}" for operation in ("store", "store_multipart")}
 
 
@@ -45,7 +47,7 @@ class LlmCache:
     def __init__(self, context: TierContext, costs: CostTable) -> None:
         self._ctx = context
         self._costs = costs
-        self._flights: SingleFlight[LlmCacheResult] = SingleFlight(context, "llm")
+        self._flights: SingleFlight[tuple[LlmCacheResult, DeferredOutcome]] = SingleFlight(context, "llm")
 
     def use_cost_table(self, costs: CostTable) -> None:
         """Price later stores with ``costs`` (a live config's overrides merged over the code's)."""
@@ -62,8 +64,11 @@ class LlmCache:
         """A hit (the stored answer, tokens and metadata) or a miss; a Valkey failure is a miss with ``error``."""
         return self._check(params, None)  # the coroutine itself: no extra layer on the hit path
 
-    async def _check(self, params: Mapping[str, Any], key: str | None) -> LlmCacheResult:
-        """``check``, with the request's key when the caller has already derived it."""
+    async def _check(
+        self, params: Mapping[str, Any], key: str | None, deferred: DeferredOutcome | None = None
+    ) -> LlmCacheResult:
+        """``check``, with the request's key when the caller has already derived it. With ``deferred`` the
+        outcome is not counted but left there, for a caller that counts one outcome per logical request."""
         ctx = self._ctx
         with ctx.measured("llm", "check"):
             if key is None:
@@ -88,15 +93,16 @@ class LlmCache:
                             await ctx.backend.delete_many([key])
                 hit = entry is not None
                 span.set_attribute("cache.hit", hit)
-                ctx.telemetry.request("llm", hit)
                 if entry is None:
-                    ctx.stats.add("llm:misses")
+                    if deferred is None:
+                        self._count(False, model, None)
                     return LlmCacheResult(hit=False, key=key)
-                ctx.stats.add("llm:hits")
                 cost = entry.get("cost")
-                if isinstance(cost, int | float) and cost > 0:
-                    ctx.stats.add("cost_saved_micros", round(cost * 1_000_000))
-                    ctx.telemetry.cost_saved("llm", float(cost), model=str(entry.get("model", model)))
+                label = str(entry.get("model", model))
+                if deferred is None:
+                    self._count(True, label, cost)
+                else:
+                    deferred.cost, deferred.label = cost, label
                 tokens = entry.get("tokens") or {}
                 return LlmCacheResult(
                     hit=True,
@@ -107,6 +113,18 @@ class LlmCache:
                     output_tokens=int(tokens.get("output", 0)),
                     metadata=entry.get("meta"),
                 )
+
+    def _count(self, hit: bool, model: str, cost: Any) -> None:
+        """Record one lookup's outcome: the stats hash, the requests metric and, on a hit, the dollars saved."""
+        ctx = self._ctx
+        ctx.telemetry.request("llm", hit)
+        if not hit:
+            ctx.stats.add("llm:misses")
+            return
+        ctx.stats.add("llm:hits")
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
+            ctx.stats.add("cost_saved_micros", round(cost * 1_000_000))
+            ctx.telemetry.cost_saved("llm", float(cost), model=model)
 
     async def store(self, params: Mapping[str, Any], response: str, options: LlmStoreOptions | None = None) -> str:
         return await self._store("store", params, response, None, options, None)
@@ -131,12 +149,14 @@ class LlmCache:
         ``compute`` returns the response text, or :class:`Computed` with token usage for cost accounting.
         """
         key = self.key(params)  # derived once for every lookup and the store
+        model = params["model"]
 
-        async def lookup() -> LlmCacheResult | None:
-            result = await self._check(params, key)
-            return result if result.hit else None
+        async def lookup() -> tuple[LlmCacheResult, DeferredOutcome] | None:
+            found = DeferredOutcome(model)
+            result = await self._check(params, key, found)  # polls while another process computes count nothing
+            return (result, found) if result.hit else None
 
-        async def compute_and_store() -> LlmCacheResult:
+        async def compute_and_store() -> tuple[LlmCacheResult, DeferredOutcome]:
             produced = await compute()
             if isinstance(produced, str):
                 produced = Computed(produced)
@@ -145,15 +165,21 @@ class LlmCache:
                 store_options.tokens = produced.tokens
             await self._store("store", params, produced.response, None, store_options, key)
             tokens = store_options.tokens or {}
-            return LlmCacheResult(
+            computed = LlmCacheResult(
                 hit=False,
                 response=produced.response,
                 key=key,
                 input_tokens=tokens.get("input", 0),
                 output_tokens=tokens.get("output", 0),
             )
+            return computed, DeferredOutcome(model)
 
-        result, _ = await self._flights.run(key, lookup, compute_and_store)
+        try:
+            (result, found), _ = await self._flights.run(key, lookup, compute_and_store)
+        except Exception:
+            self._count(False, model, None)  # the request missed; computing it failed
+            raise
+        self._count(result.hit, found.label, found.cost)  # one outcome per call, however long it waited
         return result
 
     async def _store(
@@ -197,8 +223,20 @@ class LlmCache:
                     return key
                 stored, stored_size = ctx.pack(value, size)
                 set_args: tuple[Any, ...] = (key, stored, "EX", ttl) if ttl else (key, stored)
+                listed = [
+                    index_command(ctx.keys.model_index(model), key, ttl),
+                    Backend.script_command(
+                        MODEL_REGISTRY_ADD, (model_registry_key(ctx.keys),), (model, ttl or "", _CLOCK_MARGIN_MS)
+                    ),
+                ]
                 try:
-                    await ctx.backend.write([("SET", set_args), index_command(ctx.keys.model_index(model), key, ttl)])
+                    if ctx.backend.is_cluster:
+                        # The entry before its index, never the other way round (a cluster pipeline sends to
+                        # each node at once): then no invalidation can leave a stored entry unlisted.
+                        await ctx.backend.write([("SET", set_args)])
+                        await ctx.backend.write(listed)
+                    else:
+                        await ctx.backend.write([("SET", set_args), *listed])  # one connection: in this order
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
@@ -212,14 +250,39 @@ class LlmCache:
         ctx = self._ctx
         with ctx.measured("llm", "invalidate_by_model"):
             with ctx.telemetry.span("agent_cache.llm.invalidate_by_model", {"cache.model": model}) as span:
-                index = ctx.keys.model_index(model)
-                deleted = 0
-                while True:
-                    members = await ctx.backend.command("ZRANGE", index, 0, _INDEX_BATCH - 1)
-                    if not members:
-                        break
-                    keys = [m.decode() if isinstance(m, bytes) else m for m in members]
-                    deleted += await ctx.backend.delete_many(keys)
-                    await ctx.backend.command("ZREM", index, *keys)
+                deleted = await drop_key_index(ctx.backend, ctx.keys.model_index(model))
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted
+
+    async def clear(self) -> int:
+        """Delete every LLM entry of this cache (all models, all tenants); returns how many. Walks the
+        per-model indexes (the registry of models lists them), never the keyspace."""
+        ctx = self._ctx
+        with ctx.measured("llm", "clear"):
+            with ctx.telemetry.span("agent_cache.llm.clear") as span:
+                models = await ctx.backend.command("ZRANGE", model_registry_key(ctx.keys), 0, -1)
+                deleted = 0
+                for model in models:
+                    deleted += await drop_key_index(ctx.backend, ctx.keys.model_index(as_text(model)))
+                span.set_attribute("cache.deleted_count", deleted)
+                return deleted
+
+
+def model_registry_key(keys: KeyLayout) -> str:
+    """The models with LLM entries, scored by when their last entry expires (``MODEL_REGISTRY_ADD``)."""
+    return f"{keys.name}:__idx:llm_models"
+
+
+async def drop_key_index(backend: Backend, index: str) -> int:
+    """Delete the keys a key index lists (members are whole keys, in any slot) and empty it; returns how
+    many existed. Each batch is unlisted first, then deleted: a key stored again meanwhile is either deleted
+    or still listed, never left alive and unlisted (stores write the key before listing it). Entries
+    stored while it runs are deleted too."""
+    deleted = 0
+    while True:
+        members = await backend.command("ZRANGE", index, 0, _INDEX_BATCH - 1)
+        if not members:
+            return deleted
+        keys = [as_text(member) for member in members]
+        await backend.command("ZREM", index, *keys)
+        deleted += await backend.delete_many(keys)

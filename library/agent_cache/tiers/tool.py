@@ -15,11 +15,11 @@ from .._backend import as_text
 from .._codec import decode_entry, encode_entry
 from .._errors import AgentCacheUsageError, BackendError, CorruptEntryError
 from .._keys import KeyLayout, tool_hash, tool_stat_field
-from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED
+from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED, SET_TOOL_POLICY
 from .._ttl import validate_ttl
 from ..types import ToolCacheResult, ToolPolicy, ToolStoreOptions
 from ._context import TierContext
-from ._singleflight import SingleFlight
+from ._singleflight import DeferredOutcome, SingleFlight
 from ._tool_decorator import cached_tool
 
 P = ParamSpec("P")
@@ -52,6 +52,12 @@ def policy_document(policy: ToolPolicy) -> dict[str, Any]:
     return document
 
 
+def owned_policies_key(keys: KeyLayout) -> str:
+    """The tools the live config owns, with the application's policy of each kept aside ('' for none). Its hash
+    tag is the policies key, so one script updates both on a cluster."""
+    return f"{keys.tool_policies}:{{{keys.tool_policies}}}:config_owned"
+
+
 def parse_policy(tool: str, raw: bytes | str) -> ToolPolicy:
     """A policy as stored in ``{name}:__tool_policies`` (JSON, e.g. ``{"ttl": 600}``)."""
     try:
@@ -72,7 +78,8 @@ class ToolCache:
         self._policies: dict[str, ToolPolicy] = {}  # from {name}:__tool_policies (set_policy, Monitor)
         self._live_policies: Mapping[str, ToolPolicy] = {}  # from the live config: the platform's, they win
         self._policy_writes = 0  # bumped by set_policy so a concurrent refresh can't undo it
-        self._flights: SingleFlight[ToolCacheResult] = SingleFlight(context, "tool")
+        self._loaded = False  # the policies hash has been read (refresh_policies) since start or reset
+        self._flights: SingleFlight[tuple[ToolCacheResult, DeferredOutcome]] = SingleFlight(context, "tool")
         self._names_cache: dict[str, _ToolNames] = {}
 
     def _cacheable(self, tool_name: str) -> bool:
@@ -94,20 +101,32 @@ class ToolCache:
         return names, digest, names.prefix + digest
 
     def check(self, tool_name: str, args: Any) -> Awaitable[ToolCacheResult]:
-        """A hit (the stored result) or a miss; a Valkey failure is a miss with ``error``."""
+        """A hit (the stored result) or a miss; a Valkey failure is a miss with ``error``.
+
+        A tool whose policy says ``cacheable: false`` is a miss without a round trip, and not counted."""
         return self._check(tool_name, args, None)  # the coroutine itself: no extra layer on the hit path
 
-    async def _check(self, tool_name: str, args: Any, entry_key: tuple[_ToolNames, str, str] | None) -> ToolCacheResult:
-        """``check``, with the call's ``_entry_key`` when the caller has already derived it."""
+    async def _check(
+        self,
+        tool_name: str,
+        args: Any,
+        entry_key: tuple[_ToolNames, str, str] | None,
+        deferred: DeferredOutcome | None = None,
+    ) -> ToolCacheResult:
+        """``check``, with the call's ``_entry_key`` when the caller has already derived it. With ``deferred``
+        the outcome is not counted but left there, for a caller that counts one outcome per logical request."""
         ctx = self._ctx
         with ctx.measured("tool", "check"):
             names, _, key = entry_key or self._entry_key(tool_name, args)
             with ctx.telemetry.span("agent_cache.tool.check") as span:
                 if span.is_recording():
                     span.set_attributes({"cache.key": key, "cache.tool_name": tool_name})
+                if not self._cacheable(tool_name):
+                    span.set_attribute("cache.skipped", "not_cacheable")
+                    return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
                 entry = None
                 try:
-                    raw = await ctx.backend.get(key) if self._cacheable(tool_name) else None
+                    raw = await ctx.backend.get(key)
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
@@ -120,24 +139,32 @@ class ToolCache:
                         ctx.telemetry.error("tool", "check", "corrupt")
                         with contextlib.suppress(BackendError):
                             await self.invalidate(tool_name, args)
-                hit = entry is not None
-                span.set_attribute("cache.hit", hit)
-                ctx.telemetry.request("tool", hit, tool_name)
-                if hit:
-                    ctx.stats.add("tool:hits")
-                    ctx.stats.add(names.hits)
-                else:
-                    ctx.stats.add("tool:misses")
-                    ctx.stats.add(names.misses)
+                span.set_attribute("cache.hit", entry is not None)
                 if entry is None:
+                    if deferred is None:
+                        self._count(names, tool_name, False, None)
                     return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
-                cost = entry.get("cost")
-                if isinstance(cost, int | float) and cost > 0:
-                    micros = round(cost * 1_000_000)
-                    ctx.stats.add("cost_saved_micros", micros)
-                    ctx.stats.add(names.cost_saved, micros)
-                    ctx.telemetry.cost_saved("tool", float(cost), tool_name=tool_name)
+                if deferred is None:
+                    self._count(names, tool_name, True, entry.get("cost"))
+                else:
+                    deferred.cost = entry.get("cost")
                 return ToolCacheResult(hit=True, tool_name=tool_name, response=entry["response"], key=key)
+
+    def _count(self, names: _ToolNames, tool_name: str, hit: bool, cost: Any) -> None:
+        """Record one lookup's outcome: the stats hash (tier and tool), the requests metric, dollars saved."""
+        ctx = self._ctx
+        ctx.telemetry.request("tool", hit, tool_name)
+        if not hit:
+            ctx.stats.add("tool:misses")
+            ctx.stats.add(names.misses)
+            return
+        ctx.stats.add("tool:hits")
+        ctx.stats.add(names.hits)
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
+            micros = round(cost * 1_000_000)
+            ctx.stats.add("cost_saved_micros", micros)
+            ctx.stats.add(names.cost_saved, micros)
+            ctx.telemetry.cost_saved("tool", float(cost), tool_name=tool_name)
 
     async def store(self, tool_name: str, args: Any, response: str, options: ToolStoreOptions | None = None) -> str:
         """Store ``response`` for this call (the tool's TTL policy, else ``options.ttl``, else the defaults)."""
@@ -188,20 +215,33 @@ class ToolCache:
         compute: Callable[[], Awaitable[str]],
         options: ToolStoreOptions | None = None,
     ) -> ToolCacheResult:
-        """A hit, or ``compute()`` stored — run once however many callers (processes, pods) miss together."""
+        """A hit, or ``compute()`` stored — run once however many callers (processes, pods) miss together.
+
+        Counts one hit or miss per call, however long it waited for another process. A tool that is not
+        cacheable (``cacheable: false``) is computed on every call, never coalesced, stored or counted."""
         entry_key = self._entry_key(tool_name, args)  # derived once for every lookup and the store
-        key = entry_key[2]
+        names, _, key = entry_key
+        if not self._cacheable(tool_name):
+            return ToolCacheResult(hit=False, tool_name=tool_name, response=await compute(), key=key)
 
-        async def lookup() -> ToolCacheResult | None:
-            result = await self._check(tool_name, args, entry_key)
-            return result if result.hit else None
+        async def lookup() -> tuple[ToolCacheResult, DeferredOutcome] | None:
+            found = DeferredOutcome(tool_name)
+            result = await self._check(tool_name, args, entry_key, found)  # polls count nothing
+            return (result, found) if result.hit else None
 
-        async def compute_and_store() -> ToolCacheResult:
+        async def compute_and_store() -> tuple[ToolCacheResult, DeferredOutcome]:
             response = await compute()
             await self._store(tool_name, args, response, options, entry_key)
-            return ToolCacheResult(hit=False, tool_name=tool_name, response=response, key=key)
+            return ToolCacheResult(hit=False, tool_name=tool_name, response=response, key=key), DeferredOutcome(
+                tool_name
+            )
 
-        result, _ = await self._flights.run(key, lookup, compute_and_store)
+        try:
+            (result, found), _ = await self._flights.run(key, lookup, compute_and_store)
+        except Exception:
+            self._count(names, tool_name, False, None)  # the call missed; computing it failed
+            raise
+        self._count(names, tool_name, result.hit, found.cost)  # one outcome per call, however long it waited
         return result
 
     def cached(
@@ -214,7 +254,8 @@ class ToolCache:
         return cached_tool(self, name, ToolStoreOptions(ttl=validate_ttl(ttl), cost=cost))
 
     async def set_policy(self, tool_name: str, policy: ToolPolicy) -> None:
-        """Persist a per-tool TTL policy; every instance of this cache picks it up on refresh."""
+        """Persist a per-tool policy; every instance of this cache picks it up on refresh. Where the live
+        config names the tool, the config's policy applies and this one is kept until it stops naming it."""
         ctx = self._ctx
         ttl = validate_ttl(policy.ttl, "policy.ttl")
         with ctx.measured("tool", "set_policy"):
@@ -222,8 +263,10 @@ class ToolCache:
                 "agent_cache.tool.set_policy", {"cache.tool_name": tool_name, "cache.ttl": ttl or -1}
             ):
                 stored = ToolPolicy(ttl=ttl, cacheable=policy.cacheable)
-                await ctx.backend.command(
-                    "HSET", ctx.keys.tool_policies, tool_name, json.dumps(policy_document(stored))
+                await ctx.backend.run_script(
+                    SET_TOOL_POLICY,
+                    (ctx.keys.tool_policies, owned_policies_key(ctx.keys)),
+                    (tool_name, json.dumps(policy_document(stored))),
                 )
                 self._policies[tool_name] = stored
                 self._policy_writes += 1
@@ -261,8 +304,24 @@ class ToolCache:
                 if tool in self._policies:
                     fresh[tool] = self._policies[tool]
         self._policies = fresh
+        self._loaded = True
         if problems:
             raise AgentCacheUsageError("; ".join(problems))
+
+    async def load_policies(self) -> None:
+        """Read every policy from Valkey now (the reference's name for ``refresh_policies``)."""
+        await self.refresh_policies()
+
+    def reset_policies(self) -> None:
+        """Forget the policies read from Valkey; the next refresh (or ``load_policies``) reads them again.
+        The live config's policies stay: they come with the config."""
+        self._policies = {}
+        self._loaded = False
+
+    @property
+    def policies_loaded(self) -> bool:
+        """Has this instance read the policies hash since it started (or since ``reset_policies``)?"""
+        return self._loaded
 
     async def invalidate(self, tool_name: str, args: Any) -> bool:
         ctx = self._ctx
