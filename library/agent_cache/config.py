@@ -67,6 +67,23 @@ def _price_at(value: object, path: str) -> float:
     return float(value)
 
 
+_KNOWN_BELOW = {"tiers": ("ttl",), "toolPolicies": ("ttl", "cacheable"), "costOverrides": ("inputPer1k", "outputPer1k")}
+
+
+def unknown_config_fields(spec: Mapping[str, Any], path: str = "spec") -> list[str]:
+    """Paths of the keys inside the config keys that ``CacheConfig.from_spec`` would pass over — typos such as
+    ``spec.tiers.llm.tll`` or ``spec.toolPolicies.send_email.cachable``. Pure."""
+    unknown = []
+    for section, known in _KNOWN_BELOW.items():
+        entries = spec.get(section)
+        if not isinstance(entries, Mapping):
+            continue
+        for entry, settings in entries.items():
+            if isinstance(settings, Mapping):
+                unknown += [f"{path}.{section}.{entry}.{key}" for key in sorted(map(str, settings)) if key not in known]
+    return unknown
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     """The platform-owned part of a cache's configuration."""

@@ -79,14 +79,19 @@ def test_invalid_files_name_the_file_and_the_field(text: str, message: str) -> N
         parse_resource(text, "f")
 
 
-def test_unknown_fields_and_foreign_api_versions_are_warned_about() -> None:
-    text = RESOURCE.replace("toolPolicies:", "toolPolicy:").replace("agentcache.dev/v1alpha1", "example.com/v1")
-    resource = parse_resource(text, "f")
-    assert resource.warnings == (
-        "f: apiVersion 'example.com/v1' is not agentcache.dev/v1alpha1; reading it anyway",
-        "f: spec.toolPolicy is not an AgentCache field; ignored (a typo?)",
+def test_unknown_fields_are_found_at_every_level_and_foreign_api_versions_warned_about() -> None:
+    text = (
+        RESOURCE.replace("toolPolicies:", "toolPolicy:")
+        .replace("agentcache.dev/v1alpha1", "example.com/v1")
+        .replace("llm: {ttl: 86400}", "llm: {tll: 86400}")
     )
+    resource = parse_resource(text, "f")
+    assert resource.warnings == ("f: apiVersion 'example.com/v1' is not agentcache.dev/v1alpha1; reading it anyway",)
+    assert resource.unknown == ("spec.toolPolicy", "spec.tiers.llm.tll")
     assert resource.config.tool_policies == {}
+    typo = RESOURCE.replace("send_email: {cacheable: false}", "send_email: {cachable: false}")
+    assert parse_resource(typo, "f").unknown == ("spec.toolPolicies.send_email.cachable",)
+    assert parse_resource(RESOURCE, "f").unknown == ()
 
 
 # ── against Valkey ─────────────────────────────────────────────────────────────
@@ -214,3 +219,28 @@ def test_a_bad_file_is_a_usage_error(populated: Populated, tmp_path: Path) -> No
     broken.write_text(RESOURCE.replace("tool: {ttl: 600}", "tool: {ttl: soon}"))
     code, _, err = config_cli(populated, "diff", "-f", str(broken))
     assert code == 2 and "spec.tiers.tool.ttl must be a positive number of seconds" in err
+
+
+async def test_a_misspelled_field_is_refused_and_nothing_is_written(
+    populated: Populated, valkey_client: Valkey, resource_file: Path, tmp_path: Path
+) -> None:
+    assert config_cli(populated, "apply", "-f", str(resource_file))[0] == 0
+    before = await read_config(valkey_client, "support_bot")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(RESOURCE.replace("toolPolicies:", "toolPolicy:"))
+    code, out, err = config_cli(populated, "apply", "-f", str(typo))
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
+        f"error: {typo}: spec.toolPolicy is not an AgentCache field (a typo?); nothing was written: fix the file, "
+        "or pass --force to apply the rest"
+    ]
+    assert await read_config(valkey_client, "support_bot") == before
+    assert await valkey_client.hget("support_bot:__tool_policies", "send_email") == b'{"cacheable": false}'
+    code, _, err = config_cli(populated, "diff", "-f", str(typo))
+    assert code == 2 and "spec.toolPolicy is not an AgentCache field (a typo?)" in err and "--force" not in err
+
+    code, _, err = config_cli(populated, "apply", "-f", str(typo), "--force")
+    assert code == 0, err
+    assert "warning:" in err and "spec.toolPolicy is not an AgentCache field; ignored (--force)" in err
+    applied = await read_config(valkey_client, "support_bot")
+    assert applied is not None and applied.config.tool_policies == {}

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._errors import AgentCacheUsageError, ConfigurationError
 from .._keys import validate_cache_name
-from ..config import AppliedConfig, CacheConfig, InstanceRecord, apply_config
+from ..config import AppliedConfig, CacheConfig, InstanceRecord, apply_config, unknown_config_fields
 from ._connection import Session, add_connection_options, add_name_option, run_command
 from ._readers import instances, read_live_config, resolve_name
 from ._terminal import EXIT_CODES_HELP, CommandError, ExitCode, print_json
@@ -110,7 +110,8 @@ examples:
         "--force",
         action="store_true",
         help="write even when the Kubernetes operator manages this cache's config (it will put its own back at its "
-        "next resync: change the AgentCache resource instead), e.g. --force",
+        "next resync: change the AgentCache resource instead), or when the file has fields that are no AgentCache "
+        "field (they are ignored), e.g. --force",
     )
     apply.add_argument(
         "--wait",
@@ -170,6 +171,8 @@ class Resource:
     """The cache it configures."""
     config: CacheConfig
     warnings: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    """Fields of ``spec`` that are no AgentCache field (``spec.toolPolicy``): refused unless ``--force``."""
 
 
 def _cache_name_of(document: dict[str, Any]) -> str | None:
@@ -209,8 +212,7 @@ def parse_resource(text: str, origin: str, name: str | None = None) -> Resource:
     spec = document.get("spec")
     if not isinstance(spec, dict):
         raise ConfigurationError(f"{origin}: spec is required and must be a mapping")
-    for unknown in sorted(set(map(str, spec)) - SPEC_FIELDS):
-        warnings.append(f"{origin}: spec.{unknown} is not an AgentCache field; ignored (a typo?)")
+    unknown = [f"spec.{field}" for field in sorted(set(map(str, spec)) - SPEC_FIELDS)]
     chosen = name or _cache_name_of(document)
     if chosen is None:
         raise ConfigurationError(f"{origin}: no cache name: set spec.prefix or metadata.name, or pass --name")
@@ -223,17 +225,25 @@ def parse_resource(text: str, origin: str, name: str | None = None) -> Resource:
         config = CacheConfig.from_spec(spec)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{origin}: {exc}") from None
-    return Resource(chosen, config, tuple(warnings))
+    return Resource(chosen, config, tuple(warnings), (*unknown, *unknown_config_fields(spec)))
 
 
-def _load(session: Session, path: Path, name: str | None) -> Resource:
+def _load(session: Session, path: Path, name: str | None, force: bool | None = None) -> Resource:
+    """The file's resource. A field that is no AgentCache field (a typo drops what it meant to set) is a usage
+    error — with ``force`` (apply's ``--force``; None: the command has none) a warning."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}", ExitCode.USAGE) from None
     resource = parse_resource(text, str(path), name)
+    if resource.unknown and not force:
+        what = "is not an AgentCache field" if len(resource.unknown) == 1 else "are not AgentCache fields"
+        hint = "; nothing was written: fix the file, or pass --force to apply the rest" if force is False else ""
+        raise ConfigurationError(f"{path}: {', '.join(resource.unknown)} {what} (a typo?){hint}")
     for warning in resource.warnings:
         session.note(f"warning: {warning}")
+    for field in resource.unknown:
+        session.note(f"warning: {path}: {field} is not an AgentCache field; ignored (--force)")
     return resource
 
 
@@ -315,7 +325,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_apply(args: argparse.Namespace) -> int:
     async def body(session: Session) -> int:
-        resource = _load(session, args.file, args.name)
+        resource = _load(session, args.file, args.name, force=args.force)
         name, config = resource.name, resource.config
         current, malformed = await read_live_config(session, name)
         if malformed:
