@@ -171,7 +171,8 @@ async def _part(part: Mapping[str, Any], normalizer: BinaryNormalizer) -> dict[s
     return entry
 
 
-# The fields Pydantic AI serializes for binary content and file URLs: a dict with any other field is user data.
+# The fields Pydantic AI serializes for binary content and file URLs (always all of them): a dict with other fields,
+# or with some missing, is user data.
 _BINARY_FIELDS = frozenset({"kind", "data", "media_type", "vendor_metadata", "identifier"})
 _FILE_URL_FIELDS = frozenset({"kind", "url", "media_type", "force_download", "vendor_metadata", "identifier"})
 
@@ -188,13 +189,15 @@ async def _file(value: Any, normalizer: BinaryNormalizer) -> Any:
     if not isinstance(value, dict):
         return value
     kind = value.get("kind")
-    if kind == "binary" and isinstance(value.get("data"), str) and value.keys() <= _BINARY_FIELDS:
+    if not isinstance(kind, str):
+        return value
+    if kind == "binary" and isinstance(value.get("data"), str) and value.keys() == _BINARY_FIELDS:
         media_type = str(value.get("media_type") or "")
         rest = extras(value, ("kind", "data", "media_type"))
         return await binary_block(
             _kind_of(media_type), normalizer, base64_data=value["data"], media_type=media_type or None, **rest
         )
-    if kind in _FILE_URL_KINDS and isinstance(value.get("url"), str) and value.keys() <= _FILE_URL_FIELDS:
+    if kind in _FILE_URL_KINDS and isinstance(value.get("url"), str) and value.keys() == _FILE_URL_FIELDS:
         rest = extras(value, ("kind", "url", "media_type"))
         return await binary_block(
             _FILE_URL_KINDS[kind],
