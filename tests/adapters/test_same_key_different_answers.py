@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from openai import AsyncOpenAI
 from pydantic import PrivateAttr
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart, UserPromptPart
 from pydantic_ai.models import ModelRequestParameters
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 from pydantic_ai.usage import RequestUsage
@@ -385,3 +387,41 @@ async def test_a_request_that_differs_only_in_transport_noise_is_a_hit(
     first = await driven.ask(BASE)
     assert await driven.ask(NOISY) == first
     assert driven.calls() == 1
+
+
+LONE_SURROGATE = "Where is my order \udc80?"  # what a bad decode of user input leaves behind
+
+
+async def test_a_request_that_cannot_be_a_key_goes_to_the_model_uncached(
+    cache: AgentCache, provider: ProviderServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wrappers fail open when canonical JSON refuses a request: the model is called and nothing is stored."""
+    seen: list[str] = []
+
+    def local_model(messages: list[Any], info: AgentInfo) -> ModelResponse:
+        seen.append(str(messages[-1].parts[0].content))
+        return ModelResponse(parts=[TextPart("answered")])
+
+    model = PydanticCachedModel(FunctionModel(local_model), cache)  # a model that takes any Python text
+    for _ in range(2):
+        response = await model.request(
+            [ModelRequest(parts=[UserPromptPart(LONE_SURROGATE)])], None, ModelRequestParameters()
+        )
+        assert isinstance(response.parts[0], TextPart) and response.parts[0].content == "answered"
+    assert seen == [LONE_SURROGATE, LONE_SURROGATE]  # never served from the cache, never an error
+    assert "content holds a lone surrogate" in caplog.text
+
+    # The OpenAI SDK sends what the key cannot hold, a datetime in extra_body (as ISO text): uncached, answered.
+    async with AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0) as client:
+        for _ in range(2):
+            provider.reply_json(chat_completion(content="answered"))
+            completion = await openai_adapter.cached_create(
+                cache,
+                client.chat.completions.create,
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "Orders since?"}],
+                extra_body={"since": datetime(2026, 12, 1, tzinfo=UTC)},
+            )
+            assert completion.choices[0].message.content == "answered"
+    assert provider.calls() == 2
+    assert "params.extra_body.since is a datetime" in caplog.text
