@@ -10,12 +10,12 @@
     async for event in stream:  # RawMessageStreamEvent objects, live or replayed
         ...
 
-The key holds every request parameter except transport-only ones (``stream``, ``metadata``, ``timeout``,
-``extra_headers``...) by name — ``max_tokens``, ``thinking`` (budget), ``tools``, ``tool_choice``,
-``stop_sequences``, ``temperature``, ``top_k``, ``output_config``... — with ``system`` and ``messages``
-normalized to content blocks: a string and one text block are the same; ``tool_use`` becomes a tool-call block,
-``tool_result`` a tool-result block, ``thinking``/``redacted_thinking`` reasoning blocks (signatures kept);
-``cache_control`` stays as a block hint. Images and PDFs go through the binary normalizer.
+The key holds every request parameter except transport-only ones (``stream``, ``metadata``, ``timeout``...) by name,
+``extra_headers`` such as ``anthropic-beta`` included (credentials and tracing headers are not) — ``max_tokens``,
+``thinking`` (budget), ``tools``, ``tool_choice``, ``stop_sequences``, ``temperature``, ``top_k``, ``output_config``...
+— with ``system`` and ``messages`` normalized to content blocks: a string and one text block are the same; ``tool_use``
+becomes a tool-call block, ``tool_result`` a tool-result block, ``thinking``/``redacted_thinking`` reasoning blocks
+(signatures kept); ``cache_control`` stays as a block hint. Images and PDFs go through the binary normalizer.
 
 Stored: text, ``tool_use`` (ids and inputs), ``thinking`` with its signature and ``redacted_thinking`` as blocks;
 the message's other fields as metadata — id, dated model, ``stop_reason``, ``stop_sequence``, ``stop_details``,

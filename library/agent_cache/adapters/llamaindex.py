@@ -13,6 +13,9 @@
         answer = to_answer(response)
         await cache.llm.store_multipart(params, answer.blocks, answer.store_options())
 
+The model, ``temperature``, ``top_p``, ``max_tokens``, ``tools`` and the normalizer may also come in the options, as
+``betterdb-agent-cache`` takes them: ``prepare_params(messages, LlamaIndexPrepareOptions(model="gpt-4o"))``.
+
 The key holds the model, every keyword parameter given (``temperature``, ``max_tokens``, ``reasoning_effort``...,
 by name), the tools' names, descriptions and parameter schemas (never their callables), and the messages: role,
 ``additional_kwargs`` (tool calls and ids of older integrations) and blocks — text, tool calls (arguments as JSON),

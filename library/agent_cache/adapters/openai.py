@@ -10,12 +10,13 @@ One call does it all::
         ...
 
 Works with any async client whose ``create`` speaks Chat Completions (``AsyncOpenAI``, ``AsyncAzureOpenAI``,
-OpenAI-compatible servers). The key holds every request parameter except transport-only ones
-(``stream``, ``stream_options``, ``timeout``, ``extra_headers``, ``user``, ``metadata``, ``store``...), by their own
-names: ``reasoning_effort``, ``max_completion_tokens``, ``tools``, ``response_format``, ``seed``, ``n``... Messages
-are normalized to content blocks (a string and one text part are the same message; tool-call arguments are compared
-as JSON, not as text), and images, audio and files go through the binary normalizer. A streamed and a
-non-streamed request share one entry.
+OpenAI-compatible servers). The key holds every request parameter except transport-only ones (``stream``,
+``stream_options``, ``timeout``, ``user``, ``metadata``, ``store``...), by their own names — and the ``extra_headers``
+that can change an answer (``OpenAI-Beta``, a gateway's routing header; never credentials or tracing headers):
+``reasoning_effort``, ``max_completion_tokens``, ``tools``, ``response_format``, ``seed``, ``n``... Messages are
+normalized to content blocks (a string and one text part are the same message; tool-call arguments are compared as JSON,
+not as text), and images, audio and files go through the binary normalizer. A streamed and a non-streamed request share
+one entry.
 
 Stored: text, ``reasoning_content`` (OpenAI-compatible servers) and function tool calls (ids kept) as blocks, and
 the rest of the completion as response metadata — id, ``created``, dated model, ``system_fingerprint``,

@@ -13,7 +13,8 @@ Both ``get_response`` and ``stream_response`` are cached (``Runner.run`` and ``R
 hit replays Responses stream events ending in ``response.completed``, which is what the runner reads. The key
 holds the model name, the system instructions, the input items (normalized like the Responses adapter: server ids
 left out, binary parts through the normalizer), the answer-changing model settings (temperature, reasoning,
-max_tokens, tool_choice, extra_body...; not metadata, store, retries, timeouts), every tool's and handoff's name,
+max_tokens, tool_choice, extra_body, feature headers of extra_headers...; not metadata, store, retries, timeouts,
+credentials or tracing headers), every tool's and handoff's name,
 description and JSON schema, the output schema, and ``previous_response_id``/``conversation_id``/``prompt``.
 
 A hit is the original ``ModelResponse``: output items with their ids, ``response_id``, ``Usage`` with its token

@@ -10,11 +10,12 @@
         ...
 
 The key holds every request parameter except transport-only ones (``stream``, ``store``, ``metadata``, ``user``,
-``timeout``...) by name — ``instructions``, ``reasoning`` (effort and summary), ``max_output_tokens``, ``tools``,
-``tool_choice``, ``text`` (format, verbosity), ``include``, ``previous_response_id``, ``conversation``... — and
-``input`` normalized under ``messages``: a string and one ``input_text`` part are the same; an output item echoed
-back keys like the same item written as a dict (server ids and statuses are left out); images, files and audio go
-through the binary normalizer. Background requests go straight to the provider.
+``timeout``...) by name — the answer-changing ``extra_headers`` (not credentials or tracing headers), ``instructions``,
+``reasoning`` (effort and summary), ``max_output_tokens``, ``tools``, ``tool_choice``, ``text`` (format, verbosity),
+``include``, ``previous_response_id``, ``conversation``... — and ``input`` normalized under ``messages``: a string and
+one ``input_text`` part are the same; an output item echoed back keys like the same item written as a dict (server ids
+and statuses are left out); images, files and audio go through the binary normalizer. Background requests go straight to
+the provider.
 
 Stored: output text, function calls (``call_id`` kept) and reasoning summaries with ``encrypted_content`` as
 blocks, and the rest of the response as metadata: its id, timestamps, dated model, status, usage with its token

@@ -9,11 +9,13 @@
 
 ``request`` and ``request_stream`` are both cached (``agent.run``, ``run_stream``, ``iter``); a streamed hit is a
 ``CompletedStreamedResponse`` that replays the parts as stream events. The key holds the model (name and provider
-system), the message history — dumped with Pydantic AI's own serializer, minus what the model never reads
-(timestamps, run and conversation ids, usage, provider response ids, part ids) and with binary content and file URLs
-through the binary normalizer — the answer-changing model settings (not timeouts, retries, headers, prompt-cache
-placement) and the request parameters: function and output tools with their JSON schemas, native tools, output
-mode and schema, whether text or images may be output, and the thinking level.
+system), the message history — dumped with Pydantic AI's own serializer, minus the messages' and parts' own fields the
+model never reads (timestamps, run and conversation ids, usage, provider response ids, part ids, application
+``metadata``; never anything inside tool arguments, tool results or prompts) and with binary content and file URLs
+through the binary normalizer — the answer-changing model settings (not timeouts or retries; of ``extra_headers`` only
+the headers that can change an answer, like ``anthropic-beta``) and the request parameters: function and output tools
+with their JSON schemas, native tools, output mode and schema, whether text or images may be output, and the thinking
+level.
 
 Stored: text, tool calls (ids kept; arguments as JSON) and thinking with its signature as blocks, and the rest of
 the ``ModelResponse`` the model produced as metadata: dated ``model_name``, ``provider_response_id``,
