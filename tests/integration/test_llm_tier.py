@@ -154,3 +154,89 @@ async def test_resolve_ttl_follows_the_store_precedence(make_cache: MakeCache) -
     assert cache.llm.resolve_ttl() == 60
     assert cache.llm.resolve_ttl(5) == 5
     assert make_cache(name="u").llm.resolve_ttl() is None
+
+
+async def test_clear_deletes_every_llm_entry_of_every_model_and_tenant_and_nothing_else(
+    make_cache: MakeCache, backend_client: Any
+) -> None:
+    cache = make_cache()
+    keys = [await cache.llm.store(PARAMS, "a"), await cache.llm.store({**PARAMS, "model": "claude-sonnet-4-5"}, "b")]
+    with cache.tenant("acme"):
+        keys.append(await cache.llm.store(PARAMS, "c", LlmStoreOptions(ttl=60)))
+    tool_key = await cache.tool.store("search", {"q": 1}, "r")
+    await cache.session.set("thread", "field", "v")
+    other = await make_cache(name="t2").llm.store(PARAMS, "other cache")
+
+    assert await cache.llm.clear() == 3
+    assert [await backend_client.exists(key) for key in keys] == [0, 0, 0]
+    assert (await cache.llm.check(PARAMS)).hit is False
+    assert [await backend_client.exists(key) for key in (tool_key, other)] == [1, 1]
+    assert await cache.session.get("thread", "field") == "v"
+    assert await cache.llm.clear() == 0
+    await cache.llm.store(PARAMS, "again")
+    assert await cache.llm.clear() == 1
+
+
+async def test_the_model_registry_expires_after_its_last_entry(cache: Any, backend_client: Any) -> None:
+    from agent_cache.tiers.llm import model_registry_key
+
+    registry = model_registry_key(cache.keys)
+    await cache.llm.store(PARAMS, "a", LlmStoreOptions(ttl=100))
+    await cache.llm.store({**PARAMS, "seed": 1}, "b", LlmStoreOptions(ttl=10))  # a shorter one never lowers it
+    assert 100_000 < await backend_client.pttl(registry) <= 160_000  # plus the margin for cluster clocks
+    await cache.llm.store({**PARAMS, "seed": 2}, "c")
+    assert await backend_client.pttl(registry) == -1  # an entry without TTL: listed for as long as it lives
+
+
+@pytest.mark.parametrize("moment", ["before_delete", "after_delete"])
+async def test_invalidate_by_model_never_leaves_an_entry_stored_meanwhile_unlisted(
+    cache: Any, backend_client: Any, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    from agent_cache._backend import Backend
+
+    key = await cache.llm.store(PARAMS, "old")
+    index = cache.keys.model_index("gpt-4o")
+    real_delete_many = Backend.delete_many
+    stored_again = False
+
+    async def delete_many(self: Backend, keys: Any, batch: int = 500) -> int:
+        nonlocal stored_again
+        if not stored_again and moment == "before_delete":
+            stored_again = True
+            await cache.llm.store(PARAMS, "new")
+        deleted = await real_delete_many(self, keys, batch)
+        if not stored_again and moment == "after_delete":
+            stored_again = True
+            await cache.llm.store(PARAMS, "new")
+        return deleted
+
+    monkeypatch.setattr(Backend, "delete_many", delete_many)
+    await cache.llm.invalidate_by_model("gpt-4o")
+    assert stored_again
+    if await backend_client.exists(key):
+        assert await backend_client.zscore(index, key) is not None, "a live entry fell out of its model's index"
+    monkeypatch.undo()
+    await cache.llm.invalidate_by_model("gpt-4o")
+    assert await backend_client.exists(key) == 0
+
+
+async def test_invalidate_by_model_racing_stores_leaves_no_live_entry_unlisted(cache: Any, backend_client: Any) -> None:
+    index = cache.keys.model_index("gpt-4o")
+    requests = [{**PARAMS, "seed": i} for i in range(20)]
+    keys = [cache.llm.key(params) for params in requests]
+
+    async def store_later(params: dict[str, Any], turns: int) -> None:
+        for _ in range(turns):  # spread the stores over the invalidation's steps
+            await asyncio.sleep(0)
+        await cache.llm.store(params, "r")
+
+    for round_ in range(15):  # bounded: each round races 20 stores against one invalidation
+        await asyncio.gather(
+            cache.llm.invalidate_by_model("gpt-4o"),
+            *(store_later(params, (i + round_) % 12) for i, params in enumerate(requests)),
+        )
+        for key in keys:
+            if await backend_client.exists(key):
+                assert await backend_client.zscore(index, key) is not None, "a live entry fell out of the index"
+    await cache.llm.invalidate_by_model("gpt-4o")
+    assert sum([await backend_client.exists(key) for key in keys]) == 0
