@@ -265,3 +265,26 @@ async def test_llamaindex_options_take_the_model_and_sampling_parameters() -> No
         await llamaindex.prepare_params(messages, options, model="gpt-5")
     with pytest.raises(ValueError, match="needs a model"):
         await llamaindex.prepare_params(messages)
+
+
+# ─── Tool descriptions: a value the key refuses is an error, never left out ──
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("description", "Look up an order \ud800", r"description holds a lone surrogate"),
+        ("params_json_schema", {"type": "object", "default": float("nan")}, r"params_json_schema\.default is nan"),
+    ],
+)
+def test_a_tool_field_the_key_refuses_is_an_error_not_left_out(field: str, value: Any, message: str) -> None:
+    from agents import FunctionTool
+
+    async def invoke(context: Any, arguments: str) -> str:
+        return arguments
+
+    spec: dict[str, Any] = {"description": "Look up an order", "params_json_schema": {"type": "object"}, field: value}
+    tool = FunctionTool(name="get_order", on_invoke_tool=invoke, **spec)
+    params = asyncio.run(openai_agents.prepare_params("gpt-5", None, "hi", tools=[tool]))
+    with pytest.raises(SerializationError, match=message):
+        llm_hash(params)  # skipping the field would let two different tools share a key

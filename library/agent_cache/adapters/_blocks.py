@@ -14,8 +14,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
-from agent_cache._errors import AgentCacheUsageError
-from agent_cache._keys import TRANSPORT_ONLY_PARAMS, answer_headers, canonical_json
+from agent_cache._keys import TRANSPORT_ONLY_PARAMS, answer_headers
 from agent_cache.normalizer import BinaryNormalizer, BinarySource
 from agent_cache.types import BinaryBlock
 
@@ -79,13 +78,21 @@ def describe(obj: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             spec[field.name] = describe(value)
             continue
-        try:
-            canonical_json(plain(value))
-        except AgentCacheUsageError:
+        if value is None:
             continue
-        if value is not None:
-            spec[field.name] = plain(value)
+        data = plain(value)
+        if _json_shaped(data):  # a refused value inside (NaN, a lone surrogate) is the key's error, not skipped
+            spec[field.name] = data
     return spec
+
+
+def _json_shaped(value: Any) -> bool:
+    """Is ``value`` built only of JSON types (whatever their contents)? Callables and objects are not."""
+    if isinstance(value, Mapping):
+        return all(_json_shaped(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_json_shaped(item) for item in value)
+    return value is None or isinstance(value, str | int | float)
 
 
 def materialize(request: Mapping[str, Any]) -> dict[str, Any]:
