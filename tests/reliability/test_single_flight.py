@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent_cache import Computed
+from agent_cache import (
+    AgentCache,
+    Computed,
+    ConfigRefreshOptions,
+    DiscoveryOptions,
+    ReliabilityOptions,
+    TelemetryOptions,
+)
 from tests.reliability.conftest import make_cache
 
 pytestmark = pytest.mark.valkey
@@ -149,4 +156,156 @@ async def test_get_or_compute_derives_the_key_once_for_its_lookups_and_store(
     tool_hit = await cache.tool.get_or_compute("search", {"q": "x"}, compute)
     assert (tool_missed.hit, tool_hit.hit, tool_hit.key) == (False, True, tool_missed.key)
     assert derived == ["llm_hash", "llm_hash", "tool_hash", "tool_hash"]  # one per call
+    await cache.close()
+
+
+async def _joined() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)  # tasks just created run to their first await: they have joined the flight
+
+
+async def test_a_cancelled_leader_takes_no_follower_with_it(valkey_client: Any) -> None:
+    cache = make_cache(valkey_client)
+    started = asyncio.Event()
+    calls = 0
+
+    async def compute() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            await asyncio.Event().wait()  # the leader's computation only ends by cancellation
+        return "answer"
+
+    leader = asyncio.create_task(cache.llm.get_or_compute(PARAMS, compute))
+    await started.wait()
+    followers = [asyncio.create_task(cache.llm.get_or_compute(PARAMS, compute)) for _ in range(3)]
+    await _joined()
+    leader.cancel()
+    results = await asyncio.gather(*followers)  # raises CancelledError if a follower went with the leader
+    assert [r.response for r in results] == ["answer"] * 3
+    assert calls == 2  # the cancelled computation, and one follower's that took over
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert await valkey_client.exists(f"{cache.llm.key(PARAMS)}:lock") == 0
+    await cache.close()
+
+
+async def test_a_cancelled_follower_leaves_the_leader_and_the_others_alone(valkey_client: Any) -> None:
+    cache = make_cache(valkey_client)
+    release = asyncio.Event()
+    calls = 0
+
+    async def compute() -> str:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return "answer"
+
+    tasks = [asyncio.create_task(cache.tool.get_or_compute("search", {"q": 1}, compute)) for _ in range(3)]
+    await _joined()
+    tasks[1].cancel()
+    await _joined()
+    release.set()
+    first, second, third = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(second, asyncio.CancelledError)
+    assert not isinstance(first, BaseException) and not isinstance(third, BaseException)
+    assert (first.response, third.response, calls) == ("answer", "answer", 1)
+    await cache.close()
+
+
+async def test_a_cancelled_leader_in_another_process_leaves_every_waiter_running(valkey_server: Any) -> None:
+    from valkey.asyncio import Valkey
+
+    client = Valkey.from_url(valkey_server.url)
+    await client.flushall()
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *(WORKER, valkey_server.url, "3", "60", "0.05", "cancel-leader"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert worker.stdin is not None and worker.stdout is not None
+    try:
+        for expected in (b"ready", b"computing"):
+            assert (await asyncio.wait_for(worker.stdout.readline(), 30)).strip() == expected
+        waiter = AgentCache(  # the worker's cache: same name, same key for the same tool call
+            client=client,
+            name="flight",
+            telemetry=TelemetryOptions(registry=CollectorRegistry()),
+            discovery=DiscoveryOptions(enabled=False),
+            config_refresh=ConfigRefreshOptions(enabled=False),
+            reliability=ReliabilityOptions(lock_lease_s=60),
+        )
+
+        async def compute() -> str:
+            await client.incr("flight:computations")
+            return "computed"
+
+        waiting = asyncio.create_task(waiter.tool.get_or_compute("slow_tool", {"q": 1}, compute))
+        await asyncio.sleep(0.1)  # it polls: the worker's leader holds the lock
+        assert not waiting.done()
+        worker.stdin.write(b"cancel\n")
+        await worker.stdin.drain()
+        result = await asyncio.wait_for(waiting, 30)  # a hang guard: the lease (60 s) must not be waited out
+        out, err = await asyncio.wait_for(worker.communicate(), 30)
+        assert worker.returncode == 0, err.decode()
+        assert json.loads(out) == {"followers": ["computed"] * 3, "leader_cancelled": True}
+        assert result.response == "computed"
+        assert int(await client.get("flight:computations")) == 2  # the cancelled one + one take-over
+        await waiter.close()
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        await client.aclose()
+
+
+async def test_waiting_for_another_process_counts_one_outcome_per_call(valkey_client: Any) -> None:
+    registry = CollectorRegistry()
+    computing = make_cache(valkey_client)  # two instances of one cache, as two processes: their own flights
+    waiting = make_cache(valkey_client, registry)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await release.wait()
+        return "answer"
+
+    first = asyncio.create_task(computing.tool.get_or_compute("search", {"q": 1}, slow))
+    await started.wait()  # it holds the lock
+    second = asyncio.create_task(waiting.tool.get_or_compute("search", {"q": 1}, slow))
+    await asyncio.sleep(0.3)  # the waiter polls the cache several times meanwhile
+    release.set()
+    computed, waited = await asyncio.gather(first, second)
+    assert (computed.hit, waited.hit, waited.response) == (False, True, "answer")
+    await computing.stats()  # flushes its counters
+    stats = await waiting.stats()
+    assert (stats.tool.hits, stats.tool.misses) == (1, 1)
+    assert (stats.per_tool["search"].hits, stats.per_tool["search"].misses) == (1, 1)
+    requests = {
+        result: registry.get_sample_value(
+            "agent_cache_requests_total", {"cache_name": "rel", "tier": "tool", "result": result, "tool_name": "search"}
+        )
+        for result in ("hit", "miss")
+    }
+    assert requests == {"hit": 1, "miss": None}  # the waiter's one request, a hit
+    await computing.close()
+    await waiting.close()
+
+
+async def test_callers_that_join_a_flight_count_one_outcome_each(valkey_client: Any) -> None:
+    cache = make_cache(valkey_client)
+
+    async def compute() -> Computed:
+        await asyncio.sleep(0.05)
+        return Computed("answer", tokens={"input": 10, "output": 20})
+
+    await asyncio.gather(*(cache.llm.get_or_compute(PARAMS, compute) for _ in range(4)))
+    stats = await cache.stats()
+    assert (stats.llm.hits, stats.llm.misses) == (0, 4)  # four requests, none found in the cache
+    assert (await cache.llm.get_or_compute(PARAMS, compute)).hit
+    stats = await cache.stats()
+    assert (stats.llm.hits, stats.llm.misses) == (1, 4)
     await cache.close()
