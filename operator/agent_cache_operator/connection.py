@@ -14,9 +14,21 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry
+
+from agent_cache import (
+    AgentCache,
+    AgentCacheOptions,
+    ConfigRefreshOptions,
+    ConfigurationError,
+    DiscoveryOptions,
+    TelemetryOptions,
+)
+from agent_cache.config import read_config
 
 from .spec import SecretKeyRef, ValkeySpec
 
@@ -185,6 +197,7 @@ def redact(message: str, secrets: Iterable[str]) -> str:
 @dataclass
 class _Entry:
     fingerprint: str
+    valkey: ValkeySpec
     client: Any
     cert_dir: str | None
 
@@ -221,8 +234,15 @@ class ClientCache:
                 if cert_dir is not None:
                     shutil.rmtree(cert_dir, ignore_errors=True)
                 raise
-            self._entries[uid] = _Entry(options.fingerprint, client, cert_dir)
+            self._entries[uid] = _Entry(options.fingerprint, options.valkey, client, cert_dir)
             return client
+
+    async def remembered(self, uid: str, valkey: ValkeySpec) -> Any | None:
+        """The client last built for this resource, if it was for this same Valkey: what a deletion can still use
+        to clean up after the Secrets it was built from are gone (a namespace being deleted removes them too)."""
+        async with self._lock:
+            entry = self._entries.get(uid)
+        return entry.client if entry is not None and entry.valkey == valkey else None
 
     async def discard(self, uid: str) -> None:
         async with self._lock:
@@ -250,3 +270,33 @@ async def _close(entry: _Entry) -> None:
         await entry.client.aclose()
     if entry.cert_dir is not None:
         shutil.rmtree(entry.cert_dir, ignore_errors=True)
+
+
+# ── library views over one prefix ───────────────────────────────────────────────
+
+
+async def read_config_or_none(client: Any, prefix: str) -> Any:
+    """The config of ``prefix`` in Valkey; None when absent or malformed."""
+    try:
+        return await read_config(client, prefix)
+    except ConfigurationError:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def cache_view(client: Any, prefix: str) -> AsyncIterator[AgentCache]:
+    """A library cache over the prefix that only reads stats or flushes: no discovery, no live config, its own
+    metrics registry (the operator's registry is not the agents')."""
+    cache = AgentCache(
+        AgentCacheOptions(
+            client=client,
+            name=prefix,
+            discovery=DiscoveryOptions(enabled=False),
+            config_refresh=ConfigRefreshOptions(enabled=False),
+            telemetry=TelemetryOptions(registry=CollectorRegistry()),
+        )
+    )
+    try:
+        yield cache
+    finally:
+        await cache.close()

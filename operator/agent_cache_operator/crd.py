@@ -325,17 +325,11 @@ def _status_schema() -> dict[str, Any]:
             },
             "stats": {
                 "type": "object",
-                "description": "Live counters of every instance of the cache (refreshed by the operator).",
+                "description": "Hit rates and dollars saved over every instance of the cache, refreshed by the "
+                "operator at a bounded rate (the live counters are in Prometheus).",
                 "properties": {
-                    "llmHits": count,
-                    "llmMisses": count,
                     "llmHitRate": rate,
-                    "toolHits": count,
-                    "toolMisses": count,
                     "toolHitRate": rate,
-                    "sessionReads": count,
-                    "sessionWrites": count,
-                    "costSavedMicros": count,
                     "costSavedDollars": {"type": "number", "minimum": 0},
                 },
             },

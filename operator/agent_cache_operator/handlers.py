@@ -33,6 +33,12 @@ class OperatorOptions:
     delete_retries: int = 5
     metrics_port: int | None = 9090
     bind_address: str = "0.0.0.0"
+    # status.stats/instances refresh at most this often per resource; None: every 5 resync intervals.
+    stats_interval_s: float | None = None
+
+    @property
+    def stats_refresh_s(self) -> float:
+        return self.stats_interval_s if self.stats_interval_s is not None else 5 * self.resync_interval_s
 
     def backoff(self, retry: int) -> float:
         """Exponential backoff for retryable failures: base, 2x base, 4x base... capped at ``retry_max_s``."""
@@ -52,7 +58,9 @@ class OperatorContext:
     def reconciler(self) -> Reconciler:
         if self._reconciler is None:
             self.kube = self.kube or KubeApi.from_environment()
-            self._reconciler = Reconciler(self.kube, self.clients, self.bundle, self.metrics)
+            self._reconciler = Reconciler(
+                self.kube, self.clients, self.bundle, self.metrics, stats_interval_s=self.options.stats_refresh_s
+            )
         return self._reconciler
 
     async def close(self) -> None:
@@ -153,13 +161,14 @@ def build_registry(context: OperatorContext) -> kopf.OperatorRegistry:
         await reconcile(body, patch, int(kwargs.get("retry") or 0), "timer", in_timer=True)
 
     @kopf.on.delete(*resource, registry=registry, id="cleanup")
-    async def delete(body: kopf.Body, retry: int, **_: Any) -> None:
+    async def delete(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
         give_up = retry >= options.delete_retries
         with context.metrics.reconcile("delete"):
             result = await context.reconciler.cleanup(body, give_up=give_up)
+        _apply_status(patch, result)  # CleanupBlocked while the finalizer is held
         _post(body, result)
         failure = result.failure
-        context.metrics.result("delete", failure)
+        context.metrics.result("delete", failure or result.abandoned)
         if failure is not None:
             raise kopf.TemporaryError(
                 f"{failure.reason}: {failure.message} (attempt {retry + 1} of {options.delete_retries + 1})",

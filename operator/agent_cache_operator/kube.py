@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,34 @@ class ApiKind:
 CONFIG_MAP = ApiKind("v1", "ConfigMap", "configmaps")
 GRAFANA_DASHBOARD = ApiKind("grafana.integreatly.org/v1beta1", "GrafanaDashboard", "grafanadashboards")
 PROMETHEUS_RULE = ApiKind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules")
+
+
+ALLOW_ANNOTATION = "agentcache.dev/allowed-agentcaches"
+# The Accept header of a metadata-only read: the API server answers without the object's data.
+_METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
+class SecretMissingError(InvalidSpecError):
+    """A Secret (or a key in it) that the spec names does not exist."""
+
+
+class SecretNotAllowedError(InvalidSpecError):
+    """A Secret the spec names has not opted in to being used by this AgentCache (see :data:`ALLOW_ANNOTATION`)."""
+
+
+def secret_allows(annotations: Mapping[str, str] | None, reader: str) -> bool:
+    """Whether a Secret with these annotations may be used by the AgentCache named ``reader`` (same namespace):
+    its :data:`ALLOW_ANNOTATION` lists ``reader`` or is ``*`` (comma-separated, spaces ignored)."""
+    allowed = {name.strip() for name in ((annotations or {}).get(ALLOW_ANNOTATION) or "").split(",")}
+    return reader in allowed or "*" in allowed
+
+
+def _check_allowed(where: str, name: str, reader: str, metadata: Any) -> None:
+    if not secret_allows(getattr(metadata, "annotations", None), reader):
+        raise SecretNotAllowedError(
+            f"{where}: Secret {name!r} has not opted in to AgentCache {reader!r}: the operator reads only Secrets "
+            f'annotated {ALLOW_ANNOTATION}: "{reader}" (or "*" for every AgentCache of the namespace)'
+        )
 
 
 class KubeApiError(Exception):
@@ -104,31 +133,42 @@ class KubeApi:
     # ── Secrets ──────────────────────────────────────────────────────────────
 
     async def read_secret_values(
-        self, namespace: str, refs: list[tuple[str, SecretKeyRef]]
+        self, namespace: str, reader: str, refs: list[tuple[str, SecretKeyRef]]
     ) -> dict[SecretKeyRef, bytes]:
-        """The values of Secret keys; a missing Secret or key is an :class:`InvalidSpecError` naming the field."""
+        """The values of Secret keys, for the AgentCache ``reader``; only from Secrets that opt in to it.
+
+        Each Secret is first read as metadata only (``PartialObjectMetadata``: its data never leaves the API server)
+        and its :data:`ALLOW_ANNOTATION` checked; only then is it read whole. A missing Secret or key is an
+        :class:`InvalidSpecError` naming the field; a Secret without the opt-in a :class:`SecretNotAllowedError`.
+        """
         import base64
 
         secrets: dict[str, dict[str, str] | None] = {}
         values: dict[SecretKeyRef, bytes] = {}
         for where, ref in refs:
             if ref.name not in secrets:
-                try:
-                    secret = await self._call(
-                        f"read Secret {namespace}/{ref.name}", self._core.read_namespaced_secret, ref.name, namespace
-                    )
-                    secrets[ref.name] = dict(secret.data or {})
-                except KubeApiError as exc:
-                    if exc.status != 404:
-                        raise
-                    secrets[ref.name] = None
+                secrets[ref.name] = await self._read_allowed_secret(namespace, reader, where, ref.name)
             data = secrets[ref.name]
             if data is None:
-                raise InvalidSpecError(f"{where}: Secret {ref.name!r} not found in namespace {namespace!r}")
+                raise SecretMissingError(f"{where}: Secret {ref.name!r} not found in namespace {namespace!r}")
             if ref.key not in data:
-                raise InvalidSpecError(f"{where}: Secret {ref.name!r} has no key {ref.key!r}")
+                raise SecretMissingError(f"{where}: Secret {ref.name!r} has no key {ref.key!r}")
             values[ref] = base64.b64decode(data[ref.key])
         return values
+
+    async def _read_allowed_secret(self, namespace: str, reader: str, where: str, name: str) -> dict[str, str] | None:
+        what = f"read Secret {namespace}/{name}"
+        read = self._core.read_namespaced_secret
+        try:
+            meta = await self._call(what, read, name, namespace, _headers={"Accept": _METADATA_ONLY})
+            _check_allowed(where, name, reader, meta.metadata)
+            secret = await self._call(what, read, name, namespace)
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        _check_allowed(where, name, reader, secret.metadata)  # the opt-in may have gone in between
+        return dict(secret.data or {})
 
     # ── discovery ────────────────────────────────────────────────────────────
 

@@ -13,40 +13,40 @@ which is how drift after a restart or a flush is noticed and reported) → live 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry
-
-from agent_cache import (
-    AgentCache,
-    AgentCacheError,
-    AgentCacheOptions,
-    ConfigRefreshOptions,
-    ConfigurationError,
-    DiscoveryOptions,
-    TelemetryOptions,
-)
+from agent_cache import AgentCacheError, ConfigurationError
 from agent_cache.config import apply_config, delete_config, list_instances, read_config
 
 from .children import Bundle, Child, MonitoringPlan, Owner, child_name, owned_by, plan_monitoring, update_patch
-from .connection import ClientCache, ConnectionOptions, classify_failure, connection_options, redact
-from .kube import CONFIG_MAP, GRAFANA_DASHBOARD, PROMETHEUS_RULE, ApiKind, KubeApi, KubeApiError
+from .connection import (
+    ClientCache,
+    ConnectionOptions,
+    cache_view,
+    classify_failure,
+    connection_options,
+    read_config_or_none,
+    redact,
+)
+from .kube import CONFIG_MAP, GRAFANA_DASHBOARD, PROMETHEUS_RULE, ApiKind, KubeApi, KubeApiError, SecretNotAllowedError
 from .metrics import OperatorMetrics
 from .spec import AgentCacheSpec, InvalidSpecError, parse_spec
 from .status import (
     ALERTS_READY,
     CONFIG_SYNCED,
     DASHBOARDS_READY,
+    READY,
     Condition,
     changed,
     instances_status,
     merge_conditions,
     now_rfc3339,
     ready_condition,
+    replacing,
     stats_status,
     status_patch,
 )
@@ -61,6 +61,8 @@ METRIC_RESULTS = {
     "PermissionDenied": "permission_denied",
     "TLSHandshakeFailed": "tls_failed",
     "PrefixConflict": "conflict",
+    "SecretNotAllowed": "secret_not_allowed",
+    "CleanupAbandoned": "cleanup_abandoned",
 }
 
 
@@ -84,9 +86,13 @@ class Failure:
 
 @dataclass
 class SyncResult:
+    """``failure``: the handler failed (retry when ``retryable``). ``abandoned``: a deletion went ahead without
+    finishing its cleanup (the finalizer goes; metrics and a Warning say what was left behind)."""
+
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     failure: Failure | None = None
+    abandoned: Failure | None = None
 
 
 def source_of(namespace: str, name: str) -> str:
@@ -126,13 +132,25 @@ class Reconciler:
     and deletion handlers, and a resync that read the body before a deletion must not write the config back after
     the deletion removed it."""
 
-    def __init__(self, kube: KubeApi, clients: ClientCache, bundle: Bundle, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        clients: ClientCache,
+        bundle: Bundle,
+        metrics: OperatorMetrics,
+        *,
+        stats_interval_s: float = 150.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.kube = kube
         self.clients = clients
         self.bundle = bundle
         self.metrics = metrics
+        self.stats_interval_s = stats_interval_s
+        self._clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
         self._deleted: set[str] = set()
+        self._stats_read_at: dict[str, float] = {}
 
     def _lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
@@ -156,6 +174,8 @@ class Reconciler:
             spec = parse_spec(body.get("spec"), resource.name, recorded_prefix=resource.status.get("prefix"))
             desired["prefix"] = spec.prefix
             options = await self._connection(resource, spec)
+        except SecretNotAllowedError as exc:  # before a connection is even built: nothing reaches the host
+            return self._failed(resource, desired, Failure("SecretNotAllowed", str(exc), retryable=False))
         except InvalidSpecError as exc:
             return self._failed(resource, desired, Failure("InvalidSpec", str(exc), retryable=False))
         except KubeApiError as exc:
@@ -187,7 +207,7 @@ class Reconciler:
                     f"config version {version} is live in Valkey at {spec.valkey.endpoint()} (prefix {spec.prefix})",
                 )
             )
-            await self._read_live_stats(client, spec, version, desired)
+            await self._read_live_stats(client, resource, spec, version, desired)
 
         by_type = {c.type: c for c in conditions}
         conditions.insert(
@@ -196,7 +216,7 @@ class Reconciler:
         return self._result(resource, desired, conditions, events, failure, options)
 
     async def _connection(self, resource: _Resource, spec: AgentCacheSpec) -> ConnectionOptions:
-        values = await self.kube.read_secret_values(resource.namespace, spec.valkey.secret_refs())
+        values = await self.kube.read_secret_values(resource.namespace, resource.name, spec.valkey.secret_refs())
         try:
             return connection_options(spec.valkey, values)
         except UnicodeDecodeError:
@@ -232,14 +252,26 @@ class Reconciler:
         log.info("%s/%s: %s", resource.namespace, resource.name, message)
         return version
 
-    async def _read_live_stats(self, client: Any, spec: AgentCacheSpec, version: str, desired: dict[str, Any]) -> None:
-        """Stats and instances are best effort: a failure here keeps the previous figures."""
+    async def _read_live_stats(
+        self, client: Any, resource: _Resource, spec: AgentCacheSpec, version: str, desired: dict[str, Any]
+    ) -> None:
+        """The figures ``kubectl get`` shows, refreshed at most once per ``stats_interval_s`` per resource: they
+        change with every request, and a status write per resync would churn the API server and every watcher
+        (Prometheus has the live numbers). Best effort: a failure here keeps the previous figures."""
+        now = self._clock()
+        last = self._stats_read_at.get(resource.uid)
+        if last is not None and now - last < self.stats_interval_s:
+            return
         try:
-            async with _cache_view(client, spec.prefix) as cache:
-                desired["stats"] = stats_status(await cache.stats())
-            desired["instances"] = instances_status(await list_instances(client, spec.prefix), version)
+            async with cache_view(client, spec.prefix) as cache:
+                stats = stats_status(await cache.stats())
+            instances = instances_status(await list_instances(client, spec.prefix), version)
         except (AgentCacheError, OSError) as exc:
             log.debug("could not read the live stats of %s: %s", spec.prefix, type(exc).__name__)
+            return
+        self._stats_read_at[resource.uid] = now
+        desired["stats"] = replacing(resource.status.get("stats"), stats)
+        desired["instances"] = instances
 
     # ── monitoring children ──────────────────────────────────────────────────
 
@@ -307,8 +339,10 @@ class Reconciler:
     async def cleanup(self, body: Mapping[str, Any], *, give_up: bool) -> SyncResult:
         """Remove the config (and the data with ``deletionPolicy: Delete``) and the children.
 
-        A Valkey failure is retryable until ``give_up``; then deletion proceeds with a Warning, so a Valkey that is
-        gone for good cannot block the resource (or its namespace) from being deleted.
+        Never a silent success: a failure — Valkey unreachable, a Kubernetes API error, credentials gone — holds the
+        finalizer (``Ready=False``, reason ``CleanupBlocked``, a Warning) and is retried until ``give_up``; then the
+        deletion goes ahead with a ``CleanupAbandoned`` Warning saying what stays in Valkey, so a Valkey or a Secret
+        gone for good cannot block the resource (or its namespace) forever.
         """
         uid = _Resource.of(body).uid
         async with self._lock(uid):
@@ -323,52 +357,98 @@ class Reconciler:
         events: list[Event] = []
         try:
             spec = parse_spec(body.get("spec"), resource.name)
-            options = await self._connection(resource, spec)
-        except (InvalidSpecError, KubeApiError) as exc:
+        except InvalidSpecError as exc:  # no Valkey the operator could ever have reached: nothing to clean there
             events.append(Event("Warning", "CleanupSkipped", f"left Valkey untouched: {exc}"))
-            await self._delete_children(resource, None, events)
-            await self._forget(resource)
-            return SyncResult(events=events)
+            return await self._finish_cleanup(resource, events, give_up=give_up)
+        secrets: list[str] = []
         try:
+            options = await self._connection(resource, spec)
+        except KubeApiError as exc:
+            return await self._cleanup_blocked(resource, spec, events, "KubernetesApiError", str(exc), give_up)
+        except InvalidSpecError as exc:  # a Secret or key gone (a namespace being deleted), or its opt-in withdrawn
+            withdrawn = isinstance(exc, SecretNotAllowedError)
+            client = None if withdrawn else await self.clients.remembered(resource.uid, spec.valkey)
+            if client is None:
+                if resource.status.get("configVersion") is None and spec.deletion_policy == "Retain":
+                    events.append(Event("Normal", "CleanupSkipped", f"no config was ever written to Valkey ({exc})"))
+                    return await self._finish_cleanup(resource, events, give_up=give_up)
+                return await self._cleanup_blocked(resource, spec, events, "CredentialsUnavailable", str(exc), give_up)
+            log.info("%s/%s: cleaning up with the last sync's connection: %s", resource.namespace, resource.name, exc)
+        else:
+            secrets = options.secrets()
             client = await self.clients.get(resource.uid, options)
-            current = await _read_config_or_none(client, spec.prefix)
-            ours = current is None or current.source == resource.source
-            if not ours:  # another AgentCache manages this prefix (see PrefixConflict): leave its config and data
-                events.append(Event("Normal", "CleanupSkipped", f"prefix {spec.prefix} is managed by {current.source}"))
-            else:
-                await delete_config(client, spec.prefix)
-                events.append(Event("Normal", "ConfigDeleted", f"removed config of prefix {spec.prefix} from Valkey"))
-            if ours and spec.deletion_policy == "Delete":
-                async with _cache_view(client, spec.prefix) as cache:
-                    deleted = await cache.flush()
-                events.append(Event("Normal", "DataDeleted", f"deleted {deleted} keys of prefix {spec.prefix}"))
+        try:
+            await self._clean_valkey(client, resource, spec, events)
         except (AgentCacheError, OSError) as exc:
-            failure = classify_failure(exc, spec.valkey.endpoint(), options.secrets())
-            if not give_up:
-                return SyncResult(events=events, failure=Failure(failure.reason, failure.message, retryable=True))
-            events.append(Event("Warning", "CleanupIncomplete", f"gave up cleaning Valkey: {failure.message}"))
-        await self._delete_children(resource, spec, events)
+            failure = classify_failure(exc, spec.valkey.endpoint(), secrets)
+            return await self._cleanup_blocked(resource, spec, events, failure.reason, failure.message, give_up)
+        return await self._finish_cleanup(resource, events, give_up=give_up)
+
+    async def _clean_valkey(self, client: Any, resource: _Resource, spec: AgentCacheSpec, events: list[Event]) -> None:
+        current = await read_config_or_none(client, spec.prefix)
+        ours = current is None or current.source == resource.source
+        if not ours:  # another AgentCache manages this prefix (see PrefixConflict): leave its config and data
+            events.append(Event("Normal", "CleanupSkipped", f"prefix {spec.prefix} is managed by {current.source}"))
+            return
+        await delete_config(client, spec.prefix)
+        events.append(Event("Normal", "ConfigDeleted", f"removed config of prefix {spec.prefix} from Valkey"))
+        if spec.deletion_policy == "Delete":
+            async with cache_view(client, spec.prefix) as cache:
+                deleted = await cache.flush()
+            events.append(Event("Normal", "DataDeleted", f"deleted {deleted} keys of prefix {spec.prefix}"))
+
+    async def _cleanup_blocked(
+        self, resource: _Resource, spec: AgentCacheSpec, events: list[Event], reason: str, detail: str, give_up: bool
+    ) -> SyncResult:
+        left = "config and cached data" if spec.deletion_policy == "Delete" else "config"
+        where = f"the {left} of prefix {spec.prefix} in Valkey at {spec.valkey.endpoint()}"
+        if give_up:
+            message = f"gave up cleaning up: {where} stay behind: {detail}"
+            log.error("%s/%s: %s", resource.namespace, resource.name, message)
+            events.append(Event("Warning", "CleanupAbandoned", message))
+            result = await self._finish_cleanup(resource, events, give_up=True)
+            result.abandoned = Failure("CleanupAbandoned", message, retryable=False)
+            return result
+        message = f"cannot remove {where} yet, retrying: {detail}"
+        blocked = Condition(READY, "False", "CleanupBlocked", message)
+        existing = resource.status.get("conditions")
+        if changed(existing, [blocked]):
+            events.append(Event("Warning", "CleanupBlocked", message))
+        conditions = merge_conditions(existing, [blocked], resource.generation, now_rfc3339())
+        status = status_patch(resource.status, {"conditions": conditions})
+        return SyncResult(status=status, events=events, failure=Failure(reason, message, retryable=True))
+
+    async def _finish_cleanup(self, resource: _Resource, events: list[Event], *, give_up: bool) -> SyncResult:
+        """Delete the children (owner references let the garbage collector do it too; this makes it immediate),
+        then forget the resource. A failed deletion is retried like the rest, until ``give_up``."""
+        failed = await self._delete_children(resource)
+        if failed and not give_up:
+            detail = f"could not delete {failed}"
+            return SyncResult(events=events, failure=Failure("KubernetesApiError", detail, retryable=True))
         await self._forget(resource)
         return SyncResult(events=events)
 
-    async def _delete_children(self, resource: _Resource, spec: AgentCacheSpec | None, events: list[Event]) -> None:
-        """Owner references let the garbage collector do this too; deleting explicitly makes it immediate."""
+    async def _delete_children(self, resource: _Resource) -> str:
+        """The children that could not be deleted (empty when all are gone)."""
         recorded = resource.status.get("monitoring") or {}
         targets: list[tuple[ApiKind, str]] = [
             (CONFIG_MAP, child_name(resource.name, "dashboards")),
             (PROMETHEUS_RULE, child_name(resource.name, "alerts")),
         ] + [(GRAFANA_DASHBOARD, str(name)) for name in recorded.get("grafanaDashboards") or []]
+        failed = []
         for kind, name in targets:
             try:
                 actual = await self.kube.get(kind, resource.namespace, name)
                 if actual is not None and owned_by(actual, resource.owner):
                     await self.kube.delete(kind, resource.namespace, name)
             except KubeApiError as exc:
-                if exc.status not in (404,):
-                    log.warning("%s/%s: could not delete %s %s: %s", resource.namespace, resource.name, kind, name, exc)
+                log.warning("%s/%s: could not delete %s %s: %s", resource.namespace, resource.name, kind, name, exc)
+                failed.append(str(exc))
+        return "; ".join(failed)
 
     async def _forget(self, resource: _Resource) -> None:
         await self.clients.discard(resource.uid)
+        self._stats_read_at.pop(resource.uid, None)
         self.metrics.forget(resource.uid)
 
     # ── results ──────────────────────────────────────────────────────────────
@@ -411,29 +491,3 @@ def _monitoring_failed(reason: str, message: str) -> MonitoringPlan:
         dashboards=Condition(DASHBOARDS_READY, "False", reason, message),
         alerts=Condition(ALERTS_READY, "False", reason, message),
     )
-
-
-async def _read_config_or_none(client: Any, prefix: str) -> Any:
-    try:
-        return await read_config(client, prefix)
-    except ConfigurationError:
-        return None
-
-
-@contextlib.asynccontextmanager
-async def _cache_view(client: Any, prefix: str) -> AsyncIterator[AgentCache]:
-    """A library cache over the prefix that only reads stats or flushes: no discovery, no live config, its own
-    metrics registry (the operator's registry is not the agents')."""
-    cache = AgentCache(
-        AgentCacheOptions(
-            client=client,
-            name=prefix,
-            discovery=DiscoveryOptions(enabled=False),
-            config_refresh=ConfigRefreshOptions(enabled=False),
-            telemetry=TelemetryOptions(registry=CollectorRegistry()),
-        )
-    )
-    try:
-        yield cache
-    finally:
-        await cache.close()

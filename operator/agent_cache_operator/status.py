@@ -89,17 +89,9 @@ def ready_condition(config: Condition, *others: Condition | None) -> Condition:
 
 
 def stats_status(stats: AgentCacheStats) -> dict[str, Any]:
-    """``status.stats``: counters, rates (absent until there is traffic) and dollars saved."""
-    result: dict[str, Any] = {
-        "llmHits": stats.llm.hits,
-        "llmMisses": stats.llm.misses,
-        "toolHits": stats.tool.hits,
-        "toolMisses": stats.tool.misses,
-        "sessionReads": stats.session.reads,
-        "sessionWrites": stats.session.writes,
-        "costSavedMicros": stats.cost_saved_micros,
-        "costSavedDollars": round(stats.cost_saved_micros / 1_000_000, 4),
-    }
+    """``status.stats``: what ``kubectl get`` shows — the hit rates (absent until there is traffic) and the dollars
+    saved, rounded to what a column can show. The raw counters are Prometheus' (agent_cache_* metrics)."""
+    result: dict[str, Any] = {"costSavedDollars": round(stats.cost_saved_micros / 1_000_000, 2)}
     if stats.llm.total:
         result["llmHitRate"] = round(stats.llm.hit_rate, 4)
     if stats.tool.total:
@@ -115,3 +107,9 @@ def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
     """Only the top-level status fields that change (None removes one), so an unchanged status writes nothing."""
     current = current or {}
     return {key: value for key, value in desired.items() if current.get(key) != value}
+
+
+def replacing(current: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch that makes ``current`` equal ``new``: the keys ``new`` no longer has are removed (None)."""
+    gone = {key: None for key in current or {} if key not in new}
+    return {**new, **gone}

@@ -28,6 +28,7 @@ import pytest
 
 from agent_cache._local_server import pick_port
 from agent_cache_operator.crd import API_VERSION, build_crd
+from agent_cache_operator.kube import ALLOW_ANNOTATION
 from tests.operator.emulator import EmulatorThread, write_kubeconfig
 
 BIN = Path(sys.executable).parent
@@ -273,8 +274,12 @@ def agentcache(name: str, valkey: dict[str, Any], **spec: Any) -> dict[str, Any]
     }
 
 
-def secret(name: str, **values: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque", "stringData": values}
+def secret(name: str, *, allow: str | None = "*", **values: str) -> dict[str, Any]:
+    """A Secret; ``allow`` is its opt-in annotation (which AgentCaches may use it), None for none."""
+    metadata: dict[str, Any] = {"name": name}
+    if allow is not None:
+        metadata["annotations"] = {ALLOW_ANNOTATION: allow}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque", "stringData": values}
 
 
 def condition(body: dict[str, Any] | None, kind: str) -> dict[str, Any]:

@@ -26,6 +26,10 @@ Beyond those, the behaviour the operator's tests rely on, as a real API server d
 * equality label selectors and ``metadata.name``/``metadata.namespace`` field selectors on lists and watches;
   Secrets' ``stringData`` is folded into ``data``.
 
+Reads with ``Accept: ...;as=PartialObjectMetadata`` answer with the object's metadata only, as a real API server
+does. For fault tests, :meth:`KubernetesAPIEmulator.inject_fault` makes the next matching requests fail with an HTTP
+error, and :meth:`KubernetesAPIEmulator.reads_of` lists how an object was read (whole or metadata only).
+
 It validates nothing (the CRD's schema and CEL rules are tested apart, with jsonschema and a real CEL library), has
 no garbage collector and no namespace lifecycle. The operator never uses PUT; neither does this emulator.
 """
@@ -86,6 +90,17 @@ class CRDInfo:
 
 
 @attrs.define(kw_only=True)
+class Fault:
+    """The next ``times`` requests with this method on this resource (and name, if given) fail with ``status``."""
+
+    method: str
+    plural: str
+    name: str | None
+    status: int
+    times: int
+
+
+@attrs.define(kw_only=True)
 class KubernetesAPIEmulator(kmock.KubernetesEmulator):
     """See the module docstring. ``objects``, ``resources`` and ``requests`` work as in kmock."""
 
@@ -98,6 +113,7 @@ class KubernetesAPIEmulator(kmock.KubernetesEmulator):
         factory=lambda: defaultdict(set), init=False
     )
     _crds: dict[kmock.resource, CRDInfo] = attrs.field(factory=dict, init=False)
+    faults: list[Fault] = attrs.field(factory=list, init=False)
     closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -152,6 +168,7 @@ class KubernetesAPIEmulator(kmock.KubernetesEmulator):
             return await super()._handle(request)  # discovery and the rest of kmock
         if resource not in self.resources:
             raise _status_error(404, "NotFound", f"the server could not find the requested resource ({resource})")
+        self._fail_if_injected(request, resource)
         action = request.action
         if action == enums.action.WATCH:
             return await self._watch(request, resource)
@@ -169,6 +186,36 @@ class KubernetesAPIEmulator(kmock.KubernetesEmulator):
         else:
             raise _status_error(405, "MethodNotAllowed", f"{request.method} is not supported by the emulator")
         return aiohttp.web.json_response(payload, status=status)
+
+    # ── faults and request records, for tests ────────────────────────────────
+
+    def inject_fault(
+        self, method: str, plural: str, name: str | None = None, status: int = 500, times: int = 1
+    ) -> None:
+        self.faults.append(Fault(method=method.upper(), plural=plural, name=name, status=status, times=times))
+
+    def _fail_if_injected(self, request: rendering.Request, resource: kmock.resource) -> None:
+        for fault in self.faults:
+            if fault.times <= 0 or fault.method != request.method or fault.plural != resource.plural:
+                continue
+            if fault.name is not None and fault.name != request.name:
+                continue
+            fault.times -= 1
+            reason = "InternalError" if fault.status >= 500 else "Forbidden" if fault.status == 403 else "Injected"
+            raise _status_error(fault.status, reason, f"injected fault: {request.method} {resource.plural}")
+
+    def reads_of(self, plural: str, namespace: str, name: str) -> list[tuple[str, str]]:
+        """Each GET of this object: the client's name (User-Agent up to the first "/", e.g. "kubectl") and how it
+        asked for the object, "metadata" (PartialObjectMetadata) or "whole"."""
+        reads = []
+        for request in self._requests:
+            resource = request.resource
+            if request.method != "GET" or resource is None or resource.plural != plural:
+                continue
+            if request.namespace == namespace and request.name == name:
+                agent = request.headers.get("User-Agent", "").split("/")[0]
+                reads.append((agent, "metadata" if _wants_metadata(request) else "whole"))
+        return reads
 
     def _get_resources(self) -> list[kmock.resource]:
         # Only what is declared: kmock also counts resources of stored objects, even of a deleted CRD.
@@ -460,6 +507,8 @@ class KubernetesAPIEmulator(kmock.KubernetesEmulator):
             revision = str(self._revision)
         if body is None:
             raise _status_error(404, "NotFound", f'{resource.plural} "{request.name}" not found')
+        if _wants_metadata(request):
+            return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": body["metadata"]}
         return self._table(resource, [body], revision) if _wants_table(request) else body
 
     def _table(self, resource: kmock.resource, items: list[dict[str, Any]], revision: str) -> dict[str, Any]:
@@ -595,6 +644,10 @@ def _fold_string_data(body: dict[str, Any]) -> None:
 
 def _wants_table(request: rendering.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
+
+
+def _wants_metadata(request: rendering.Request) -> bool:
+    return "as=PartialObjectMetadata" in request.headers.get("Accept", "")
 
 
 def _selector(params: Mapping[str, str]) -> Any:

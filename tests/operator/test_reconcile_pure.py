@@ -35,6 +35,7 @@ from agent_cache_operator.status import (
     instances_status,
     merge_conditions,
     ready_condition,
+    replacing,
     stats_status,
     status_patch,
 )
@@ -209,10 +210,15 @@ def test_stats_and_instances_in_status() -> None:
     stats = AgentCacheStats(TierStats(2, 1), TierStats(0, 0), SessionStats(1, 2), 6_000_000, {})
     status = stats_status(stats)
     assert status["llmHitRate"] == 0.6667 and "toolHitRate" not in status  # no traffic: no rate
-    assert status["costSavedDollars"] == 6.0 and status["costSavedMicros"] == 6_000_000
+    # Only what `kubectl get` shows: the counters change with every request and live in Prometheus.
+    assert status == {"llmHitRate": 0.6667, "costSavedDollars": 6.0}
     records = [InstanceRecord("a", "v2", 0, "h", 1), InstanceRecord("b", "v1", 0, "h", 2)]
     assert instances_status(records, "v2") == {"total": 2, "current": 1}
     assert status_patch({"prefix": "p", "stats": status}, {"prefix": "p", "stats": status, "x": 1}) == {"x": 1}
+    # Counters an older operator wrote are removed by the merge patch, once.
+    old = {"llmHits": 2, "llmHitRate": 0.5}
+    assert replacing(old, status) == {"llmHitRate": 0.6667, "costSavedDollars": 6.0, "llmHits": None}
+    assert replacing(status, status) == status
 
 
 # ── children ─────────────────────────────────────────────────────────────────
