@@ -9,12 +9,14 @@ exceptions have the same names), with or without ``decode_responses``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ._autopipeline import AutoPipeline
 from ._breaker import CircuitBreaker
+from ._cancellation import current_cancelling, raise_if_cancel_requested
 from ._deadline import Watchdog
 from ._errors import (
     AgentCacheError,
@@ -88,14 +90,15 @@ class Backend:
         # cancellation into TimeoutError) without its per-call Timeout object, context copy and timer:
         # a per-loop Watchdog (see _deadline) holds the deadline.
         timeout = self._auto.timeout_s
-        task = watchdog = None
-        cancelling = 0
+        watchdog = None
+        task = asyncio.current_task()
+        # The caller's cancellations so far: one requested during the command must end it even when the
+        # client swallows it or turns it into an error (see _cancellation).
+        cancelling = 0 if task is None else task.cancelling()
         try:
             if timeout is not None:
-                task = asyncio.current_task()
                 if task is None:
                     raise RuntimeError("Timeout should be used inside a task")  # asyncio.timeout()'s words
-                cancelling = task.cancelling()
                 loop = task.get_loop()
                 watchdog = self._watchdog
                 if watchdog is None or watchdog.loop is not loop:
@@ -116,6 +119,7 @@ class Backend:
         except Exception as exc:
             if task is not None:
                 self._timed_out(task, cancelling)  # expired, but the client raised something else
+                raise_if_cancel_requested(task, cancelling, exc)  # the client turned a cancellation into exc
             error = translate_error(exc, command)
             if isinstance(error, BackendUnavailableError | BackendTimeoutError):
                 breaker.record_failure()
@@ -125,8 +129,10 @@ class Backend:
         finally:
             if watchdog is not None:
                 watchdog.disarm(task)  # type: ignore[arg-type]  # set together with task
-        if task is not None and self._expired:
-            self._timed_out(task, cancelling)  # the client swallowed our cancellation: consume it, like asyncio
+        if task is not None:
+            if self._expired:
+                self._timed_out(task, cancelling)  # the client swallowed our cancellation: consume it, like asyncio
+            raise_if_cancel_requested(task, cancelling)  # ... or the caller's: raise it, the caller asked for it
         breaker.record_success()
         return result
 
@@ -270,27 +276,35 @@ class Subscription:
         self._owned_client = owned_client
 
     async def next_message(self, wait_s: float) -> str | None:
+        task, cancelling = current_cancelling()
         try:
             message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=wait_s)
         except Exception as exc:
+            raise_if_cancel_requested(task, cancelling, exc)
             raise translate_error(exc, "SUBSCRIBE") from exc
+        raise_if_cancel_requested(task, cancelling)
         if message is None or message.get("type") != "message":
             return None
         return as_text(message["data"])
 
     async def aclose(self) -> None:
+        task, cancelling = current_cancelling()
         try:
             await self._pubsub.aclose()
             if self._owned_client is not None:
                 await self._owned_client.aclose()
         except Exception as exc:
+            raise_if_cancel_requested(task, cancelling, exc)
             raise translate_error(exc, "UNSUBSCRIBE") from exc
+        raise_if_cancel_requested(task, cancelling)
 
 
 async def subscribe(backend: Backend, channel: str) -> Subscription:
     """Subscribe to ``channel``. valkey-py's asyncio cluster client has no pubsub(); a classic PUBLISH
     reaches every node of a cluster, so there we subscribe on a plain connection to one primary."""
-    owned = None
+    owned: Any = None
+    pubsub: Any = None
+    task, cancelling = current_cancelling()
     try:
         if backend.is_cluster:
             from valkey.asyncio import ConnectionPool, Valkey
@@ -303,8 +317,15 @@ async def subscribe(backend: Backend, channel: str) -> Subscription:
         else:
             pubsub = backend.client.pubsub()
         await pubsub.subscribe(channel)
-    except Exception as exc:
-        if owned is not None:
-            await owned.aclose()
+        raise_if_cancel_requested(task, cancelling)  # the client swallowed a cancellation
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the connection goes back; the first error is the one to report
+            if pubsub is not None:
+                await pubsub.aclose()
+            if owned is not None:
+                await owned.aclose()
+        if not isinstance(exc, Exception):
+            raise
+        raise_if_cancel_requested(task, cancelling, exc)
         raise translate_error(exc, "SUBSCRIBE") from exc
     return Subscription(pubsub, owned)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ._backend import Backend, Subscription, subscribe
+from ._cancellation import current_cancelling, raise_if_cancel_requested
 from ._errors import AgentCacheError, ConfigurationError
 from .config import CacheConfig, changed_channel, forget_instance, new_instance_id, parse_applied, record_instance
 from .telemetry import Telemetry
@@ -61,7 +62,12 @@ class LiveConfig:
         await record_instance(self._backend, self._name, self.instance_id, self.version)
 
     async def watch(self, closed: Callable[[], bool]) -> None:
-        """Apply announced changes until ``closed()``; reconnects with backoff."""
+        """Apply announced changes until ``closed()`` or cancelled; reconnects with backoff.
+
+        A cancellation always ends it, whatever error the client made of it (see ``_cancellation``): the
+        event loop cancels it at shutdown when nobody called ``close()``, and then waits for it.
+        """
+        task, cancelling = current_cancelling()
         backoff = 0.5
         while not closed():
             try:
@@ -74,8 +80,9 @@ class LiveConfig:
                             await self.refresh()
                 finally:
                     self._subscription = None
-                    await subscription.aclose()
+                    await self._close_quietly(subscription)
             except AgentCacheError as exc:
+                raise_if_cancel_requested(task, cancelling, exc)
                 if closed():
                     return
                 self._telemetry.config_refresh_failed()
@@ -84,6 +91,14 @@ class LiveConfig:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _close_quietly(self, subscription: Subscription) -> None:
+        """Close a subscription on the way out; a failure to close must not replace why we are leaving
+        (a cancellation, or the error that lost the subscription)."""
+        try:
+            await subscription.aclose()
+        except AgentCacheError as exc:
+            log.debug("agent-cache %s: could not close the config subscription: %s", self._name, exc)
 
     async def stop_watching(self) -> None:
         """Interrupt a blocked read; ``watch`` then sees ``closed()`` and returns."""

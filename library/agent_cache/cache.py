@@ -19,6 +19,7 @@ from typing import Any, Self
 
 from ._backend import Backend
 from ._breaker import CircuitBreaker
+from ._cancellation import current_cancelling, raise_if_cancel_requested
 from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
 from ._keys import KeyLayout, encode_segment
@@ -112,6 +113,8 @@ class AgentCache:
         self._stopping = asyncio.Event()
         self._started_at = now_iso()
         self._upkeep: asyncio.Task[None] | None = None
+        self._discovery_settled: asyncio.Future[None] | None = None  # set once upkeep has registered
+        self._discovery_error: ConfigurationError | None = None
         self._closed = False
         with contextlib.suppress(RuntimeError):  # no running loop: start on first use instead
             asyncio.get_running_loop()
@@ -190,14 +193,16 @@ class AgentCache:
         except RuntimeError:
             return
         task = self._upkeep
-        if task is None or task.done() or task.get_loop() is not loop:
-            self._stopping = asyncio.Event()
-            self._upkeep = loop.create_task(self._run_upkeep(), name=f"agent-cache upkeep {self.name}")
-            refresh = self.options.config_refresh
-            if refresh.enabled and refresh.subscribe:
-                self._watcher = loop.create_task(
-                    self.live_config.watch(lambda: self._closed), name=f"agent-cache config {self.name}"
-                )
+        if task is not None and task.get_loop() is loop and (not task.done() or task.cancelled()):
+            return  # running, or cancelled by this loop's shutdown: a new task would outlive the loop
+        self._stopping = asyncio.Event()
+        settled = self._discovery_settled = loop.create_future()
+        self._upkeep = loop.create_task(self._run_upkeep(settled), name=f"agent-cache upkeep {self.name}")
+        refresh = self.options.config_refresh
+        if refresh.enabled and refresh.subscribe:
+            self._watcher = loop.create_task(
+                self.live_config.watch(lambda: self._closed), name=f"agent-cache config {self.name}"
+            )
 
     async def _apply_config(self, config: CacheConfig | None) -> None:
         """Swap in a live config (None: back to the code's defaults) — all of it or none of it."""
@@ -209,8 +214,19 @@ class AgentCache:
         self.tool.use_live_policies(config.tool_policies if config else {})
         self.llm.use_cost_table(costs)
 
-    async def _run_upkeep(self) -> None:
-        """Flush counters every interval; re-read config and policies, beat the heartbeat less often."""
+    async def _run_upkeep(self, discovery_settled: asyncio.Future[None]) -> None:
+        """Flush counters every interval; re-read config and policies, beat the heartbeat less often.
+
+        Ends on close() or on cancellation (the loop's shutdown when nobody called close()), never
+        turning the CancelledError into anything else (see ``_attempt``).
+        """
+        try:
+            await self._upkeep_loop(discovery_settled)
+        finally:
+            if not discovery_settled.done():  # ensure_discovery_ready() must not wait for an ended upkeep
+                discovery_settled.set_result(None)
+
+    async def _upkeep_loop(self, discovery_settled: asyncio.Future[None]) -> None:
         interval = max(0.05, self.options.stats_flush_interval_s)
         refresh = self.options.config_refresh
         refresh_every = max(1.0, refresh.interval_ms / 1000)
@@ -220,8 +236,9 @@ class AgentCache:
                 await self._discovery.check_collision()
             except ConfigurationError as exc:
                 log.error("agent-cache %s: discovery disabled: %s", self.name, exc)
-                self._discovery = None
+                self._discovery, self._discovery_error = None, exc
             except AgentCacheError as exc:
+                self._raise_if_cancelled(exc)
                 log.warning("agent-cache %s: could not read the discovery registry: %s", self.name, exc)
         # valkey-py may turn a cancellation mid-command into a ConnectionError, so the loop also
         # watches the closed flag instead of relying on CancelledError alone.
@@ -239,15 +256,28 @@ class AgentCache:
                     "write the discovery heartbeat", self._discovery.beat(self._metadata())
                 ):
                     self.telemetry.discovery_write_failed()
-            with contextlib.suppress(TimeoutError):  # an event, not a sleep: close() must not wait a whole interval
-                await asyncio.wait_for(self._stopping.wait(), interval)
+                if not discovery_settled.done():
+                    discovery_settled.set_result(None)
+            # An event, not a sleep: close() must not wait a whole interval. asyncio.timeout, not wait_for:
+            # Python 3.11's wait_for can lose a cancellation that arrives as the event is set.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
             await self._attempt("flush stats counters", self._stats.flush())
 
+    @staticmethod
+    def _raise_if_cancelled(error: BaseException) -> None:
+        """Upkeep's own task was cancelled and a client made ``error`` of it: end, as asked."""
+        task, _ = current_cancelling()
+        raise_if_cancel_requested(task, 0, error)  # nobody but the loop's shutdown cancels upkeep
+
     async def _attempt(self, what: str, operation: Awaitable[Any]) -> bool:
-        """Upkeep must outlive a Valkey outage and bad data: log, count, go on. True if it worked."""
+        """Upkeep must outlive a Valkey outage and bad data: log, count, go on. True if it worked.
+        A cancellation is never caught here, whatever shape a client gave it."""
         try:
             await operation
         except AgentCacheError as exc:
+            self._raise_if_cancelled(exc)
             if self._closed:
                 return False  # close() cancelled this mid-command; the error is an artifact of that
             if isinstance(exc, AgentCacheUsageError | ConfigurationError):
@@ -271,15 +301,21 @@ class AgentCache:
         the client's pool. The client stays open (it is yours)."""
         self._closed = True
         self._stopping.set()
-        await self.live_config.stop_watching()
-        for task in (self._upkeep, self._watcher):
-            if task is not None and task.get_loop() is asyncio.get_running_loop():
-                # Let it finish the command in flight: cancelling mid-command drops connections.
-                _, still_running = await asyncio.wait({task}, timeout=_STOP_GRACE_S)
-                for stuck in still_running:
-                    stuck.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await stuck
+        loop = asyncio.get_running_loop()
+        tasks = {task for task in (self._upkeep, self._watcher) if task is not None and task.get_loop() is loop}
+        try:
+            await self.live_config.stop_watching()
+            if tasks:
+                # Let them finish the command in flight: cancelling mid-command drops connections.
+                _, stuck = await asyncio.wait(tasks, timeout=_STOP_GRACE_S)
+                for task in stuck:
+                    task.cancel()
+                if stuck:
+                    await asyncio.wait(stuck)  # their CancelledError stays in them; close()'s own would not
+        except asyncio.CancelledError:
+            for task in tasks:  # close() itself was cancelled: leave no upkeep behind
+                task.cancel()
+            raise
         self._upkeep = self._watcher = None
         try:
             await self._stats.flush()
@@ -292,6 +328,25 @@ class AgentCache:
         await self._backend.close()
 
     shutdown = close  # the reference package's name
+
+    async def ensure_discovery_ready(self) -> None:
+        """Wait until this instance has registered with discovery (its registry entry and first heartbeat
+        written, or tried: a Valkey outage is logged and counted, not raised), starting upkeep if needed.
+
+        Raises the :class:`ConfigurationError` that disabled discovery when the cache's name is registered
+        as another kind of cache on this Valkey. Returns at once when discovery is disabled or the cache
+        is closed. Registration happens without this call; it is for callers that must know it happened.
+        """
+        if self._discovery_error is not None:
+            raise self._discovery_error
+        if not self.options.discovery.enabled or self._closed:
+            return
+        self._ensure_upkeep()
+        settled = self._discovery_settled
+        if settled is not None and settled.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(settled)  # shared with the upkeep: a cancelled caller must not cancel it
+        if self._discovery_error is not None:
+            raise self._discovery_error
 
     async def __aenter__(self) -> Self:
         self._ensure_upkeep()
