@@ -206,8 +206,12 @@ serviceAccount:
   annotations: {}
 
 rbac:
-  # A ClusterRole with only what the operator needs (see templates/rbac.yaml).
+  # Only what the operator needs (see templates/rbac.yaml): a ClusterRole, or Roles with watchNamespaces.
   create: true
+
+# Namespaces the operator watches (exact names). Empty: every namespace, with a ClusterRole. Named: a Role in each
+# (the operator can read Secrets there only) and the operator watches those namespaces alone.
+watchNamespaces: []
 
 peering:
   # Kopf peering: the replicas keep each other alive in a ClusterKopfPeering and only one works. Off: standalone.
@@ -318,6 +322,11 @@ def values_schema() -> dict[str, Any]:
                     {"create": {"type": "boolean"}, "name": {"type": "string"}, "annotations": _STRING_MAP}
                 ),
                 "rbac": _obj({"create": {"type": "boolean"}}),
+                "watchNamespaces": {
+                    "type": "array",
+                    "uniqueItems": True,
+                    "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
+                },
                 "peering": _obj(
                     {"enabled": {"type": "boolean"}, "name": {"type": "string"}, "priority": {"type": "integer"}}
                 ),

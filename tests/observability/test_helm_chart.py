@@ -143,24 +143,73 @@ def test_the_operator_reads_the_environment_the_chart_sets(full_render: list[dic
             assert name.removeprefix(ENV_PREFIX).lower().replace("_", "") in {o.replace("_", "") for o in options}, name
 
 
+def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+# What the operator does in a namespace it watches, verb by verb (kube.py, Kopf's watch/patch/events); nothing else.
+NAMESPACE_GRANTS = {
+    ("agentcache.dev", "agentcaches"): {"list", "watch", "patch"},
+    ("agentcache.dev", "agentcaches/status"): {"patch"},
+    ("agentcache.dev", "agentcaches/finalizers"): {"update"},
+    ("", "events"): {"create"},
+    ("", "secrets"): {"get"},
+    ("", "configmaps"): {"get", "create", "patch", "delete"},
+    ("monitoring.coreos.com", "prometheusrules"): {"get", "create", "patch", "delete"},
+    ("grafana.integreatly.org", "grafanadashboards"): {"get", "create", "patch", "delete"},
+}
+CRD_OBSERVATION = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+
+
 def test_rbac_is_least_privilege(default_render: list[dict[str, Any]]) -> None:
     (role,) = _by_kind(default_render, "ClusterRole")
-    grants = {
-        (group, resource): set(rule["verbs"])
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
+    assert _grants(role) == NAMESPACE_GRANTS | CRD_OBSERVATION | {
+        ("kopf.dev", "clusterkopfpeerings"): {"list", "watch", "patch"}
     }
-    assert grants[("", "secrets")] == {"get"}
-    assert grants[("apiextensions.k8s.io", "customresourcedefinitions")] <= {"get", "list", "watch"}
-    assert "delete" not in grants[("agentcache.dev", "agentcaches")]
-    assert grants[("agentcache.dev", "agentcaches/finalizers")] == {"update"}
-    assert grants[("", "events")] == {"create"}
-    assert ("monitoring.coreos.com", "prometheusrules") in grants
-    assert ("grafana.integreatly.org", "grafanadashboards") in grants
-    assert ("kopf.dev", "clusterkopfpeerings") in grants
-    for verbs in grants.values():
-        assert "*" not in verbs and "escalate" not in verbs and "bind" not in verbs
+    assert not _by_kind(default_render, "Role")
+
+
+def test_watching_named_namespaces_grants_roles_there_only(helm: Any) -> None:
+    docs = render(helm, "--set", "watchNamespaces={team-a,team-b}")
+    (cluster_role,) = _by_kind(docs, "ClusterRole")
+    # Cluster-wide, only Kopf's observation of CRDs and namespaces: no Secret outside the named namespaces.
+    assert _grants(cluster_role) == CRD_OBSERVATION | {("", "namespaces"): {"list", "watch"}}
+    roles = {role["metadata"]["namespace"]: role for role in _by_kind(docs, "Role")}
+    assert set(roles) == {"team-a", "team-b"}
+    for role in roles.values():
+        assert _grants(role) == NAMESPACE_GRANTS | {("kopf.dev", "kopfpeerings"): {"list", "watch", "patch"}}
+    bindings = {binding["metadata"]["namespace"]: binding for binding in _by_kind(docs, "RoleBinding")}
+    assert set(bindings) == {"team-a", "team-b"}
+    (account,) = _by_kind(docs, "ServiceAccount")
+    for namespace, binding in bindings.items():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[namespace]["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "agent-cache-system"}
+        ]
+    for version in K8S_VERSIONS:
+        for doc in _by_kind(docs, "Role") + _by_kind(docs, "RoleBinding"):
+            kubernetes_validate.validate(doc, version, strict=True)
+    # Without peering there is no peering grant; without RBAC, no RBAC object at all.
+    unpeered = render(helm, "--set", "watchNamespaces={team-a}", "--set", "peering.enabled=false")
+    (role,) = _by_kind(unpeered, "Role")
+    assert _grants(role) == NAMESPACE_GRANTS
+    none = render(helm, "--set", "watchNamespaces={team-a}", "--set", "rbac.create=false")
+    assert not [doc for doc in none if doc["kind"] in {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}]
+
+
+def test_watch_namespaces_must_be_namespace_names(helm: Any) -> None:
+    for bad in ("team-*", "Team_A"):
+        result = helm("template", "x", str(CHART), "--set", f"watchNamespaces={{{bad}}}", check=False)
+        assert result.returncode != 0 and "watchNamespaces" in result.stderr, bad
 
 
 def test_values_schema_rejects_bad_values(helm: Any) -> None:
