@@ -127,7 +127,13 @@ def run_into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [["stats", "--name", "support_bot"], ["caches", "--json"], ["stats", "--name", "support_bot", "--json"]],
+    [
+        ["stats", "--name", "support_bot"],
+        ["stats", "--name", "support_bot", "--json"],
+        ["caches", "--json"],
+        ["top", "--name", "support_bot", "--iterations", "1"],
+        ["demo", "--speed", "0", "--requests", "5", "--metrics-port", "0"],
+    ],
 )
 def test_a_reader_that_stops_early_is_not_a_failure(populated: Populated, args: list[str]) -> None:
     done = run_into_a_closed_pipe(*args, "--url", populated.url)
