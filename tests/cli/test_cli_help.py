@@ -31,15 +31,18 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 
 
 COMMANDS = _commands()
+LOCAL_COMMANDS = {name: _subparsers(build_parser())[name] for name in ("demo", "server")}
+"""Commands that start their own server: no connection options."""
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", sorted(COMMANDS.keys() | LOCAL_COMMANDS.keys()))
 def test_every_option_has_an_example(command: str) -> None:
-    parser = COMMANDS[command]
+    parser = {**COMMANDS, **LOCAL_COMMANDS}[command]
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
-        assert action.help and "e.g." in action.help, f"agent-cache {command} {action.option_strings}: {action.help}"
+        help_text = (action.help or "").lower()
+        assert "e.g." in help_text, f"agent-cache {command} {action.option_strings}: {action.help}"
     assert parser.epilog and "examples:" in parser.epilog and "exit codes" in parser.epilog, command
 
 

@@ -146,7 +146,8 @@ def register(subparsers: Any) -> None:
         default=1.0,
         metavar="X",
         help="multiplier of the simulated model and tool latencies (default: 1, realistic: about 0.5-3 s per LLM "
-        "call); 0.1 waits a tenth as long, 0 never waits. Reported savings are always at real-world latency.",
+        "call); 0.1 waits a tenth as long, 0 never waits. Reported savings are always at real-world latency. "
+        "E.g. --speed 0.1",
     )
     parser.add_argument(
         "--seed",
@@ -154,7 +155,7 @@ def register(subparsers: Any) -> None:
         default=0,
         metavar="N",
         help="random seed (default: 0): the same seed asks the same questions; hit counts can still differ a "
-        "little between runs, because concurrent users race for the same entries.",
+        "little between runs, because concurrent users race for the same entries; e.g. --seed 7",
     )
     parser.add_argument(
         "--metrics-port",
