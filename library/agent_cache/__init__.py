@@ -35,6 +35,7 @@ from .tiers.llm import Computed
 from .types import (
     AgentCacheOptions,
     AgentCacheStats,
+    AnalyticsOptions,
     BinaryBlock,
     BlockHints,
     ConfigRefreshOptions,
@@ -70,6 +71,7 @@ __all__ = [
     "AgentCacheOptions",
     "AgentCacheStats",
     "AgentCacheUsageError",
+    "AnalyticsOptions",
     "BackendAuthenticationError",
     "BackendError",
     "BackendTimeoutError",

@@ -172,7 +172,20 @@ class StorageOptions:
 
 
 @dataclass
+class AnalyticsOptions:
+    """Accepted so that code written for betterdb-agent-cache starts unchanged; nothing reads it.
+
+    agent-cache sends no product analytics and has no phone-home code: whatever these fields say, no event
+    leaves the process. ``disabled`` therefore defaults to True, which describes what happens.
+    """
+
+    disabled: bool = True
+    stats_interval_s: float = 300.0
+
+
+@dataclass
 class AgentCacheOptions:
+    # The reference package's fields come first and in its order, so positional arguments mean the same.
     client: Any
     """A ``valkey.asyncio.Valkey`` or ``valkey.asyncio.cluster.ValkeyCluster`` (also redis-py's asyncio clients)."""
     name: str = "betterdb_ac"
@@ -181,8 +194,10 @@ class AgentCacheOptions:
     cost_table: dict[str, ModelCost] = field(default_factory=dict)
     use_default_cost_table: bool = True
     telemetry: TelemetryOptions = field(default_factory=TelemetryOptions)
-    discovery: DiscoveryOptions = field(default_factory=DiscoveryOptions)
+    analytics: AnalyticsOptions = field(default_factory=AnalyticsOptions)
+    """The reference package's analytics switch, accepted and ignored: agent-cache never phones home."""
     config_refresh: ConfigRefreshOptions = field(default_factory=ConfigRefreshOptions)
+    discovery: DiscoveryOptions = field(default_factory=DiscoveryOptions)
     reliability: ReliabilityOptions = field(default_factory=ReliabilityOptions)
     storage: StorageOptions = field(default_factory=StorageOptions)
     stats_flush_interval_s: float = 1.0
@@ -195,6 +210,7 @@ class AgentCacheOptions:
         self.config_refresh = _options(self.config_refresh, ConfigRefreshOptions, "config_refresh")
         self.reliability = _options(self.reliability, ReliabilityOptions, "reliability")
         self.storage = _options(self.storage, StorageOptions, "storage")
+        self.analytics = _options(self.analytics, AnalyticsOptions, "analytics")
         self.tier_defaults = {
             tier: _options(defaults, TierDefaults, f"tier_defaults[{tier!r}]")
             for tier, defaults in _mapping(self.tier_defaults, "tier_defaults").items()
