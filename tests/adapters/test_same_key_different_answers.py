@@ -125,8 +125,12 @@ def _script(provider: ProviderServer, body: Callable[[str], Any]) -> None:
     provider.reply_json(body(_answer()))
 
 
-async def openai_chat(cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack) -> Driven:
-    client = await stack.enter_async_context(AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0))
+async def openai_chat(
+    cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack, client_headers: Mapping[str, str] | None = None
+) -> Driven:
+    client = await stack.enter_async_context(
+        AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0, default_headers=client_headers)
+    )
 
     async def ask(turn: Turn) -> str:
         _script(provider, lambda text: chat_completion(content=text))
@@ -154,8 +158,12 @@ async def openai_chat(cache: AgentCache, provider: ProviderServer, stack: AsyncE
     return Driven(ask, provider.calls)
 
 
-async def openai_responses(cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack) -> Driven:
-    client = await stack.enter_async_context(AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0))
+async def openai_responses(
+    cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack, client_headers: Mapping[str, str] | None = None
+) -> Driven:
+    client = await stack.enter_async_context(
+        AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0, default_headers=client_headers)
+    )
 
     async def ask(turn: Turn) -> str:
         _script(provider, lambda text: response_body([message_item(text)]))
@@ -173,8 +181,12 @@ async def openai_responses(cache: AgentCache, provider: ProviderServer, stack: A
     return Driven(ask, provider.calls)
 
 
-async def anthropic(cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack) -> Driven:
-    client = await stack.enter_async_context(AsyncAnthropic(base_url=provider.url, api_key="k", max_retries=0))
+async def anthropic(
+    cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack, client_headers: Mapping[str, str] | None = None
+) -> Driven:
+    client = await stack.enter_async_context(
+        AsyncAnthropic(base_url=provider.url, api_key="k", max_retries=0, default_headers=client_headers)
+    )
 
     async def ask(turn: Turn) -> str:
         _script(provider, lambda text: anthropic_message([{"type": "text", "text": text}]))
@@ -203,8 +215,12 @@ async def anthropic(cache: AgentCache, provider: ProviderServer, stack: AsyncExi
     return Driven(ask, provider.calls)
 
 
-async def openai_agents(cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack) -> Driven:
-    client = await stack.enter_async_context(AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0))
+async def openai_agents(
+    cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack, client_headers: Mapping[str, str] | None = None
+) -> Driven:
+    client = await stack.enter_async_context(
+        AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0, default_headers=client_headers)
+    )
     model = AgentsCachedModel(OpenAIResponsesModel("gpt-5", client), cache)
 
     async def ask(turn: Turn) -> str:
@@ -217,8 +233,12 @@ async def openai_agents(cache: AgentCache, provider: ProviderServer, stack: Asyn
     return Driven(ask, provider.calls)
 
 
-async def pydantic_ai(cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack) -> Driven:
-    client = await stack.enter_async_context(AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0))
+async def pydantic_ai(
+    cache: AgentCache, provider: ProviderServer, stack: AsyncExitStack, client_headers: Mapping[str, str] | None = None
+) -> Driven:
+    client = await stack.enter_async_context(
+        AsyncOpenAI(base_url=f"{provider.url}/v1", api_key="k", max_retries=0, default_headers=client_headers)
+    )
     model = PydanticCachedModel(OpenAIChatModel("gpt-4o", provider=OpenAIProvider(openai_client=client)), cache)
 
     async def ask(turn: Turn) -> str:
@@ -347,7 +367,7 @@ async def raw_params(cache: AgentCache, provider: ProviderServer, stack: AsyncEx
     return Driven(ask, lambda: made[0])
 
 
-DRIVERS: dict[str, Callable[[AgentCache, ProviderServer, AsyncExitStack], Awaitable[Driven]]] = {
+DRIVERS: dict[str, Callable[..., Awaitable[Driven]]] = {
     "openai chat": openai_chat,
     "openai responses": openai_responses,
     "anthropic": anthropic,
@@ -387,6 +407,28 @@ async def test_a_request_that_differs_only_in_transport_noise_is_a_hit(
     first = await driven.ask(BASE)
     assert await driven.ask(NOISY) == first
     assert driven.calls() == 1
+
+
+FEATURE_HEADERS = {"anthropic-beta": "context-1m-2025-08-07", "OpenAI-Beta": "x=1"}
+NOISE_HEADERS = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "X-Request-Id": "r-9"}
+
+
+@pytest.mark.parametrize("name", ["openai chat", "openai responses", "anthropic", "openai-agents", "pydantic-ai"])
+async def test_headers_set_on_the_sdk_client_follow_the_same_rule(
+    name: str, cache: AgentCache, provider: ProviderServer
+) -> None:
+    """``default_headers=`` on the client reach every request: a feature header there is part of the key too."""
+    async with AsyncExitStack() as stack:
+        plain = await DRIVERS[name](cache, provider, stack)
+        traced = await DRIVERS[name](cache, provider, stack, client_headers=NOISE_HEADERS)
+        beta = await DRIVERS[name](cache, provider, stack, client_headers=FEATURE_HEADERS)
+        first = await plain.ask(BASE)
+        assert await traced.ask(BASE) == first
+        assert provider.calls() == 1
+        with_beta = await beta.ask(BASE)
+        assert provider.calls() == 2 and with_beta != first
+        assert await plain.ask(replace(BASE, feature=FEATURE_HEADERS)) == with_beta  # one header, however it is set
+        assert provider.calls() == 2
 
 
 LONE_SURROGATE = "Where is my order \udc80?"  # what a bad decode of user input leaves behind

@@ -288,3 +288,15 @@ def test_a_tool_field_the_key_refuses_is_an_error_not_left_out(field: str, value
     params = asyncio.run(openai_agents.prepare_params("gpt-5", None, "hi", tools=[tool]))
     with pytest.raises(SerializationError, match=message):
         llm_hash(params)  # skipping the field would let two different tools share a key
+
+
+def test_request_headers_override_client_defaults_as_the_sdks_send_them() -> None:
+    from anthropic import omit
+
+    from agent_cache.adapters._caching import sent_headers
+
+    defaults = {"anthropic-beta": "a", "X-Gateway-Route": "eu"}
+    assert sent_headers(defaults, {"Anthropic-Beta": "b"}) == {"X-Gateway-Route": "eu", "Anthropic-Beta": "b"}
+    assert sent_headers(defaults, {"anthropic-beta": omit}) == {"X-Gateway-Route": "eu"}  # removed, as sent
+    assert sent_headers(defaults, None) == defaults
+    assert sent_headers({}, {"x": "1"}) == {"x": "1"}

@@ -151,6 +151,56 @@ def echoed(request: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def client_headers(source: object) -> dict[str, Any]:
+    """The headers set on an SDK client with ``default_headers=``: sent with every request, like ``extra_headers``.
+
+    ``source`` is a bound ``create`` method, an SDK client, or a framework model holding one (``client``,
+    ``_client``). They are read from the Stainless SDKs' ``_custom_headers`` (OpenAI, Anthropic), without the SDK's
+    own defaults (its version, platform and credentials); a source without them has none.
+    """
+    owner = getattr(source, "__self__", None)
+    for candidate in (
+        source,
+        _attribute(owner, "_client"),
+        _attribute(source, "client"),
+        _attribute(source, "_client"),
+    ):
+        custom = _attribute(candidate, "_custom_headers")
+        if isinstance(custom, Mapping):
+            return dict(custom)
+    return {}
+
+
+def _attribute(obj: object, name: str) -> Any:
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # a framework property that cannot answer yet (an unconfigured client)
+        return None
+
+
+def sent_headers(defaults: Mapping[str, Any], extra: Any) -> Any:
+    """The headers an SDK sends: the client's ``defaults`` under the request's ``extra`` (names in any case).
+
+    An omitted value (``omit``/``NOT_GIVEN``) in ``extra`` removes the default of that name, as the SDKs do. Returns
+    ``extra`` itself when there are no defaults.
+    """
+    if not defaults:
+        return extra
+    overrides = dict(extra) if isinstance(extra, Mapping) else {}
+    named = {str(name).lower() for name in overrides}
+    merged = {name: value for name, value in defaults.items() if str(name).lower() not in named}
+    merged.update((name, value) for name, value in overrides.items() if not is_omitted(value))
+    return merged
+
+
+def with_client_headers(request: Mapping[str, Any], source: object) -> Mapping[str, Any]:
+    """``request`` as the key sees it: its ``extra_headers`` merged over the client's default headers."""
+    defaults = client_headers(source)
+    if not defaults:
+        return request
+    return {**request, "extra_headers": sent_headers(defaults, request.get("extra_headers"))}
+
+
 def answer_of(extract: Callable[[Any], Answer], response: Any) -> Answer | None:
     """``extract(response)``, or None when the response is not to be stored.
 

@@ -52,6 +52,7 @@ from ._caching import (
     save,
     synthetic_id,
     tokens,
+    with_client_headers,
     without,
 )
 from ._sdk import require
@@ -530,7 +531,7 @@ async def cached_create(
     request = materialize(request)
     if stream:
         request["stream"] = True
-    params = await prepare_params(request, options)
+    params = await prepare_params(with_client_headers(request, create), options)
     result = await lookup(cache, params)
     if result.hit and (data := _hit_data(result, params)) is not None:
         return ReplayStream(_events(data), _message(data)) if stream else _message(data)

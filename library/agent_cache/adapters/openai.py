@@ -65,6 +65,7 @@ from ._caching import (
     save,
     synthetic_id,
     tokens,
+    with_client_headers,
     without,
 )
 from ._sdk import require
@@ -574,7 +575,7 @@ async def cached_create(
     request = materialize(request)
     if stream:
         request["stream"] = True
-    params = await prepare_params(request, options)
+    params = await prepare_params(with_client_headers(request, create), options)
     n = request.get("n")
     if not (isinstance(n, int) and n > 1):  # several choices are never stored, so not looked up either
         result = await lookup(cache, params)

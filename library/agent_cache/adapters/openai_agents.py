@@ -28,6 +28,7 @@ adapter for the same key) are never a hit here: the SDK's own Responses model ra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -44,10 +45,12 @@ from ._caching import (
     UncacheableResponseError,
     answer_of,
     blocks_of,
+    client_headers,
     lookup,
     metadata,
     native,
     save,
+    sent_headers,
     tokens,
     without,
 )
@@ -245,8 +248,16 @@ class CachedModel(Model):
     def get_retry_advice(self, request: Any) -> Any:
         return self.model.get_retry_advice(request)
 
-    async def _params(self, *args: Any, **kwargs: Any) -> LlmCacheParams:
-        return await prepare_params(self.model_name, *args, opts=self._options, **kwargs)
+    async def _params(
+        self, system_instructions: str | None, input: Any, model_settings: ModelSettings, *args: Any, **kwargs: Any
+    ) -> LlmCacheParams:
+        defaults = client_headers(self.model)  # default_headers= of the model's client reach every request
+        if defaults:
+            headers = sent_headers(defaults, model_settings.extra_headers)
+            model_settings = dataclasses.replace(model_settings, extra_headers=headers)
+        return await prepare_params(
+            self.model_name, system_instructions, input, model_settings, *args, opts=self._options, **kwargs
+        )
 
     async def _hit(self, params: LlmCacheParams, model_settings: ModelSettings) -> _Hit | None:
         result = await lookup(self._cache, params)

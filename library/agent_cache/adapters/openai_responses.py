@@ -46,7 +46,7 @@ from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import ContentBlock, LlmCacheParams, LlmCacheResult
 
 from ._blocks import is_omitted, materialize, passthrough_params
-from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, tokens
+from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, tokens, with_client_headers
 from ._responses_format import (
     EventAssembler,
     build_response,
@@ -222,7 +222,7 @@ async def cached_create(
     request = materialize(request)
     if stream:
         request["stream"] = True
-    params = await prepare_params(request, options)
+    params = await prepare_params(with_client_headers(request, create), options)
     # A conversation's server-side content changes between calls, so its id can't key an answer: pass through.
     if request.get("conversation") is not None:
         return await create(**request)  # type: ignore[no-any-return]

@@ -52,6 +52,7 @@ from ._caching import (
     native,
     save,
     tokens,
+    with_client_headers,
     without,
 )
 
@@ -439,8 +440,9 @@ class CachedModel(WrapperModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> LlmCacheParams:
+        settings = with_client_headers(model_settings or {}, self.wrapped)  # default_headers= of the model's client
         return await prepare_params(
-            messages, self.model_name, model_settings, model_request_parameters, system=self.system, opts=self.options
+            messages, self.model_name, settings, model_request_parameters, system=self.system, opts=self.options
         )
 
     async def _hit(self, params: LlmCacheParams) -> ModelResponse | None:
