@@ -61,6 +61,13 @@ def test_the_demo_reads_the_url_the_same_way(url: str, fragment: str) -> None:
     assert_one_error_line(done, fragment)
 
 
+def test_nothing_listening_on_a_local_port_suggests_agent_cache_server() -> None:
+    for command in (["stats"], ["demo", "--metrics-port", "0"]):
+        done = agent_cache(*command, "--url", "valkey://localhost:1")
+        assert_one_error_line(done, "(nothing listens there: 'agent-cache server --port 1' starts a local Valkey)")
+        assert done.stderr.startswith("error: cannot reach Valkey at valkey://localhost:1")
+
+
 def test_a_cluster_has_only_database_0() -> None:
     done = agent_cache("stats", "--url", "valkey://127.0.0.1:7000/3", "--cluster")
     assert_one_error_line(done, "a cluster has only database 0")

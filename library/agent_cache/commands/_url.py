@@ -18,6 +18,7 @@ TLS_SCHEMES = ("rediss", "valkeys")
 URL_SCHEMES = ("valkey", "redis", *TLS_SCHEMES, "unix")
 _DATABASE = re.compile(r"/(\d+)/?")
 _EXAMPLE = "e.g. valkey://localhost:6379"
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class UrlError(ValueError):
@@ -115,10 +116,14 @@ def _database(path: str, where: str) -> int | None:
 
 
 def unreachable_hint(url: ServerUrl, detail: str) -> str:
-    """A hint for a connection that failed in a way a TLS mismatch causes, or "" when none applies."""
+    """A hint for a connection that failed in a way a TLS mismatch causes, or to a local port nothing listens on;
+    "" when none applies."""
     lowered = detail.lower()
-    if any(cause in lowered for cause in ("auth", "name or service", "refused", "connect call failed", "no such file")):
-        return ""  # nothing listens there, no such host, a wrong password: the cause is clear, and it is not TLS
+    nothing_listens = any(cause in lowered for cause in ("refused", "connect call failed"))
+    if nothing_listens and url.host in _LOOPBACK:
+        return f" (nothing listens there: 'agent-cache server --port {url.port or 6379}' starts a local Valkey)"
+    if nothing_listens or any(cause in lowered for cause in ("auth", "name or service", "no such file")):
+        return ""  # no such host, a wrong password: the cause is clear, and it is not TLS
     if url.tls:
         return (
             f" (the URL asks for TLS with {url.scheme}://: if this port serves plain connections, "
