@@ -183,14 +183,6 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
         )
         if value
     }
-    tls_files = {
-        "--tls-ca-file": args.tls_ca_file,
-        "--tls-cert-file": args.tls_cert_file,
-        "--tls-key-file": args.tls_key_file,
-    }
-    for option, path in tls_files.items():  # else valkey-py's "Error 2 connecting to host:port" hides which file
-        if path and not os.path.isfile(path):
-            raise CommandError(f"{option} {path}: no such file", ExitCode.USAGE)
     if url is None:
         if args.cluster:
             raise CommandError("--cluster needs --url: the embedded server is a single node", ExitCode.USAGE)
@@ -215,6 +207,14 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
         raise CommandError("--cluster needs a TCP URL (valkey://host:port), not a unix socket", ExitCode.USAGE)
     if args.cluster and parsed.database:
         raise CommandError(f"--url {parsed.shown!r}: a cluster has only database 0", ExitCode.USAGE)
+    tls_files = {
+        "--tls-ca-file": args.tls_ca_file,
+        "--tls-cert-file": args.tls_cert_file,
+        "--tls-key-file": args.tls_key_file,
+    }
+    for option, path in tls_files.items():  # else valkey-py's "Error 2 connecting to host:port" hides which file
+        if path and not os.path.isfile(path):
+            raise CommandError(f"{option} {path}: no such file", ExitCode.USAGE)
     if password is not None:
         kwargs["password"] = password
     return _Connection(parsed, {**kwargs, **tls}, cluster=args.cluster)
