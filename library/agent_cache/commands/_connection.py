@@ -193,14 +193,8 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
         parsed = parse_server_url(url)
     except UrlError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
-    if parsed.has_password:
-        if password is not None:
-            raise CommandError("the URL already has a password: give it in one place only", ExitCode.USAGE)
-        err.print(
-            "warning: a password in --url is visible to other users in the process list; "
-            "use --password-env or --password-file",
-            markup=False,
-        )
+    if parsed.has_password and password is not None:
+        raise CommandError("the URL already has a password: give it in one place only", ExitCode.USAGE)
     if tls and not parsed.tls:
         raise CommandError(f"--tls-* options need a {' or '.join(s + '://' for s in TLS_SCHEMES)} URL", ExitCode.USAGE)
     if args.cluster and parsed.scheme == "unix":
@@ -215,6 +209,12 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
     for option, path in tls_files.items():  # else valkey-py's "Error 2 connecting to host:port" hides which file
         if path and not os.path.isfile(path):
             raise CommandError(f"{option} {path}: no such file", ExitCode.USAGE)
+    if parsed.has_password:  # only once the options are known to be valid: a bad one is a single error line
+        err.print(
+            "warning: a password in --url is visible to other users in the process list; "
+            "use --password-env or --password-file",
+            markup=False,
+        )
     if password is not None:
         kwargs["password"] = password
     return _Connection(parsed, {**kwargs, **tls}, cluster=args.cluster)
