@@ -175,6 +175,7 @@ class Reconciler:
             desired["prefix"] = spec.prefix
             options = await self._connection(resource, spec)
         except SecretNotAllowedError as exc:  # before a connection is even built: nothing reaches the host
+            await self.clients.discard(resource.uid)  # nor through a client built before the opt-in was withdrawn
             return self._failed(resource, desired, Failure("SecretNotAllowed", str(exc), retryable=False))
         except InvalidSpecError as exc:
             return self._failed(resource, desired, Failure("InvalidSpec", str(exc), retryable=False))
