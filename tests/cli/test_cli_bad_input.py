@@ -68,6 +68,11 @@ def test_nothing_listening_on_a_local_port_suggests_agent_cache_server() -> None
         assert done.stderr.startswith("error: cannot reach Valkey at valkey://localhost:1")
 
 
+def test_a_password_in_a_url_with_a_bad_option_is_still_one_line() -> None:
+    done = agent_cache("stats", "--url", "valkey://:s3cret@127.0.0.1:6379", "--tls-ca-file", "ca.pem")
+    assert_one_error_line(done, "--tls-* options need a rediss:// or valkeys:// URL")
+
+
 def test_a_cluster_has_only_database_0() -> None:
     done = agent_cache("stats", "--url", "valkey://127.0.0.1:7000/3", "--cluster")
     assert_one_error_line(done, "a cluster has only database 0")
