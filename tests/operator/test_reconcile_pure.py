@@ -27,7 +27,7 @@ from agent_cache_operator.connection import (
     redact,
 )
 from agent_cache_operator.handlers import OperatorOptions
-from agent_cache_operator.kube import CONFIG_MAP, GRAFANA_DASHBOARD, PROMETHEUS_RULE
+from agent_cache_operator.kube import ALLOW_ANNOTATION, CONFIG_MAP, GRAFANA_DASHBOARD, PROMETHEUS_RULE, secret_allows
 from agent_cache_operator.spec import InvalidSpecError, SecretKeyRef, parse_spec, parse_valkey
 from agent_cache_operator.status import (
     Condition,
@@ -219,6 +219,25 @@ def test_stats_and_instances_in_status() -> None:
     old = {"llmHits": 2, "llmHitRate": 0.5}
     assert replacing(old, status) == {"llmHitRate": 0.6667, "costSavedDollars": 6.0, "llmHits": None}
     assert replacing(status, status) == status
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("support-bot", True),
+        (" billing , support-bot ", True),
+        ("*", True),
+        ("billing", False),
+        ("support-bot-2", False),  # names, not prefixes
+        ("support", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_a_secret_is_used_only_by_the_agentcaches_its_annotation_names(value: str | None, allowed: bool) -> None:
+    annotations = None if value is None else {ALLOW_ANNOTATION: value}
+    assert secret_allows(annotations, "support-bot") is allowed
+    assert not secret_allows({"agentcache.dev/allow": "true"}, "support-bot")  # only the documented annotation
 
 
 # ── children ─────────────────────────────────────────────────────────────────
