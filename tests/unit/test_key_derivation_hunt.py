@@ -300,3 +300,36 @@ def test_request_headers_override_client_defaults_as_the_sdks_send_them() -> Non
     assert sent_headers(defaults, {"anthropic-beta": omit}) == {"X-Gateway-Route": "eu"}  # removed, as sent
     assert sent_headers(defaults, None) == defaults
     assert sent_headers({}, {"x": "1"}) == {"x": "1"}
+
+
+# ─── LlamaIndex dict messages: nothing silently left out ──────────────────────
+
+
+def _reference_conversation(order_id: int, state: str) -> list[dict[str, Any]]:
+    """Messages in the reference's dict form: tool calls and results under ``options``."""
+    call = {"id": "call_1", "name": "get_order", "input": json.dumps({"id": order_id})}
+    result = {"id": "call_1", "result": json.dumps({"id": order_id, "state": state})}
+    return [
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": "", "options": {"tool_call": call}},
+        {"role": "user", "content": "", "options": {"tool_result": result}},
+    ]
+
+
+async def test_llamaindex_dict_messages_in_the_reference_form_keep_tool_calls_and_results() -> None:
+    async def key(order_id: int, state: str) -> str:
+        return llm_hash(await llamaindex.prepare_params(_reference_conversation(order_id, state), model="gpt-4o"))
+
+    shipped = await key(1001, "shipped")
+    assert shipped != await key(2002, "shipped")  # the call's input
+    assert shipped != await key(1001, "cancelled")  # the tool's result
+    assert shipped == await key(1001, "shipped")
+
+
+async def test_llamaindex_dict_message_fields_a_chat_message_cannot_hold_are_an_error() -> None:
+    with pytest.raises(ValueError, match=r"messages\[1\] has fields .*\['name'\]"):
+        await llamaindex.prepare_params(
+            [{"role": "user", "content": "hi"}, {"role": "user", "content": "x", "name": "b"}], model="m"
+        )
+    with pytest.raises(ValueError, match=r"messages\[0\]\.options"):
+        await llamaindex.prepare_params([{"role": "user", "content": "hi", "options": {"cache": True}}], model="m")

@@ -131,8 +131,8 @@ async def prepare_params(
     if tools:
         result["tools"] = [_tool(t) for t in tools]
     canonical = []
-    for message in messages:
-        chat = message if isinstance(message, types.ChatMessage) else types.ChatMessage.model_validate(message)
+    for index, message in enumerate(messages):
+        chat = message if isinstance(message, types.ChatMessage) else _chat_message(types, message, index)
         entry: dict[str, Any] = {
             "role": getattr(chat.role, "value", chat.role),
             "content": [await _block(b, normalizer) for b in chat.blocks],
@@ -142,6 +142,47 @@ async def prepare_params(
         canonical.append(entry)
     result["messages"] = canonical
     return result
+
+
+def _chat_message(types: Any, message: Mapping[str, Any], index: int) -> Any:
+    """A dict message as a ``ChatMessage``: its fields, or the reference's ``options`` (``tool_call``/``tool_result``).
+
+    A field ``ChatMessage`` does not know would be dropped by its validation, and two different messages would share a
+    key: it is an error instead.
+    """
+    data = dict(message)
+    options = data.pop("options", None) or {}
+    if not isinstance(options, Mapping) or set(options) - {"tool_call", "tool_result"}:
+        raise AgentCacheUsageError(
+            f"messages[{index}].options may hold tool_call and tool_result only, got {options!r}"
+        )
+    if data.get("role") == "memory":
+        data["role"] = "system"  # LlamaIndex.TS's memory role, as the reference maps it
+    if (result := options.get("tool_result")) is not None:
+        rest = {k: v for k, v in result.items() if k not in ("id", "result")}
+        content = result.get("result", "")
+        data["role"] = "tool"
+        data["content"] = content if isinstance(content, str) else json.dumps(plain(content), sort_keys=True)
+        data["additional_kwargs"] = {**(data.get("additional_kwargs") or {}), "tool_call_id": result["id"], **rest}
+    if (calls := options.get("tool_call")) is not None:
+        text = data.pop("content", None)
+        blocks = [types.TextBlock(text=text)] if isinstance(text, str) and text else []
+        for call in calls if isinstance(calls, list) else [calls]:
+            extra = set(call) - {"id", "name", "input"}
+            if extra:
+                raise AgentCacheUsageError(f"messages[{index}].options.tool_call has unknown fields {sorted(extra)}")
+            kwargs = call.get("input")
+            blocks.append(
+                types.ToolCallBlock(tool_call_id=call["id"], tool_name=call["name"], tool_kwargs=kwargs or {})
+            )
+        data["blocks"] = [*(data.get("blocks") or ()), *blocks]
+    unknown = set(data) - {"content", *types.ChatMessage.model_fields}  # content: a shorthand for the blocks
+    if unknown:
+        raise AgentCacheUsageError(
+            f"messages[{index}] has fields a LlamaIndex ChatMessage does not hold: {sorted(unknown)}; they would be "
+            "left out of the cache key"
+        )
+    return types.ChatMessage.model_validate(data)
 
 
 async def _block(block: Any, normalizer: BinaryNormalizer) -> Any:
