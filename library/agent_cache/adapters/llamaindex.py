@@ -132,7 +132,7 @@ async def prepare_params(
         result["tools"] = [_tool(t) for t in tools]
     canonical = []
     for index, message in enumerate(messages):
-        chat = message if isinstance(message, types.ChatMessage) else _chat_message(types, message, index)
+        chat = _chat_message(types, message, index) if isinstance(message, Mapping) else message
         entry: dict[str, Any] = {
             "role": getattr(chat.role, "value", chat.role),
             "content": [await _block(b, normalizer) for b in chat.blocks],
