@@ -20,7 +20,9 @@ The key holds the model, every keyword parameter given (``temperature``, ``max_t
 by name), the tools' names, descriptions and parameter schemas (never their callables), and the messages: role,
 ``additional_kwargs`` (tool calls and ids of older integrations) and blocks — text, tool calls (arguments as JSON),
 thinking, and images, audio, video and documents through the binary normalizer (inline bytes, a path and a data
-URL of the same bytes give the same key). Messages may be ``ChatMessage`` objects or dicts of their fields.
+URL of the same bytes give the same key). Messages may be ``ChatMessage`` objects or dicts of their fields — or the
+reference's dicts, with ``options.tool_call`` (``id``, ``name``, ``input``) and ``options.tool_result`` (``id``,
+``result``); a dict field a ``ChatMessage`` cannot hold is an error, never silently left out of the key.
 
 ``to_answer(response)`` also returns response metadata (each block's other fields — a thinking block's
 ``additional_information``, where integrations keep Anthropic's signature —, ``additional_kwargs``, ``logprobs``,
