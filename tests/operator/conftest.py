@@ -148,12 +148,14 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 @dataclass
 class OperatorProcess:
-    """``agent-cache-operator`` watching one namespace; restartable; its log is kept for assertions."""
+    """``agent-cache-operator`` watching one namespace (or all, on a cluster of its own); restartable; its log is kept
+    for assertions."""
 
     kube: Kube
     namespace: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    all_namespaces: bool = False
     process: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
     metrics_port: int = 0
@@ -165,8 +167,7 @@ class OperatorProcess:
         command = [
             OPERATOR,
             "--standalone",
-            "--namespace",
-            self.namespace,
+            *(["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]),
             "--bind-address",
             "127.0.0.1",
             "--liveness-port",

@@ -28,7 +28,9 @@ Beyond those, the behaviour the operator's tests rely on, as a real API server d
 
 Reads with ``Accept: ...;as=PartialObjectMetadata`` answer with the object's metadata only, as a real API server
 does. For fault tests, :meth:`KubernetesAPIEmulator.inject_fault` makes the next matching requests fail with an HTTP
-error, and :meth:`KubernetesAPIEmulator.reads_of` lists how an object was read (whole or metadata only).
+error, and :meth:`KubernetesAPIEmulator.reads_of` lists how an object was read (whole or metadata only). With
+:meth:`KubernetesAPIEmulator.restrict`, requests bearing a given token are authorized against RBAC rules (a
+ClusterRole's and Roles' ``rules``) and denied with 403 otherwise; every decision is recorded.
 
 It validates nothing (the CRD's schema and CEL rules are tested apart, with jsonschema and a real CEL library), has
 no garbage collector and no namespace lifecycle. The operator never uses PUT; neither does this emulator.
@@ -101,6 +103,36 @@ class Fault:
 
 
 @attrs.define(kw_only=True)
+class Access:
+    """One authorization decision: the verb, ``group``, ``resource`` (with ``/subresource``), namespace, outcome."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str | None
+    allowed: bool
+
+
+@attrs.define(kw_only=True)
+class Authorizer:
+    """RBAC for the requests that bear ``token``: ``rules`` pairs a namespace (None: cluster-wide, a ClusterRole's)
+    with a PolicyRule (apiGroups, resources, verbs) as written in a Role."""
+
+    token: str
+    rules: list[tuple[str | None, dict[str, Any]]]
+    log: list[Access] = attrs.field(factory=list)
+
+    def allows(self, verb: str, group: str, resource: str, namespace: str | None) -> bool:
+        for scope, rule in self.rules:
+            if scope is not None and scope != namespace:
+                continue
+            if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
+                if verb in rule.get("verbs", []) or "*" in rule.get("verbs", []):
+                    return True
+        return False
+
+
+@attrs.define(kw_only=True)
 class KubernetesAPIEmulator(kmock.KubernetesEmulator):
     """See the module docstring. ``objects``, ``resources`` and ``requests`` work as in kmock."""
 
@@ -114,6 +146,7 @@ class KubernetesAPIEmulator(kmock.KubernetesEmulator):
     )
     _crds: dict[kmock.resource, CRDInfo] = attrs.field(factory=dict, init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
+    authorizer: Authorizer | None = attrs.field(default=None, init=False)
     closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -168,6 +201,7 @@ class KubernetesAPIEmulator(kmock.KubernetesEmulator):
             return await super()._handle(request)  # discovery and the rest of kmock
         if resource not in self.resources:
             raise _status_error(404, "NotFound", f"the server could not find the requested resource ({resource})")
+        self._authorize(request, resource)
         self._fail_if_injected(request, resource)
         action = request.action
         if action == enums.action.WATCH:
@@ -203,6 +237,32 @@ class KubernetesAPIEmulator(kmock.KubernetesEmulator):
             fault.times -= 1
             reason = "InternalError" if fault.status >= 500 else "Forbidden" if fault.status == 403 else "Injected"
             raise _status_error(fault.status, reason, f"injected fault: {request.method} {resource.plural}")
+
+    def restrict(self, token: str, rules: list[tuple[str | None, dict[str, Any]]]) -> Authorizer:
+        self.authorizer = Authorizer(token=token, rules=rules)
+        return self.authorizer
+
+    def _authorize(self, request: rendering.Request, resource: kmock.resource) -> None:
+        authorizer = self.authorizer
+        if authorizer is None or request.headers.get("Authorization") != f"Bearer {authorizer.token}":
+            return  # kubectl and the tests: an administrator
+        method = str(request.method.value if hasattr(request.method, "value") else request.method).upper()
+        if method == "GET":
+            verb = "watch" if request.params.get("watch") in ("true", "1") else "get" if request.name else "list"
+        else:
+            verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method, method)
+        plural = resource.plural or ""
+        name = plural + (f"/{request.subresource}" if request.subresource else "")
+        namespace = request.namespace if self.resources[resource].namespaced else None
+        allowed = authorizer.allows(verb, resource.group or "", name, namespace)
+        authorizer.log.append(
+            Access(verb=verb, group=resource.group or "", resource=name, namespace=namespace, allowed=allowed)
+        )
+        if not allowed:
+            where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+            raise _status_error(
+                403, "Forbidden", f'cannot {verb} resource "{name}" in API group "{resource.group}"{where}'
+            )
 
     def reads_of(self, plural: str, namespace: str, name: str) -> list[tuple[str, str]]:
         """Each GET of this object: the client's name (User-Agent up to the first "/", e.g. "kubectl") and how it
