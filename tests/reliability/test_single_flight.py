@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -308,4 +309,52 @@ async def test_callers_that_join_a_flight_count_one_outcome_each(valkey_client: 
     assert (await cache.llm.get_or_compute(PARAMS, compute)).hit
     stats = await cache.stats()
     assert (stats.llm.hits, stats.llm.misses) == (1, 4)
+    await cache.close()
+
+
+@pytest.mark.parametrize("tier", ["llm", "tool"])
+async def test_cancelling_the_leader_at_any_await_leaves_the_followers_their_answer(
+    valkey_client: Any, tier: str
+) -> None:
+    registry = CollectorRegistry()
+    cache = make_cache(valkey_client, registry, lock_lease_s=3)
+
+    async def compute() -> str:
+        await asyncio.sleep(0)
+        return "answer"
+
+    for turns in range(40):  # cancel the leader after 0, 1, 2... turns of the loop: at each of its awaits in turn
+        params = {**PARAMS, "seed": turns}
+
+        def call(params: dict[str, Any] = params) -> Any:
+            if tier == "llm":
+                return cache.llm.get_or_compute(params, compute)
+            return cache.tool.get_or_compute("search", params, compute)
+
+        alone = asyncio.create_task(call({**params, "alone": True}))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        alone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await alone
+        assert await valkey_client.keys("*:lock") == [], turns  # a lock it took is free again at once
+
+        leader = asyncio.create_task(call())
+        await asyncio.sleep(0)
+        followers = [asyncio.create_task(call()) for _ in range(2)]
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        leader.cancel()
+        results = await asyncio.gather(*followers)  # a CancelledError here: a follower went with the leader
+        assert [r.response for r in results] == ["answer", "answer"], turns
+        try:
+            assert (await leader).response == "answer"  # it had finished before the cancel
+        except asyncio.CancelledError:
+            pass  # never another exception in its place
+        assert (await call()).hit, turns
+    assert await valkey_client.keys("*:lock") == []  # every lock released
+    fallbacks = registry.get_sample_value(
+        "agent_cache_coalesced_total", {"cache_name": "rel", "tier": tier, "outcome": "fallback"}
+    )
+    assert fallbacks is None  # and at once: nobody waited out a lease a cancelled leader left behind
     await cache.close()

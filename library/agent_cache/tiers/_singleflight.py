@@ -101,6 +101,11 @@ class SingleFlight(Generic[T]):
                 acquired = await ctx.backend.command("SET", lock, token, "NX", "PX", lease_ms)
             except BackendError:
                 return await compute_and_store(), False  # no lock without Valkey: just compute
+            except asyncio.CancelledError:
+                # The SET may have taken the lock before the reply was lost: free it (only if it is ours), or
+                # every waiter would wait out the whole lease.
+                await asyncio.shield(asyncio.ensure_future(self._release(lock, token)))
+                raise
             if acquired:
                 try:
                     return await compute_and_store(), False
