@@ -32,7 +32,16 @@ from .connection import (
     read_config_or_none,
     redact,
 )
-from .kube import CONFIG_MAP, GRAFANA_DASHBOARD, PROMETHEUS_RULE, ApiKind, KubeApi, KubeApiError, SecretNotAllowedError
+from .kube import (
+    CONFIG_MAP,
+    GRAFANA_DASHBOARD,
+    PROMETHEUS_RULE,
+    ApiKind,
+    KubeApi,
+    KubeApiError,
+    SecretMissingError,
+    SecretNotAllowedError,
+)
 from .metrics import OperatorMetrics
 from .spec import AgentCacheSpec, InvalidSpecError, parse_spec
 from .status import (
@@ -367,8 +376,8 @@ class Reconciler:
         except KubeApiError as exc:
             return await self._cleanup_blocked(resource, spec, events, "KubernetesApiError", str(exc), give_up)
         except InvalidSpecError as exc:  # a Secret or key gone (a namespace being deleted), or its opt-in withdrawn
-            withdrawn = isinstance(exc, SecretNotAllowedError)
-            client = None if withdrawn else await self.clients.remembered(resource.uid, spec.valkey)
+            gone = isinstance(exc, SecretMissingError)  # a withdrawn opt-in forbids even the credentials held
+            client = await self.clients.remembered(resource.uid, spec.valkey) if gone else None
             if client is None:
                 if resource.status.get("configVersion") is None and spec.deletion_policy == "Retain":
                     events.append(Event("Normal", "CleanupSkipped", f"no config was ever written to Valkey ({exc})"))
@@ -404,7 +413,7 @@ class Reconciler:
         left = "config and cached data" if spec.deletion_policy == "Delete" else "config"
         where = f"the {left} of prefix {spec.prefix} in Valkey at {spec.valkey.endpoint()}"
         if give_up:
-            message = f"gave up cleaning up: {where} stay behind: {detail}"
+            message = f"gave up cleaning up, leaving {where} behind: {detail}"
             log.error("%s/%s: %s", resource.namespace, resource.name, message)
             events.append(Event("Warning", "CleanupAbandoned", message))
             result = await self._finish_cleanup(resource, events, give_up=True)
