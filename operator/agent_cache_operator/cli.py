@@ -1,9 +1,12 @@
 """``agent-cache-operator``: run the operator (Kopf) with the AgentCache handlers.
 
 Every option also reads an environment variable (``AGENT_CACHE_OPERATOR_<OPTION>``), which is how the Helm chart and
-the tests set them. One active replica: Kopf has no Lease election; run one replica (``strategy: Recreate``) and,
-for overlapping rollouts, Kopf peering with ``--priority`` (the higher priority pauses the others; see
-docs/operator.md).
+the tests set them. Several replicas: Kopf has no Lease election; with peering the highest priority works and the
+others pause, and equal priorities pause everyone. So the default priority is ``auto``: derived from the start time,
+the longest-running replica works and a replica that starts later waits (docs/operator.md, "Replicas").
+
+What stops the operator from starting (no Kubernetes credentials, a port in use) ends it at once with one
+``error:`` line and exit code 2, instead of Kopf retrying with a traceback every minute.
 """
 
 from __future__ import annotations
@@ -11,9 +14,44 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
+import socket
+import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .metrics import OperatorMetrics
 
 ENV_PREFIX = "AGENT_CACHE_OPERATOR_"
+AUTO = "auto"
+
+
+class StartupError(Exception):
+    """Something the operator needs to start is missing; the message is the ``error:`` line."""
+
+
+def priority_value(text: str) -> int | None:
+    """``--priority``: an integer, or ``auto`` (None) for a priority derived from the start time."""
+    if text.strip().lower() == AUTO:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+def auto_priority(started_ns: int | None = None) -> int:
+    """The peering priority of a replica started at ``started_ns`` (now by default): the earlier, the higher.
+
+    Minus the start time in microseconds, with three random digits appended so that two replicas started in the same
+    microsecond still differ (equal priorities would pause both). A running replica therefore keeps working when
+    another starts, and the next oldest takes over when it stops. Always negative (and within int64, as the API
+    server stores it), so an operator given an explicit priority of 0 or more outranks every automatic one.
+    """
+    started = time.time_ns() if started_ns is None else started_ns
+    return -((started // 1000) * 1000 + random.randrange(1000))
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -43,7 +81,12 @@ def parser() -> argparse.ArgumentParser:
         help="no peering: assume this is the only replica",
     )
     p.add_argument("--peering", default=_env("PEERING"), help="Kopf peering object name (makes peering mandatory)")
-    p.add_argument("--priority", type=int, default=int(_env("PRIORITY", "0") or 0), help="peering priority")
+    p.add_argument(
+        "--priority",
+        type=priority_value,
+        default=_env("PRIORITY", AUTO),
+        help="peering priority: the highest works, the others pause; 'auto' (default): the oldest replica works",
+    )
     p.add_argument("--liveness-port", type=int, default=int(_env("LIVENESS_PORT", "8080") or 0), help="0: none")
     p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090") or 0), help="0: none")
     p.add_argument("--bind-address", default=_env("BIND_ADDRESS", "0.0.0.0"), help="for liveness and metrics")
@@ -64,6 +107,53 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     return p
+
+
+def _check_credentials() -> None:
+    """Load the credentials as the operator's login does (in-cluster service account, else kubeconfig)."""
+    import kubernetes.config
+
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return
+    except kubernetes.config.ConfigException as exc:
+        in_cluster = str(exc).rstrip(".")
+    try:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # a kubeconfig fails in many ways (missing, not YAML, no context, bad certificate)
+        configured = os.environ.get("KUBECONFIG", "")
+        paths = [path for path in configured.split(os.pathsep) if path] or [os.path.expanduser("~/.kube/config")]
+        if not any(os.path.exists(path) for path in paths):
+            kubeconfig = (
+                f"KUBECONFIG names {configured}, which does not exist"
+                if configured
+                else "no kubeconfig (KUBECONFIG is not set and ~/.kube/config does not exist)"
+            )
+        else:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+            kubeconfig = f"the kubeconfig {os.pathsep.join(paths)} is unusable ({reason})"
+        raise StartupError(
+            f"no Kubernetes credentials: not in a pod with a service account ({in_cluster}), and {kubeconfig}; "
+            "set KUBECONFIG or run the operator in the cluster"
+        ) from None
+
+
+def _check_port(what: str, address: str, port: int) -> None:
+    """Bind and release ``port`` so that one taken by another process is reported now, by name."""
+    try:
+        family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+    except OSError as exc:
+        raise StartupError(f"cannot serve {what} on {address}:{port}: {exc.strerror or exc}") from None
+
+
+def _serve_metrics(metrics: OperatorMetrics, address: str, port: int) -> None:
+    try:
+        metrics.serve(port, address)
+    except OSError as exc:
+        raise StartupError(f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -87,13 +177,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         bind_address=args.bind_address,
     )
     context = OperatorContext(options=options, bundle=default_bundle())
+    try:
+        _check_credentials()
+        if args.liveness_port:
+            _check_port("liveness (/healthz)", args.bind_address, args.liveness_port)
+        if args.metrics_port:
+            # Served now rather than at Kopf's startup, so a taken port is an error here and not a retried activity.
+            _serve_metrics(context.metrics, args.bind_address, args.metrics_port)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    priority = auto_priority() if args.priority is None else args.priority
+    logging.getLogger("agent_cache_operator").info("peering priority %d", priority)
     liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
     namespaces = [] if args.all_namespaces else list(dict.fromkeys(args.namespace or []))
     kopf.run(
         registry=build_registry(context),
         standalone=args.standalone or None,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=priority,
         liveness_endpoint=liveness,
         clusterwide=not namespaces,
         namespaces=namespaces,

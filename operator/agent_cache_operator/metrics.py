@@ -100,7 +100,10 @@ class OperatorMetrics:
             return len(self._managed)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        """Serve ``/metrics`` from a background thread."""
+        """Serve ``/metrics`` from a background thread; once (the command serves it before Kopf's startup handler
+        asks again). Raises OSError when the port is taken."""
+        if self._server is not None:
+            return
         server, _thread = start_http_server(port, addr=address, registry=self.registry)
         self._server = server
 

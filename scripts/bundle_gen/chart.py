@@ -37,16 +37,20 @@ def project_version() -> str:
     return version
 
 
-def kopf_peering_crd() -> dict[str, Any]:
-    """Kopf's ClusterKopfPeering CRD (kopf.dev/v1): the replicas' keep-alives live in its objects' status."""
+def kopf_peering_crd(*, namespaced: bool = False) -> dict[str, Any]:
+    """Kopf's peering CRD (kopf.dev/v1): the replicas' keep-alives live in its objects' status.
+
+    ClusterKopfPeering for an operator watching every namespace; KopfPeering (one object in each watched namespace)
+    for one started with --namespace, as the chart's watchNamespaces does."""
+    kind = "KopfPeering" if namespaced else "ClusterKopfPeering"
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+        "metadata": {"name": f"{kind.lower()}s.kopf.dev"},
         "spec": {
-            "scope": "Cluster",
+            "scope": "Namespaced" if namespaced else "Cluster",
             "group": "kopf.dev",
-            "names": {"kind": "ClusterKopfPeering", "plural": "clusterkopfpeerings", "singular": "clusterkopfpeering"},
+            "names": {"kind": kind, "plural": f"{kind.lower()}s", "singular": kind.lower()},
             "versions": [
                 {
                     "name": "v1",
@@ -176,16 +180,19 @@ VALUES_TEMPLATE = """\
 # Values of the agent-cache-operator chart. values.schema.json validates them.
 
 image:
-  # Build it with the repository's Dockerfile and push it to your registry.
+  # The image `./dev image` builds from the repository's Dockerfile (agent-cache-operator:<appVersion>): load it into
+  # kind (`kind load docker-image agent-cache-operator:<appVersion>`), or push it to your registry and set this.
   repository: agent-cache-operator
   # Defaults to the chart's appVersion.
   tag: ""
+  # IfNotPresent: a kind node uses the loaded image and never pulls it.
   pullPolicy: IfNotPresent
 imagePullSecrets: []
 nameOverride: ""
 fullnameOverride: ""
 
-# More than one replica is safe with peering enabled: Kopf keeps exactly one of them active.
+# More than one replica needs peering (on by default): the oldest replica works, the others wait and the next oldest
+# takes over when it stops (peering.priority auto).
 replicaCount: 1
 # Extra arguments (e.g. --verbose, --namespace team-a) and environment variables for the operator container.
 extraArgs: []
@@ -193,8 +200,9 @@ extraEnv: []
 
 crds:
   # Install and upgrade the AgentCache CRD with the chart (templates/crds.yaml). Set false when CRDs are managed
-  # elsewhere: then apply manifests/crds.yaml yourself before installing or upgrading. (Kopf's ClusterKopfPeering
-  # CRD is in crds/: Helm installs it once and never upgrades it; --skip-crds leaves it out.)
+  # elsewhere: then apply manifests/crds.yaml yourself before installing or upgrading. (Kopf's peering CRDs,
+  # ClusterKopfPeering and KopfPeering, are in crds/: Helm installs them once and never upgrades them; --skip-crds
+  # leaves them out.)
   install: true
   # Keep the CRDs on helm uninstall, so deleting the release never deletes AgentCaches.
   keep: true
@@ -214,12 +222,14 @@ rbac:
 watchNamespaces: []
 
 peering:
-  # Kopf peering: the replicas keep each other alive in a ClusterKopfPeering and only one works. Off: standalone.
+  # Kopf peering: the replicas keep each other alive in a ClusterKopfPeering (a KopfPeering in each of
+  # watchNamespaces) and only one works. Off: standalone, for one replica only.
   enabled: true
-  # Name of the ClusterKopfPeering; defaults to the release's full name.
+  # Name of the peering object; defaults to the release's full name.
   name: ""
-  # The highest priority works; the others pause (set a higher one for a replacement during a rollout).
-  priority: 0
+  # The highest priority works and the others pause; equal priorities pause every replica. auto: from each replica's
+  # start time, so the oldest works. An integer is for replicaCount 1 only (e.g. to outrank another operator).
+  priority: auto
 
 # The image runs as this non-root user; the root filesystem is read-only and every capability is dropped.
 securityContext:
@@ -328,7 +338,11 @@ def values_schema() -> dict[str, Any]:
                     "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"},
                 },
                 "peering": _obj(
-                    {"enabled": {"type": "boolean"}, "name": {"type": "string"}, "priority": {"type": "integer"}}
+                    {
+                        "enabled": {"type": "boolean"},
+                        "name": {"type": "string"},
+                        "priority": {"anyOf": [{"type": "integer"}, {"const": "auto"}]},
+                    }
                 ),
                 "securityContext": _obj(
                     {
@@ -394,6 +408,7 @@ def files() -> dict[str, str]:
         f"{CHART}/values.schema.json": to_json(values_schema()),
         f"{CHART}/templates/crds.yaml": crd_template(),
         f"{CHART}/crds/clusterkopfpeerings.yaml": YAML_HEADER_TEXT + to_yaml(kopf_peering_crd()),
+        f"{CHART}/crds/kopfpeerings.yaml": YAML_HEADER_TEXT + to_yaml(kopf_peering_crd(namespaced=True)),
         f"{CHART}/templates/prometheusrule.yaml": prometheusrule_template(),
         f"{CHART}/files/README.md": f"<!-- {HEADER} -->\n"
         "The dashboards the chart's dashboards ConfigMap ships (`dashboards.enabled`), copied from `dashboards/`.\n",

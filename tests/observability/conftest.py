@@ -40,8 +40,6 @@ ALL_FEATURES = [
     "dashboards.additionalLabels.team=platform",
     "--set",
     "replicaCount=2",
-    "--set",
-    "peering.priority=10",
 ]
 
 

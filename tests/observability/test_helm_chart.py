@@ -22,7 +22,7 @@ from tests.observability.conftest import ALL_FEATURES, CHART, ROOT, render
 
 K8S_VERSIONS = ("1.29", "1.35")
 # Kinds whose schema is a CRD, not part of Kubernetes: checked against their CRD or with promtool instead.
-CUSTOM_KINDS = {"ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "AgentCache"}
+CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor", "PrometheusRule", "AgentCache"}
 
 
 def _crd_schema(crd: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +66,7 @@ def test_defaults_render_the_operator_and_its_crds_only(default_render: list[dic
             "ClusterKopfPeering",
             "ClusterRole",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Deployment",
@@ -127,7 +128,7 @@ def test_deployment_is_locked_down(full_render: list[dict[str, Any]]) -> None:
     assert env["AGENT_CACHE_OPERATOR_LIVENESS_PORT"] == "8080"
     assert env["AGENT_CACHE_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
     assert env["AGENT_CACHE_OPERATOR_PEERING"] == "agent-cache-operator"
-    assert env["AGENT_CACHE_OPERATOR_PRIORITY"] == "10"
+    assert env["AGENT_CACHE_OPERATOR_PRIORITY"] == "auto"  # distinct per replica: the oldest works
     assert deployment["spec"]["replicas"] == 2
 
 
@@ -250,3 +251,57 @@ def test_plain_manifests_validate_and_match_the_chart() -> None:
         for doc in docs:
             if doc["kind"] not in CUSTOM_KINDS:
                 kubernetes_validate.validate(doc, version, strict=True)
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (deployment,) = _by_kind(docs, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_replicas_get_distinct_priorities_or_the_chart_refuses(helm: Any) -> None:
+    pytest.importorskip("kopf")
+    from agent_cache_operator.cli import parser
+
+    # Equal priorities pause every replica (Kopf peering): several replicas need priority auto, and peering.
+    same = helm("template", "x", str(CHART), "--set", "replicaCount=2", "--set", "peering.priority=10", check=False)
+    assert same.returncode != 0 and "peering.priority=10 with replicaCount 2" in same.stderr
+    unpeered = helm(
+        "template", "x", str(CHART), "--set", "replicaCount=3", "--set", "peering.enabled=false", check=False
+    )
+    assert unpeered.returncode != 0 and "needs peering.enabled=true" in unpeered.stderr
+    assert helm("template", "x", str(CHART), "--set", "peering.priority=auto", check=False).returncode == 0
+    bad = helm("template", "x", str(CHART), "--set", "peering.priority=high", check=False)
+    assert bad.returncode != 0 and "priority" in bad.stderr
+    # One replica may outrank other operators with an explicit priority; the operator reads what the chart sets.
+    single = _operator_env(render(helm, "--set", "peering.priority=10"))
+    for env, expected in ((single, 10), (_operator_env(render(helm, "--set", "replicaCount=2")), None)):
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            assert parser().parse_args([]).priority == expected
+
+
+def test_watch_namespaces_run_the_operator_there_with_a_peering_in_each(helm: Any) -> None:
+    pytest.importorskip("kopf")
+    from agent_cache_operator.cli import parser
+
+    docs = render(helm, "--set", "watchNamespaces={team-a,team-b}", "--set", "replicaCount=2")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in _operator_env(docs).items():
+            patch.setenv(name, value)
+        args = parser().parse_args([])
+    assert args.namespace == ["team-a", "team-b"] and not args.all_namespaces
+    # An operator started with --namespace peers through a KopfPeering in each namespace (Kopf's namespaced mode).
+    peerings = {doc["metadata"]["namespace"]: doc for doc in _by_kind(docs, "KopfPeering")}
+    assert set(peerings) == {"team-a", "team-b"}
+    assert {doc["metadata"]["name"] for doc in peerings.values()} == {args.peering}
+    assert not _by_kind(docs, "ClusterKopfPeering")
+    crds = {doc["spec"]["names"]["kind"]: doc for doc in _by_kind(docs, "CustomResourceDefinition")}
+    assert crds["KopfPeering"]["spec"]["scope"] == "Namespaced"
+    for peering in peerings.values():
+        jsonschema.validate(peering, _crd_schema(crds["KopfPeering"]))
+    # Without watchNamespaces the operator watches every namespace and peers cluster-wide.
+    everywhere = render(helm)
+    assert "AGENT_CACHE_OPERATOR_NAMESPACES" not in _operator_env(everywhere)
+    assert len(_by_kind(everywhere, "ClusterKopfPeering")) == 1 and not _by_kind(everywhere, "KopfPeering")

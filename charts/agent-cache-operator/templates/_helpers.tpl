@@ -39,7 +39,7 @@ app.kubernetes.io/part-of: agent-cache
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* The ClusterKopfPeering the replicas share: one of them is active at a time. */}}
+{{/* The peering object (ClusterKopfPeering, or KopfPeering per watched namespace) the replicas share. */}}
 {{- define "agent-cache-operator.peeringName" -}}
 {{- default (include "agent-cache-operator.fullname" .) .Values.peering.name }}
 {{- end }}
