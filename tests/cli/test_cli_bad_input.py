@@ -7,6 +7,8 @@ import os
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent_cache.commands._url import UrlError, parse_server_url, redact
 from tests.cli.conftest import Populated
@@ -151,3 +153,42 @@ def test_a_reader_that_stops_early_is_not_a_failure(populated: Populated, args: 
     done = run_into_a_closed_pipe(*args, "--url", populated.url)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "error" not in done.stderr.lower()
+
+
+_URLS = st.one_of(
+    st.tuples(
+        st.sampled_from(["valkey://", "redis://", "rediss://", "VALKEY://", "unix://", "http://", "", "valkey:/"]),
+        st.sampled_from(["", "u:pw@", "u@", ":pw@", "u:pw:x@", "u:pw@@"]),
+        st.sampled_from(["h", "localhost", "127.0.0.1", "[::1]", "[::1", "", "h%41", "h\n"]),
+        st.one_of(
+            st.just(""),
+            st.integers(-1, 70_000).map(lambda port: f":{port}"),
+            st.sampled_from([":", ":abc", ":+1", ":٣", ": 1"]),
+        ),
+        st.sampled_from(["", "/", "/0", "/15", "/0/", "/abc", "/ 1", "//", "/%30", "/u:pw@"]),
+        st.sampled_from(["", "?db=2", "?db=x", "?db=", "?socket_timeout=1", "?socket_timeout=x", "#frag"]),
+    ).map("".join),
+    st.text(max_size=12),
+)
+
+
+@given(_URLS)
+@settings(max_examples=300, deadline=None)
+def test_any_url_is_refused_with_a_reason_or_means_what_valkey_py_connects_to(text: str) -> None:
+    """Whatever is typed: a UrlError (one line for the user), or the host, port and database valkey-py will use."""
+    from valkey._parsers.url_parser import parse_url
+
+    try:
+        url = parse_server_url(text)
+    except UrlError as exc:
+        assert "\n" not in str(exc) and "u:pw@" not in str(exc)
+        return
+    try:
+        kwargs = parse_url(url.text, async_connection=True)
+    except ValueError:
+        return  # a query argument only valkey-py checks: _client turns it into one error line
+    if url.scheme == "unix":
+        assert kwargs.get("path") == url.socket_path
+        return
+    connects_to = (kwargs.get("host"), kwargs.get("port", 6379), kwargs.get("db", 0))
+    assert connects_to == (url.host, url.port or 6379, url.database or 0)

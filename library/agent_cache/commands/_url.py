@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = ["TLS_SCHEMES", "URL_SCHEMES", "ServerUrl", "UrlError", "parse_server_url", "redact", "unreachable_hint"]
 
@@ -53,15 +53,15 @@ class ServerUrl:
 
 
 def redact(text: str) -> str:
-    """``text`` with the password of its ``user:password@`` part masked, however malformed the rest is."""
-    scheme, separator, rest = text.partition("//")
-    if not separator:
-        scheme, rest = "", text
-    authority, slash, tail = rest.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.partition(':')[0]}:***@{hostport}"
-    return f"{scheme}{separator}{authority}{slash}{tail}"
+    """``text`` with the password of every ``user:password@`` masked, however malformed the rest is (a typo may
+    put one where no URL parser expects it). A user:password never holds an unencoded ``/``."""
+    pieces = text.split("/")
+    for index, piece in enumerate(pieces):
+        at = piece.rfind("@")
+        colon = piece.find(":", 0, at) if at > 0 else -1
+        if colon != -1:
+            pieces[index] = f"{piece[: colon + 1]}***{piece[at:]}"
+    return "/".join(pieces)
 
 
 def parse_server_url(text: str, option: str = "--url") -> ServerUrl:
@@ -70,6 +70,8 @@ def parse_server_url(text: str, option: str = "--url") -> ServerUrl:
     where = f"{option} {redact(given)!r}"
     if not given:
         raise UrlError(f"{option} is empty: give a server URL, {_EXAMPLE}")
+    if any(char.isspace() or not char.isprintable() for char in given):
+        raise UrlError(f"{where} contains a space or a control character (percent-encode it, e.g. %20)")
     if "://" not in given and not given.lower().startswith("unix:"):
         raise UrlError(f"{where} has no scheme: write valkey://{redact(given)} (or redis://, rediss:// for TLS)")
     try:
@@ -90,7 +92,13 @@ def parse_server_url(text: str, option: str = "--url") -> ServerUrl:
     host = unquote(parts.hostname or "")
     if not host:
         raise UrlError(f"{where} names no host: {_EXAMPLE}")
-    return ServerUrl(given, scheme, host, _port(parts.netloc, where), _database(parts.path, where), "", has_password)
+    database = _database(parts.path, where)
+    query_db = parse_qs(parts.query).get("db")
+    if query_db:  # valkey-py lets ?db= win over the path
+        if not query_db[0].isdecimal():
+            raise UrlError(f"{where}: ?db= takes a database number, got {redact(query_db[0])!r}")
+        database = int(query_db[0])
+    return ServerUrl(given, scheme, host, _port(parts.netloc, where), database, "", has_password)
 
 
 def _port(netloc: str, where: str) -> int | None:
@@ -111,7 +119,9 @@ def _database(path: str, where: str) -> int | None:
         return None
     match = _DATABASE.fullmatch(path)
     if match is None:
-        raise UrlError(f"{where}: after the host comes only a database number, e.g. redis://host:6379/0, got {path!r}")
+        raise UrlError(
+            f"{where}: after the host comes only a database number, e.g. redis://host:6379/0, got {redact(path)!r}"
+        )
     return int(match.group(1))
 
 
