@@ -6,11 +6,22 @@ integers (``0`` and ``0.0`` give the same key), ``None`` values dropped at the t
 lone surrogates and values that are not JSON types are rejected with an error naming their path
 (``params.messages[2]``).
 
-Names (cache name aside) are percent-encoded before they go into a key, so any thread id, field or tool
-name works and two different names never produce the same key: ``%``, ``:``, ``{``, ``}``, the glob
+Names (cache name aside) are percent-encoded before they go into a key, so any thread id, field, tool or
+tenant name works and two different names never produce the same key: ``%``, ``:``, ``{``, ``}``, the glob
 characters ``* ? [ ] \\``, whitespace and control characters become ``%XX``; everything else, unicode
 included, stays readable. Thread and tool names sit inside a cluster hash tag (``{...}``) so one thread's
-or one tool's keys share a slot while different threads spread over the cluster.
+or one tool's keys share a slot while different threads spread over the cluster. A tenant's thread is the
+tag ``{<tenant>:<thread>}``: both parts are encoded (no ``:`` of their own) and an untenanted thread's tag
+has no ``:`` at all, so no (tenant, thread) pair shares a key with another. LLM and tool keys take the
+encoded tenant into their hash instead (``_digest``: ``tenant + "\\n"`` before canonical JSON, which never
+holds a raw newline).
+
+Cache names are used as they are, so ``{name}:`` starts every key (existing keys stay readable): one or more
+``:``-separated segments of ``A-Z a-z 0-9 _ . -``, each starting with a letter or digit — ``support_bot``,
+``myapp:prod``. Right after ``{name}:`` every key continues with one of :data:`KEY_FAMILIES` (``llm:``,
+``tool:``, ``session:``, ``checkpoint:``, ``__``), and a segment after the first may not be one of those
+words, so the keys of ``fl`` and of ``fl:x`` can never meet: :meth:`KeyLayout.owns` tells them apart and
+``flush`` of ``fl`` leaves ``fl:x`` alone.
 """
 
 from __future__ import annotations
@@ -149,7 +160,14 @@ ANSWER_CHANGING_PARAMS = (
     "extra_body",
 )
 
-_CACHE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_NAME_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+_CACHE_NAME = re.compile(rf"{_NAME_SEGMENT}(?::{_NAME_SEGMENT})*")
+_CACHE_NAME_MAX = 128
+
+KEY_FAMILIES = ("llm:", "tool:", "session:", "checkpoint:", "__")
+"""What follows ``{name}:`` in every key of a cache. A name segment after the first may not be one of these
+words (nor start with ``_``), so no cache's keys are another cache's: see :meth:`KeyLayout.owns`."""
+_RESERVED_SEGMENTS = frozenset(family.rstrip(":") for family in KEY_FAMILIES if family != "__")
 
 _ESCAPED = "%:{}*?[]\\" + "".join(chr(c) for c in range(0x21)) + "\x7f"
 _ENCODE_TABLE = {ord(ch): f"%{ord(ch):02X}" for ch in _ESCAPED}
@@ -157,12 +175,21 @@ _PERCENT = re.compile(r"%([0-9A-F]{2})")
 
 
 def validate_cache_name(name: str) -> str:
-    """Cache names become the prefix of every key, so they may not contain separators or glob characters."""
-    if not isinstance(name, str) or not _CACHE_NAME.fullmatch(name):
+    """Cache names start every key, so they are ``:``-separated segments of ``A-Z a-z 0-9 _ . -`` (no glob,
+    brace or space), each starting with a letter or digit, and no segment after the first is a key family."""
+    if not isinstance(name, str) or len(name) > _CACHE_NAME_MAX or not _CACHE_NAME.fullmatch(name):
         raise AgentCacheUsageError(
-            f"cache name {name!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ . - "
-            "starting with a letter or digit"
+            f"cache name {name!r} is invalid: use 1-{_CACHE_NAME_MAX} characters from A-Z a-z 0-9 _ . -, "
+            "optionally in ':'-separated segments (myapp:prod), each starting with a letter or digit"
         )
+    segments = name.split(":")
+    for position, segment in enumerate(segments[1:], start=1):
+        if segment in _RESERVED_SEGMENTS:
+            raise AgentCacheUsageError(
+                f"cache name {name!r} is invalid: {segment!r} after a ':' would mix its keys with those of cache "
+                f"{':'.join(segments[:position])!r}; {', '.join(sorted(_RESERVED_SEGMENTS))} cannot follow a ':' "
+                "in a cache name"
+            )
     return name
 
 
@@ -378,12 +405,17 @@ def tool_hash(args: Any, scope: str = "") -> str:
 
 
 class KeyLayout:
-    """Every key of one cache, derived from its name. Documented in the README ("Valkey data model")."""
+    """Every key of one cache, derived from its name. Documented in the README ("Valkey data model").
 
-    __slots__ = ("config", "llm_prefix", "name", "stats", "tool_policies")
+    Thread keys take the tenant (``tenant=``, the name given to ``cache.tenant(...)``; None: no tenant) as a
+    segment of their own inside the hash tag: ``{acme:x}`` for thread ``x`` of tenant ``acme``, ``{x}`` without.
+    """
+
+    __slots__ = ("config", "llm_prefix", "name", "prefix", "stats", "tool_policies")
 
     def __init__(self, name: str) -> None:
         self.name = validate_cache_name(name)
+        self.prefix = f"{name}:"
         self.llm_prefix = f"{name}:llm:"
         self.stats = f"{name}:__stats"
         self.tool_policies = f"{name}:__tool_policies"
@@ -405,36 +437,50 @@ class KeyLayout:
     def tool_index(self, tool: str) -> str:
         return self._tagged("__idx:tool", encode_segment(tool, "tool name"))
 
-    def session_prefix(self, thread_id: str) -> str:
-        return self.session_keys(thread_id)[0]
+    @staticmethod
+    def _scoped(value: str, what: str, tenant: str | None) -> str:
+        """The hash tag of a thread (or run): ``<tenant>:<value>`` for a tenant, each part encoded on its own."""
+        encoded = encode_segment(value, what)
+        return f"{encode_segment(tenant, 'tenant')}:{encoded}" if tenant else encoded
 
-    def session_index(self, thread_id: str) -> str:
-        return self.session_keys(thread_id)[1]
+    def session_prefix(self, thread_id: str, tenant: str | None = None) -> str:
+        return self.session_keys(thread_id, tenant)[0]
 
-    def session_keys(self, thread_id: str) -> tuple[str, str]:
+    def session_index(self, thread_id: str, tenant: str | None = None) -> str:
+        return self.session_keys(thread_id, tenant)[1]
+
+    def session_keys(self, thread_id: str, tenant: str | None = None) -> tuple[str, str]:
         """``(session_prefix, session_index)`` of a thread, encoding its id once."""
-        encoded = encode_segment(thread_id, "thread id")
-        return self._tagged("session", encoded) + ":", self._tagged("__idx:session", encoded)
+        tag = self._scoped(thread_id, "thread id", tenant)
+        return self._tagged("session", tag) + ":", self._tagged("__idx:session", tag)
 
     # LangGraph checkpoints (adapters.langgraph) share the session keys' hash tag: one thread, one slot.
-    def checkpoint_prefix(self, thread_id: str) -> str:
-        return self._tagged("checkpoint", encode_segment(thread_id, "thread id")) + ":"
+    def checkpoint_prefix(self, thread_id: str, tenant: str | None = None) -> str:
+        return self._tagged("checkpoint", self._scoped(thread_id, "thread id", tenant)) + ":"
 
-    def checkpoint_index(self, thread_id: str) -> str:
+    def checkpoint_index(self, thread_id: str, tenant: str | None = None) -> str:
         """Index of the thread's checkpoint keys (suffixes of ``checkpoint_prefix``), like a session index."""
-        return self._tagged("__idx:checkpoint", encode_segment(thread_id, "thread id"))
+        return self._tagged("__idx:checkpoint", self._scoped(thread_id, "thread id", tenant))
 
-    def checkpoint_run_index(self, run_id: str) -> str:
-        """Set of the threads holding checkpoints of one LangGraph run (for ``delete_for_runs``)."""
-        return self._tagged("__idx:checkpoint_run", encode_segment(run_id, "run id"))
+    def checkpoint_run_index(self, run_id: str, tenant: str | None = None) -> str:
+        """Set of the threads (of ``tenant``) holding checkpoints of one LangGraph run (for ``delete_for_runs``)."""
+        return self._tagged("__idx:checkpoint_run", self._scoped(run_id, "run id", tenant))
 
     def adapter_index(self, adapter: str) -> str:
         """LLM keys one framework adapter stored (e.g. ``langchain``), so it can clear only its own."""
         return self._tagged("__idx:adapter", encode_segment(adapter, "adapter"))
 
     def scan_pattern(self) -> str:
-        """Matches this cache's keys only: names cannot contain ':' or glob characters."""
+        """Every key of this cache matches; so may keys of ``{name}:...`` caches: keep those :meth:`owns`."""
         return f"{self.name}:*"
+
+    def owns(self, key: str) -> bool:
+        """Is ``key`` one of this cache's keys (not those of a cache named ``{name}:<more>``)?"""
+        return key.startswith(self.prefix) and key.startswith(KEY_FAMILIES, len(self.prefix))
+
+    def acl_key_patterns(self) -> tuple[str, ...]:
+        """ACL key patterns covering exactly this cache's keys (``~{name}:*`` would cover ``{name}:x``'s too)."""
+        return tuple(f"{self.prefix}{family}*" for family in KEY_FAMILIES)
 
 
 def tool_stat_field(tool: str, counter: str) -> str:

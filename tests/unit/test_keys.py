@@ -81,10 +81,75 @@ def test_errors_name_the_path() -> None:
 
 
 def test_cache_names_are_validated() -> None:
-    assert validate_cache_name("betterdb_ac") == "betterdb_ac"
-    for bad in ("", "a:b", "a*", "{x}", "a b", "-lead"):
+    for good in ("betterdb_ac", "myapp:prod", "a:b:c-1.x", "llm", "fl:Session", "x" * 128):
+        assert validate_cache_name(good) == good
+    for bad in ("", "a*", "{x}", "a b", "-lead", "a::b", "a:", ":a", "a:_x", "a:{b}", "x" * 129, None):
         with pytest.raises(AgentCacheUsageError, match="cache name"):
-            validate_cache_name(bad)
+            validate_cache_name(bad)  # type: ignore[arg-type]
+    for family in ("llm", "tool", "session", "checkpoint"):  # 'fl:llm' would be inside cache fl's key families
+        with pytest.raises(AgentCacheUsageError, match=f"'{family}' after a ':'.*cache 'fl'"):
+            validate_cache_name(f"fl:{family}")
+
+
+name_segments = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,3}", fullmatch=True).filter(
+    lambda s: s not in ("llm", "tool", "session", "checkpoint")
+)
+cache_names = st.lists(name_segments, min_size=1, max_size=3).map(":".join)
+key_parts = st.sampled_from(("x", "a:b", "llm", "{t}", "%", "__stats", "*"))
+
+
+def _some_keys(keys: KeyLayout, part: str) -> list[str]:
+    return [
+        keys.llm("ab" * 32),
+        keys.llm("ab" * 32) + ":lock",
+        keys.stats,
+        keys.config,
+        keys.tool_policies,
+        keys.tool_prefix(part) + "ab",
+        keys.tool_index(part),
+        keys.model_index(part),
+        keys.adapter_index(part),
+        *keys.session_keys(part),
+        *keys.session_keys(part, part),
+        keys.checkpoint_prefix(part, part) + "data",
+        keys.checkpoint_index(part),
+        keys.checkpoint_run_index(part, part),
+    ]
+
+
+@given(cache_names, cache_names, key_parts)
+def test_no_two_cache_names_share_or_own_each_others_keys(a: str, b: str, part: str) -> None:
+    """``flush`` of ``fl`` scans ``fl:*``, which also matches cache ``fl:x``'s keys: ``owns`` must tell them apart."""
+    first, second = KeyLayout(a), KeyLayout(b)
+    for key in _some_keys(first, part):
+        assert first.owns(key)
+        assert second.owns(key) == (a == b), (a, b, key)
+
+
+@given(st.text(min_size=1), st.text(min_size=1), st.text(min_size=1), st.text(min_size=1))
+def test_no_two_tenant_thread_pairs_share_a_key(tenant: str, thread: str, other_tenant: str, other: str) -> None:
+    keys = KeyLayout("c")
+    assert (keys.session_keys(thread, tenant) == keys.session_keys(other, other_tenant)) == (
+        (tenant, thread) == (other_tenant, other)
+    )
+    assert keys.session_keys(thread, tenant) != keys.session_keys(other)  # never an untenanted thread's
+    assert keys.checkpoint_prefix(thread, tenant) != keys.checkpoint_prefix(other)
+
+
+def test_a_tenant_is_a_segment_of_its_own_in_the_hash_tag() -> None:
+    keys = KeyLayout("c")
+    assert keys.session_keys("x", "acme") == ("c:session:{acme:x}:", "c:__idx:session:{acme:x}")
+    assert keys.session_keys("acme:x") == ("c:session:{acme%3Ax}:", "c:__idx:session:{acme%3Ax}")
+    assert keys.checkpoint_index("x", "a:b") == "c:__idx:checkpoint:{a%3Ab:x}"
+    assert keys.acl_key_patterns() == ("c:llm:*", "c:tool:*", "c:session:*", "c:checkpoint:*", "c:__*")
+
+
+def test_tenant_scope_never_collides_in_llm_and_tool_hashes() -> None:
+    """The scope (an encoded tenant, never holding a newline) goes before canonical JSON, which never holds one."""
+    params = {"model": "m", "messages": ["x"]}
+    assert llm_hash(params, encode_segment("a")) != llm_hash(params)
+    assert tool_hash("a\n{}") != tool_hash({}, encode_segment("a"))
+    assert tool_hash(True, encode_segment("x")) != tool_hash(True, encode_segment("x\ntrue"))
 
 
 def test_layout_puts_thread_and_tool_in_hash_tags() -> None:

@@ -15,6 +15,11 @@ The thread lives as long as the session tier says (``ttl="session"``, the defaul
 of seconds, or forever (``ttl=None``); the TTL belongs to the whole thread and every write renews it.
 ``cache.session.destroy_thread(thread)`` deletes the thread's checkpoints too.
 
+Inside ``with cache.tenant("acme")`` the checkpoints are that tenant's (the key layout puts the tenant in the
+thread's hash tag, as for session fields): tenants never see each other's threads, and ``destroy_thread`` or
+``agent-cache invalidate --thread ID --tenant acme`` deletes them. The saver reaches the cache only through its
+public seams: ``cache.keys`` (the layout), ``cache.backend``, ``cache.session`` (TTL, tenant) and ``cache.telemetry``.
+
 Sync methods (``graph.invoke``) need a :class:`~agent_cache.SyncAgentCache`; with an
 :class:`~agent_cache.AgentCache` only the async ones (``graph.ainvoke``) work.
 """
@@ -112,21 +117,23 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         self._runner = cache_runner(cache)
         self._ttl: ThreadTtl = ttl if ttl == "session" else validate_ttl(ttl, "ttl")
-        # (run, thread) pairs already in the run index, with when (monotonic): saves a round trip per put.
-        self._registered_runs: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (tenant, run, thread) already in the run index, with when (monotonic): saves a round trip per put.
+        self._registered_runs: OrderedDict[tuple[str | None, str, str], float] = OrderedDict()
 
     # ── plumbing ─────────────────────────────────────────────────────────────
 
     def _thread_ttl(self, cache: AgentCache) -> int | None:
         if self._ttl == "session":
-            return cache._ttl.tier_ttl("session")
+            return cache.session.ttl
         return self._ttl
 
     @staticmethod
     def _keys(cache: AgentCache, thread_id: str, *, with_index: bool = True) -> tuple[str, ...]:
-        prefix = cache.keys.checkpoint_prefix(thread_id)
+        """The thread's checkpoint keys, of the calling task's tenant (``cache.tenant(...)``)."""
+        tenant = cache.session.current_tenant
+        prefix = cache.keys.checkpoint_prefix(thread_id, tenant)
         keys = (prefix + "data", prefix + "order")
-        return (*keys, cache.keys.checkpoint_index(thread_id)) if with_index else keys
+        return (*keys, cache.keys.checkpoint_index(thread_id, tenant)) if with_index else keys
 
     @contextmanager
     def _measured(self, cache: AgentCache, operation: str) -> Iterator[None]:
@@ -183,7 +190,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         thread_id = str(conf["thread_id"])
         checkpoint_id = conf.get("checkpoint_id")
         with self._measured(cache, "checkpoint_get"):
-            record = await cache._backend.run_script(
+            record = await cache.backend.run_script(
                 scripts.GET,
                 self._keys(cache, thread_id, with_index=False),
                 (
@@ -226,7 +233,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
     def _page_fetcher(self, cache: AgentCache) -> Callable[[str, str, str, int], Awaitable[Any]]:
         async def fetch(thread_id: str, high: str, low: str, count: int) -> Any:
             with self._measured(cache, "checkpoint_list"):
-                return await cache._backend.run_script(
+                return await cache.backend.run_script(
                     scripts.LIST, self._keys(cache, thread_id, with_index=False), (high, low, count)
                 )
 
@@ -342,20 +349,21 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         with self._measured(cache, "checkpoint_put"):
             if run_id:
                 await self._register_run(cache, str(run_id), thread_id)
-            await cache._backend.run_script(scripts.PUT, self._keys(cache, thread_id), args)
+            await cache.backend.run_script(scripts.PUT, self._keys(cache, thread_id), args)
         return _config(thread_id, checkpoint_ns, checkpoint["id"])
 
     async def _register_run(self, cache: AgentCache, run_id: str, thread_id: str) -> None:
         """Add the thread to the run's index (before the checkpoint, so the index never misses one)."""
         ttl = self._thread_ttl(cache)
         now = time.monotonic()
-        pair = (run_id, thread_id)
+        tenant = cache.session.current_tenant
+        pair = (tenant, run_id, thread_id)
         seen = self._registered_runs.get(pair)
         if seen is not None and (ttl is None or now - seen < ttl / 2):
             return
-        index = cache.keys.checkpoint_run_index(run_id)
+        index = cache.keys.checkpoint_run_index(run_id, tenant)
         expiry: tuple[str, tuple[str | int, ...]] = ("PEXPIRE", (index, ttl * 1000)) if ttl else ("PERSIST", (index,))
-        await cache._backend.pipeline([("SADD", (index, thread_id)), expiry])
+        await cache.backend.pipeline([("SADD", (index, thread_id)), expiry])
         self._registered_runs[pair] = now
         self._registered_runs.move_to_end(pair)
         while len(self._registered_runs) > _TRACKED_RUNS:
@@ -400,7 +408,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         if len(args) == 1:
             return
         with self._measured(cache, "checkpoint_put_writes"):
-            await cache._backend.run_script(scripts.PUT_WRITES, self._keys(cache, thread_id), args)
+            await cache.backend.run_script(scripts.PUT_WRITES, self._keys(cache, thread_id), args)
 
     # ── delete_thread / delete_for_runs ──────────────────────────────────────
 
@@ -413,14 +421,15 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
     async def _delete_thread(self, cache: AgentCache, thread_id: str | Any) -> None:
         thread_id = str(thread_id)
         with self._measured(cache, "checkpoint_delete_thread"):
-            run_members = await cache._backend.run_script(scripts.DELETE_THREAD, self._keys(cache, thread_id), ())
+            run_members = await cache.backend.run_script(scripts.DELETE_THREAD, self._keys(cache, thread_id), ())
             runs = {decode_segment(as_text(member).split(":")[1]) for member in run_members or ()}
+            tenant = cache.session.current_tenant
             if runs:
-                await cache._backend.pipeline(
-                    ("SREM", (cache.keys.checkpoint_run_index(run), thread_id)) for run in sorted(runs)
+                await cache.backend.pipeline(
+                    ("SREM", (cache.keys.checkpoint_run_index(run, tenant), thread_id)) for run in sorted(runs)
                 )
             for run in runs:
-                self._registered_runs.pop((run, thread_id), None)
+                self._registered_runs.pop((tenant, run, thread_id), None)
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         self._runner.run(lambda cache: self._delete_for_runs(cache, run_ids))
@@ -433,9 +442,9 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         runs = sorted({str(run) for run in run_ids})
         if not runs:
             return
-        backend = cache._backend
+        backend, tenant = cache.backend, cache.session.current_tenant
         with self._measured(cache, "checkpoint_delete_for_runs"):
-            indexes = [cache.keys.checkpoint_run_index(run) for run in runs]
+            indexes = [cache.keys.checkpoint_run_index(run, tenant) for run in runs]
             members = await backend.pipeline(("SMEMBERS", (index,)) for index in indexes)
             by_thread: dict[str, builtins.list[str]] = {}
             for run, threads in zip(runs, members, strict=True):
@@ -446,7 +455,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
             await backend.delete_many(indexes)
             for run in runs:
                 for thread_id in by_thread:
-                    self._registered_runs.pop((run, thread_id), None)
+                    self._registered_runs.pop((tenant, run, thread_id), None)
 
     # ── copy_thread / prune ──────────────────────────────────────────────────
 
@@ -459,7 +468,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
     async def _copy_thread(self, cache: AgentCache, source: str, target: str) -> None:
         """Every checkpoint, value and write of ``source`` into ``target`` (two slots: two scripts)."""
         source, target = str(source), str(target)
-        backend = cache._backend
+        backend = cache.backend
         with self._measured(cache, "checkpoint_copy_thread"):
             exported = await backend.run_script(scripts.EXPORT, self._keys(cache, source, with_index=False), ())
             pairs, order = exported
@@ -493,7 +502,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
                 await self._delete_thread(cache, thread_id)
                 continue
             with self._measured(cache, "checkpoint_prune"):
-                await cache._backend.run_script(scripts.PRUNE_KEEP_LATEST, self._keys(cache, str(thread_id)), ())
+                await cache.backend.run_script(scripts.PRUNE_KEEP_LATEST, self._keys(cache, str(thread_id)), ())
 
 
 AgentCacheSaver = BetterDBSaver

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._keys import KeyLayout, encode_segment
+from .._keys import KeyLayout
 from ..cache import AgentCache
 from ._connection import Session, add_connection_options, add_name_option, quiet_cache, run_command
 from ._readers import live_index_members, resolve_name, server_time_ms
@@ -90,9 +90,8 @@ def _indexes(keys: KeyLayout, kind: str, value: str, tenant: str | None) -> list
         return [(keys.tool_index(value), None)]
     if kind == "model":
         return [(keys.model_index(value), None)]
-    encode_segment(value, "thread id")
-    thread = f"{encode_segment(tenant, 'tenant')}:{value}" if tenant else value  # as cache.tenant() scopes it
-    return [(keys.session_index(thread), keys.session_prefix(thread)), (keys.checkpoint_index(thread), None)]
+    prefix, index = keys.session_keys(value, tenant)  # the tenant is a segment of its own, as cache.tenant() keys it
+    return [(index, prefix), (keys.checkpoint_index(value, tenant), None)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from opentelemetry.trace import Span
 from .._backend import Backend
 from .._codec import pack_entry
 from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, CorruptEntryError
-from .._keys import KeyLayout, encode_segment
+from .._keys import KeyLayout, decode_segment
 from .._ttl import TtlPolicy
 from ..stats import StatsBuffer
 from ..telemetry import OperationTimer, Telemetry
@@ -53,15 +53,14 @@ class TierContext:
 
     @property
     def scope(self) -> str:
-        """Mixed into LLM/tool keys and thread ids so tenants never share entries."""
+        """The encoded tenant ("" without one), mixed into LLM/tool key hashes so tenants never share entries."""
         return self.tenant.get()
 
-    def thread(self, thread_id: str) -> str:
+    @property
+    def tenant_name(self) -> str | None:
+        """The tenant as given to ``cache.tenant(...)`` (None without one): a segment of its threads' keys."""
         scope = self.tenant.get()
-        if not scope:
-            return thread_id
-        encode_segment(thread_id, "thread id")  # validate before wrapping
-        return f"{scope}:{thread_id}"  # the scope is encoded, so it has no ':' of its own
+        return decode_segment(scope) if scope else None
 
     def measured(self, tier: str, operation: str) -> AbstractContextManager[None]:
         """Time an operation into the duration histogram and count its failures by kind."""

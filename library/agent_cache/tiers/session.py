@@ -17,11 +17,32 @@ from collections import OrderedDict
 from .._backend import as_text
 from .._errors import AgentCacheUsageError
 from .._keys import decode_segment, encode_segment
-from .._scripts import DELETE_INDEXED, GET_ALL_INDEXED, GET_SLIDING, SET_INDEXED, TOUCH_INDEXED
+from .._scripts import DELETE_INDEXED, GET_ALL_INDEXED, GET_SLIDING, SET_INDEXED, TOUCH_INDEXED, Script
 from ._context import TierContext
 from .tool import drop_index
 
 _TRACKED_THREADS = 10_000
+
+# KEYS: thread index. ARGV: key prefix, encoded field prefix. Flat member, value list of the live fields whose
+# member starts with the prefix (an encoded prefix of an encoded field is the encoding of a prefix of the field:
+# every escape is a whole ``%XX``). Reads only: no TTL slides, nothing is pruned.
+SCAN_FIELDS_INDEXED = Script(
+    "scan_fields_indexed",
+    """
+local out = {}
+local n = #ARGV[2]
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if n == 0 or string.sub(member, 1, n) == ARGV[2] then
+    local value = redis.call('GET', ARGV[1] .. member)
+    if value then
+      out[#out + 1] = member
+      out[#out + 1] = value
+    end
+  end
+end
+return out
+""",
+)
 
 
 class ActiveThreads:
@@ -98,9 +119,21 @@ class SessionStore:
         self._threads = ActiveThreads()
         self._covered = CoveredIndexes()
 
+    @property
+    def current_tenant(self) -> str | None:
+        """The tenant of the calling task (``with cache.tenant(...)``; None outside one): thread keys carry it."""
+        return self._ctx.tenant_name
+
+    @property
+    def ttl(self) -> int | None:
+        """The session tier's TTL in seconds right now (live config included); None: fields never expire."""
+        return self._ctx.ttl.tier_ttl("session")
+
+    def _thread_keys(self, thread_id: str) -> tuple[str, str]:
+        return self._ctx.keys.session_keys(thread_id, self._ctx.tenant_name)
+
     def _locate(self, thread_id: str, field: str) -> tuple[str, str, str]:
-        ctx = self._ctx
-        prefix, index = ctx.keys.session_keys(ctx.thread(thread_id))
+        prefix, index = self._thread_keys(thread_id)
         member = encode_segment(field, "field")
         return prefix + member, member, index
 
@@ -172,12 +205,28 @@ class SessionStore:
         ctx = self._ctx
         with ctx.measured("session", "get_all"):
             with ctx.telemetry.span("agent_cache.session.get_all", {"cache.thread_id": thread_id}) as span:
-                prefix, index = ctx.keys.session_keys(ctx.thread(thread_id))
+                prefix, index = self._thread_keys(thread_id)
                 ttl = ctx.ttl.tier_ttl("session")
                 lifetime = "" if ttl is None else index_lifetime_ms(ttl, ttl)
                 flat = await ctx.backend.run_script(GET_ALL_INDEXED, (index,), (prefix, ttl or "", lifetime))
                 fields = {decode_segment(as_text(flat[i])): as_text(flat[i + 1]) for i in range(0, len(flat), 2)}
                 ctx.stats.add("session:reads")
+                span.set_attribute("cache.field_count", len(fields))
+                return fields
+
+    async def scan_fields_by_prefix(self, thread_id: str, field_prefix: str) -> dict[str, str]:
+        """The thread's live fields whose name starts with ``field_prefix`` (``""``: all), read without
+        sliding their TTLs. One script over the thread's index: O(that thread's fields), no keyspace SCAN."""
+        ctx = self._ctx
+        if not isinstance(field_prefix, str):
+            raise AgentCacheUsageError(f"field_prefix must be a string, got {type(field_prefix).__name__}")
+        with ctx.measured("session", "scan_fields_by_prefix"):
+            attributes = {"cache.thread_id": thread_id, "cache.field_prefix": field_prefix}
+            with ctx.telemetry.span("agent_cache.session.scan_fields_by_prefix", attributes) as span:
+                prefix, index = self._thread_keys(thread_id)
+                encoded = encode_segment(field_prefix, "field_prefix") if field_prefix else ""
+                flat = await ctx.backend.run_script(SCAN_FIELDS_INDEXED, (index,), (prefix, encoded))
+                fields = {decode_segment(as_text(flat[i])): as_text(flat[i + 1]) for i in range(0, len(flat), 2)}
                 span.set_attribute("cache.field_count", len(fields))
                 return fields
 
@@ -196,13 +245,15 @@ class SessionStore:
         ctx = self._ctx
         with ctx.measured("session", "destroy_thread"):
             with ctx.telemetry.span("agent_cache.session.destroy_thread", {"cache.thread_id": thread_id}) as span:
-                thread = ctx.thread(thread_id)
-                prefix, index = ctx.keys.session_keys(thread)
+                tenant = ctx.tenant_name
+                prefix, index = ctx.keys.session_keys(thread_id, tenant)
+                checkpoints = (
+                    ctx.keys.checkpoint_index(thread_id, tenant),
+                    ctx.keys.checkpoint_prefix(thread_id, tenant),
+                )
                 # The thread's LangGraph checkpoints (adapters.langgraph) sit under their own index, in the
                 # same slot: both go in the same script calls.
-                deleted = await drop_index(
-                    ctx, (index, prefix), (ctx.keys.checkpoint_index(thread), ctx.keys.checkpoint_prefix(thread))
-                )
+                deleted = await drop_index(ctx, (index, prefix), checkpoints)
                 self._covered.forget(index)
                 ctx.telemetry.active_sessions(self._threads.remove(thread_id))
                 span.set_attribute("cache.deleted_count", deleted)
@@ -216,13 +267,16 @@ class SessionStore:
                 effective = ctx.ttl.resolve("session", ttl)
                 touched = 0
                 if effective is not None:
-                    prefix, index = ctx.keys.session_keys(ctx.thread(thread_id))
+                    prefix, index = self._thread_keys(thread_id)
                     lifetime = index_lifetime_ms(effective, ctx.ttl.tier_ttl("session"))
                     touched = int(await ctx.backend.run_script(TOUCH_INDEXED, (index,), (prefix, effective, lifetime)))
                 span.set_attribute("cache.touched_count_approx", touched)
                 return touched
 
-    def forget_threads(self) -> None:
-        """After a flush: the gauge no longer counts this process's threads, and no index is known."""
+    def reset_tracker(self) -> None:
+        """Forget the threads this process tracked (``AgentCache.flush()`` calls it): the ``active_sessions``
+        gauge drops what this process added, and the next read of every thread takes the sliding script."""
         self._ctx.telemetry.active_sessions(self._threads.clear())
         self._covered.forget()
+
+    forget_threads = reset_tracker
