@@ -16,7 +16,7 @@ __all__ = ["TLS_SCHEMES", "URL_SCHEMES", "ServerUrl", "UrlError", "parse_server_
 
 TLS_SCHEMES = ("rediss", "valkeys")
 URL_SCHEMES = ("valkey", "redis", *TLS_SCHEMES, "unix")
-_DATABASE = re.compile(r"/(\d+)/?")
+_DATABASE = re.compile(r"/([0-9]+)/?")
 _EXAMPLE = "e.g. valkey://localhost:6379"
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -95,7 +95,7 @@ def parse_server_url(text: str, option: str = "--url") -> ServerUrl:
     database = _database(parts.path, where)
     query_db = parse_qs(parts.query).get("db")
     if query_db:  # valkey-py lets ?db= win over the path
-        if not query_db[0].isdecimal():
+        if not (query_db[0].isascii() and query_db[0].isdigit()):
             raise UrlError(f"{where}: ?db= takes a database number, got {redact(query_db[0])!r}")
         database = int(query_db[0])
     return ServerUrl(given, scheme, host, _port(parts.netloc, where), database, "", has_password)
@@ -109,7 +109,7 @@ def _port(netloc: str, where: str) -> int | None:
     raw = port_text.rpartition(":")[2]
     if raw == "":
         raise UrlError(f"{where} has a ':' but no port after it: {_EXAMPLE}")
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
         raise UrlError(f"{where}: the port must be a number from 1 to 65535, got {raw!r}")
     return int(raw)
 
