@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -58,3 +59,18 @@ def test_a_taken_port_is_one_error_line(valkey_url: str) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: port {port} on 127.0.0.1 is already in use"), done.stderr
+
+
+def test_a_server_that_dies_is_reported_with_exit_1() -> None:
+    command = [AGENT_CACHE, "server", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=PLAIN_ENV) as server:
+        try:
+            assert server.stdout is not None
+            match = re.search(r"\(pid (\d+)\)", server.stdout.readline())
+            assert match
+            os.kill(int(match.group(1)), signal.SIGKILL)
+            _, stderr = server.communicate(timeout=30)
+        finally:
+            server.kill()
+    assert server.returncode == 1
+    assert stderr.startswith("error: valkey-server exited on its own with code -9") and "Traceback" not in stderr
