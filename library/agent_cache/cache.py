@@ -87,7 +87,9 @@ class AgentCache:
             tracer_name=telemetry_options.tracer_name,
             tracer_provider=telemetry_options.tracer_provider,
         )
-        self._stats = StatsBuffer(self._backend, self.keys.stats, on_pending=self._ensure_upkeep)
+        self._stats = StatsBuffer(
+            self._backend, self.keys.stats, on_pending=self._ensure_upkeep, on_dropped=self.telemetry.stats_dropped
+        )
         context = TierContext(
             self._backend,
             self.keys,

@@ -34,44 +34,67 @@ _MARKER_TTL_S = 3600  # how long a retried batch is recognised as already applie
 _TOOL_FIELD = re.compile(r"tool:([^:]+):(hits|misses|cost_saved_micros)")
 
 
+MAX_PENDING_FIELDS = 10_000
+"""Distinct fields the buffer holds while flushes fail (one per tier counter, three per tool): past it, increments
+of new fields are dropped and counted, so a long outage with ever new tool names cannot grow the process."""
+
+
 class StatsBuffer:
     """In-process counter deltas waiting to be added to the stats hash.
 
     Each flush sends a numbered batch through a script that applies a batch id once; a batch whose
-    outcome is unknown (timeout, dropped connection) is retried with the same id, so counts are neither
-    lost nor doubled.
+    outcome is unknown (timeout, dropped connection, a refused write) is retried with the same id, so
+    counts are neither lost nor doubled. Only one batch is ever waiting for a retry: new increments add
+    up beside it, so an outage costs memory per distinct field, not per flush attempt.
     """
 
-    def __init__(self, backend: Backend, stats_key: str, on_pending: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        stats_key: str,
+        on_pending: Callable[[], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
         self._backend = backend
         self._key = stats_key
         self._pending: _Counter[str] = _Counter()
-        self._unsent: list[tuple[str, _Counter[str]]] = []
+        self._unsent: tuple[str, _Counter[str]] | None = None  # a batch of unknown outcome, retried as is
         self._on_pending = on_pending
+        self._on_dropped = on_dropped
         self._flushing = asyncio.Lock()
 
     def add(self, field: str, amount: int = 1) -> None:
-        if not self._pending and self._on_pending is not None:
+        pending = self._pending
+        if not pending and self._on_pending is not None:
             self._on_pending()  # make sure a flusher is running in this loop
-        self._pending[field] += amount
+        if field not in pending and len(pending) >= MAX_PENDING_FIELDS:
+            if self._on_dropped is not None:
+                self._on_dropped(1)
+            return
+        pending[field] += amount
 
     @property
     def pending(self) -> int:
-        return len(self._pending) + sum(len(batch) for _, batch in self._unsent)
+        """Distinct fields waiting to be written (in the batch being retried and beside it)."""
+        return len(self._pending) + (len(self._unsent[1]) if self._unsent is not None else 0)
 
     async def flush(self) -> None:
         async with self._flushing:
+            if self._unsent is not None:
+                await self._send(*self._unsent)
+                self._unsent = None
             if self._pending:
-                self._unsent.append((uuid.uuid4().hex, self._pending))
+                self._unsent = (uuid.uuid4().hex, self._pending)
                 self._pending = _Counter()
-            while self._unsent:
-                batch_id, batch = self._unsent[0]
-                marker = f"{self._key}:{{{self._key}}}:flushed:{batch_id}"  # same slot, same prefix (ACLs)
-                args: list[str | int] = [_MARKER_TTL_S]
-                for field, amount in batch.items():
-                    args += [field, amount]
-                await self._backend.run_script(FLUSH_STATS, (self._key, marker), args)
-                self._unsent.pop(0)
+                await self._send(*self._unsent)
+                self._unsent = None
+
+    async def _send(self, batch_id: str, batch: _Counter[str]) -> None:
+        marker = f"{self._key}:{{{self._key}}}:flushed:{batch_id}"  # same slot, same prefix (ACLs)
+        args: list[str | int] = [_MARKER_TTL_S]
+        for field, amount in batch.items():
+            args += [field, amount]
+        await self._backend.run_script(FLUSH_STATS, (self._key, marker), args)
 
 
 def parse_stats(raw: Mapping[bytes | str, bytes | str], tool_ttl: Callable[[str], int | None]) -> AgentCacheStats:

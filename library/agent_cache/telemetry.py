@@ -111,6 +111,13 @@ DISCOVERY_WRITE_FAILED = MetricSpec(
     "Failed writes of the discovery registry entry or heartbeat.",
     ("cache_name",),
 )
+STATS_DROPPED = MetricSpec(
+    "stats_dropped_total",
+    "counter",
+    "Hit/miss counter increments this process dropped: its buffer of counts not yet written to Valkey "
+    "holds at most a fixed number of distinct fields while flushes fail.",
+    ("cache_name",),
+)
 COALESCED = MetricSpec(
     "coalesced_total",
     "counter",
@@ -141,6 +148,7 @@ METRICS: tuple[MetricSpec, ...] = (
     ERRORS,
     CONFIG_REFRESH_FAILED,
     DISCOVERY_WRITE_FAILED,
+    STATS_DROPPED,
     COALESCED,
     TOOL_TTL,
     CONFIG_INFO,
@@ -197,6 +205,7 @@ class _MetricFamilies:
         self.errors = make(ERRORS)
         self.config_refresh_failed = make(CONFIG_REFRESH_FAILED)
         self.discovery_write_failed = make(DISCOVERY_WRITE_FAILED)
+        self.stats_dropped = make(STATS_DROPPED)
         self.config_info = make(CONFIG_INFO)
         self.coalesced = make(COALESCED)
         self.tool_ttl = make(TOOL_TTL)
@@ -345,6 +354,9 @@ class Telemetry:
 
     def discovery_write_failed(self) -> None:
         self._child(self._families.discovery_write_failed).inc()
+
+    def stats_dropped(self, increments: int) -> None:
+        self._child(self._families.stats_dropped).inc(increments)
 
     def config_version(self, previous: str | None, current: str | None) -> None:
         family = self._families.config_info

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from valkey.asyncio import Valkey
 
-from agent_cache import BackendError, BackendTimeoutError, BackendUnavailableError, LlmStoreOptions
+from agent_cache import (
+    AgentCacheError,
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    LlmStoreOptions,
+)
+from agent_cache import stats as stats_module
+from agent_cache.embedded import EmbeddedValkey
 from tests.reliability.conftest import make_cache
 
 pytestmark = pytest.mark.valkey
@@ -120,5 +130,60 @@ async def test_operations_recover_after_a_cluster_primary_is_killed() -> None:
         assert recovered, "operations did not recover after failover"
         await cache.llm.store(keys[0], "after failover")
         assert (await cache.llm.check(keys[0])).response == "after failover"
+        await cache.close()
+        await client.aclose()
+
+
+async def refuse_writes(client: Valkey) -> None:
+    await client.config_set("maxmemory-policy", "noeviction")
+    await client.config_set("maxmemory", "1")  # every write is refused with OOM; reads still work
+
+
+async def test_counts_wait_in_bounded_memory_while_valkey_refuses_writes_and_none_is_lost(
+    valkey_server_factory: Callable[..., EmbeddedValkey],
+) -> None:
+    server = valkey_server_factory()
+    client = Valkey.from_url(server.url)
+    cache = make_cache(client, breaker_threshold=1_000)  # keep trying: the flushes are what is tested
+    try:
+        await refuse_writes(client)
+        for i in range(40):
+            assert not (await cache.tool.check("weather", {"i": i})).hit  # a miss, counted in-process
+            with contextlib.suppress(AgentCacheError):
+                await cache.stats()  # flushes first: refused
+            # The buffer holds a field once however many flushes failed (tool:misses, tool:weather:misses).
+            assert cache._stats.pending <= 4, f"after {i + 1} refused flushes: {cache._stats.pending} fields buffered"
+        await client.config_set("maxmemory", "0")
+        stats = await cache.stats()
+        assert stats.tool.misses == 40  # every count arrived once: none lost, none doubled by the retries
+        assert stats.per_tool["weather"].misses == 40
+    finally:
+        await cache.close()
+        await client.aclose()
+
+
+async def test_a_long_outage_with_ever_new_tools_drops_counts_past_the_limit_and_counts_the_drops(
+    valkey_server_factory: Callable[..., EmbeddedValkey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stats_module, "MAX_PENDING_FIELDS", 5)
+    server = valkey_server_factory()
+    client = Valkey.from_url(server.url)
+    registry = CollectorRegistry()
+    cache = make_cache(client, registry, breaker_threshold=1_000)
+    try:
+        await refuse_writes(client)
+        for i in range(6):
+            await cache.tool.check(f"tool_{i}", {})  # tool:misses, then two fields per new tool
+            with contextlib.suppress(AgentCacheError):
+                await cache.stats()
+        dropped = registry.get_sample_value("agent_cache_stats_dropped_total", {"cache_name": "rel"})
+        assert dropped is not None and dropped > 0
+        await client.config_set("maxmemory", "0")
+        stats = await cache.stats()
+        assert stats.tool.misses == 6  # a field already buffered keeps counting
+        # One field per new tool fits beside the batch being retried until the limit; the last was dropped.
+        assert sorted(stats.per_tool) == [f"tool_{i}" for i in range(5)]
+        assert dropped == 1
+    finally:
         await cache.close()
         await client.aclose()
