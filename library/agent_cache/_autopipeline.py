@@ -19,6 +19,7 @@ from typing import Any
 
 from valkey.client import NEVER_DECODE
 
+from ._cancellation import current_cancelling, raise_if_cancel_requested
 from ._held_connections import HeldConnections
 
 _AS_BYTES = {NEVER_DECODE: True}
@@ -120,6 +121,8 @@ class AutoPipeline:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
+            task, _ = current_cancelling()
+            raise_if_cancel_requested(task, 0, exc)  # the client made exc of the loop's shutdown: end as asked
         except asyncio.CancelledError:  # the loop is shutting down: the reads fail, they are not cancelled
             for _, future in batch:
                 if not future.done():
