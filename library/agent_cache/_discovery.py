@@ -1,7 +1,8 @@
 """Discovery for BetterDB Monitor: a registry entry in ``__betterdb:caches`` and a heartbeat key.
 
 The reference package passes ``'EX'`` positionally to ``SET`` and never writes its heartbeat; ours is a
-real ``SET ... EX`` refreshed on an interval, deleted on close.
+real ``SET ... EX`` refreshed on an interval. All instances of one cache beat the same key; close deletes it
+only while it holds this instance's last beat, so one pod's close never hides the pods still running.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from ._backend import Backend
 from ._errors import ConfigurationError
+from ._scripts import RELEASE_LOCK
 
 REGISTRY_KEY = "__betterdb:caches"
 PROTOCOL_KEY = "__betterdb:protocol"
@@ -77,6 +79,7 @@ class Discovery:
         self.heartbeat_key = HEARTBEAT_PREFIX + name
         # The heartbeat outlives two missed beats, so one slow tick doesn't make the cache look dead.
         self._heartbeat_ttl = max(1, round(heartbeat_interval_s * 2))
+        self._last_beat: str | None = None  # the value this instance wrote last
 
     async def check_collision(self) -> None:
         existing = await self._backend.command("HGET", REGISTRY_KEY, self._name)
@@ -92,13 +95,18 @@ class Discovery:
             )
 
     async def beat(self, metadata: dict[str, Any]) -> None:
+        self._last_beat = beat = now_iso()
         await self._backend.pipeline(
             [
                 ("HSET", (REGISTRY_KEY, self._name, json.dumps(metadata, separators=(",", ":")))),
                 ("SET", (PROTOCOL_KEY, str(PROTOCOL_VERSION), "NX")),
-                ("SET", (self.heartbeat_key, now_iso(), "EX", self._heartbeat_ttl)),
+                ("SET", (self.heartbeat_key, beat, "EX", self._heartbeat_ttl)),
             ]
         )
 
     async def stop(self) -> None:
-        await self._backend.command("DEL", self.heartbeat_key)
+        """Remove the heartbeat if it is still this instance's: every pod of a cache beats the same key, and
+        one pod leaving must not make the others look dead (a newer beat is theirs: it stays)."""
+        if self._last_beat is not None:
+            # Compare-and-delete: the lock release script does exactly that (DEL only if the value is ours).
+            await self._backend.run_script(RELEASE_LOCK, (self.heartbeat_key,), (self._last_beat,))
