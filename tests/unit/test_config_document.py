@@ -40,3 +40,20 @@ def test_round_trip_and_stable_version() -> None:
 def test_errors_name_the_field(spec: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         CacheConfig.from_spec(spec)
+
+
+def test_unknown_fields_inside_the_config_keys_are_found_by_path() -> None:
+    from agent_cache.config import unknown_config_fields
+
+    spec = {
+        "tiers": {"llm": {"tll": 5}, "tool": {"ttl": 5}},
+        "toolPolicies": {"send_email": {"cachable": False, "ttl": 5}, "a:b": {"cacheable": True}},
+        "costOverrides": {"gpt-4o": {"inputPer1k": 1, "outputPer1K": 2}},
+        "valkey": {"anything": "the operator's"},
+    }
+    assert unknown_config_fields(spec) == [
+        "spec.tiers.llm.tll",
+        "spec.toolPolicies.send_email.cachable",
+        "spec.costOverrides.gpt-4o.outputPer1K",
+    ]
+    assert unknown_config_fields({"tiers": "not a mapping", "toolPolicies": {"t": None}}) == []
