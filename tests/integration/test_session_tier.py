@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from agent_cache import AgentCacheUsageError, TierDefaults
-from tests.integration.conftest import MakeCache
+from agent_cache._keys import encode_segment
+from tests.integration.conftest import MakeCache, Observed
+from tests.servers import commands_delta, server_command_counts
 
 pytestmark = pytest.mark.valkey
 
@@ -171,3 +173,37 @@ async def test_a_field_whose_index_was_evicted_is_still_read_and_slid(
         assert await reader.session.get("t", "f") == "v"
     assert 90 < await backend_client.ttl(writer.keys.session_prefix("t") + "f") <= 100
     assert await backend_client.exists(writer.keys.session_index("t")) == 0  # nothing half-built
+
+
+async def test_scan_fields_by_prefix_reads_matching_fields_without_sliding_them(
+    make_cache: MakeCache, backend_client: Any
+) -> None:
+    cache = make_cache(tier_defaults={"session": TierDefaults(ttl=100)})
+    fields = {"writes:c1|t|0": "a", "writes:c1|t|1": "b", "writes:c10|t|0": "c", "writes:c": "d", "w%:*|": "e"}
+    for field, value in fields.items():
+        await cache.session.set("th", field, value, ttl=5)
+    await cache.session.set("other", "writes:c1|t|0", "elsewhere", ttl=5)
+    await backend_client.delete(cache.keys.session_prefix("th") + encode_segment("writes:c1|t|1"))  # gone: not listed
+    before = await server_command_counts(backend_client)
+    assert await cache.session.scan_fields_by_prefix("th", "writes:c1|") == {"writes:c1|t|0": "a"}
+    assert await cache.session.scan_fields_by_prefix("th", "w%:*") == {"w%:*|": "e"}
+    ran = commands_delta(before, await server_command_counts(backend_client))
+    assert "scan" not in ran and "keys" not in ran  # the thread's index, not the keyspace
+    everything = {k: v for k, v in fields.items() if k != "writes:c1|t|1"}
+    assert await cache.session.scan_fields_by_prefix("th", "") == everything
+    assert await cache.session.scan_fields_by_prefix("nobody", "writes:") == {}
+    for field in everything:  # nothing slid to the tier's 100 s
+        assert 0 < await backend_client.ttl(cache.keys.session_prefix("th") + encode_segment(field)) <= 5
+    with pytest.raises(AgentCacheUsageError, match="field_prefix must be a string"):
+        await cache.session.scan_fields_by_prefix("th", None)
+
+
+async def test_reset_tracker_zeroes_this_processs_active_sessions(cache: Any, observed: Observed) -> None:
+    for thread in ("a", "b", "c"):
+        await cache.session.set(thread, "f", "v")
+    assert observed.metric("agent_cache_active_sessions", cache_name="t") == 3
+    cache.session.reset_tracker()
+    assert observed.metric("agent_cache_active_sessions", cache_name="t") == 0
+    await cache.session.set("a", "f", "v")  # seen again: counted again
+    assert observed.metric("agent_cache_active_sessions", cache_name="t") == 1
+    assert await cache.session.get_all("a") == {"f": "v"}  # state is untouched
