@@ -87,7 +87,7 @@ class ToolDefinition(TypedDict, total=False):
 
 
 # Every key of an LLM request takes part in the cache key unless it is transport-only
-# (see agent_cache._keys.TRANSPORT_ONLY_PARAMS); this TypedDict names the common ones.
+# (see agent_cache._keys.TRANSPORT_ONLY_PARAMS), so this is a plain dict, not the reference's TypedDict of a few.
 LlmCacheParams = dict[str, Any]
 
 # ─── Configuration ────────────────────────────────────────────────────────────
