@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
+import inspect
 import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, ParamSpec, Protocol, Self, TypeVar
 
 from ._errors import AgentCacheUsageError
 from ._keys import KeyLayout
 from .cache import AgentCache
+from .tiers.llm import Computed
 from .types import (
     AgentCacheOptions,
     AgentCacheStats,
@@ -39,6 +44,8 @@ from .types import (
 )
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 log = logging.getLogger("agent_cache")
 
 _CLOSE_TIMEOUT_S = 10.0
@@ -218,6 +225,18 @@ class SyncAgentCache:
     def keys(self) -> KeyLayout:
         return self._cache.keys
 
+    def tenant(self, tenant: str) -> AbstractContextManager[None]:
+        """Scope the calls this thread makes in the block to ``tenant`` (as :meth:`AgentCache.tenant`).
+
+        ``with cache.tenant("acme"): cache.llm.check(params)`` — the scope travels with each call to the
+        cache's loop; other threads keep their own.
+        """
+        return self._cache.tenant(tenant)
+
+    def ensure_discovery_ready(self) -> None:
+        """Block until this instance has registered with discovery (see :meth:`AgentCache.ensure_discovery_ready`)."""
+        self.run(lambda cache: cache.ensure_discovery_ready())
+
     @property
     def async_cache(self) -> AgentCache:
         """The wrapped cache; its coroutines must run on this object's loop (use :meth:`run`/:meth:`arun`)."""
@@ -252,6 +271,23 @@ class SyncAgentCache:
         self.close()
 
 
+def _on_loop(compute: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    """``compute`` as the async callable the tiers expect: a coroutine function runs on the cache's loop; a
+    plain function runs on a worker thread of it (the loop keeps serving other threads meanwhile), in a
+    copy of the calling thread's context."""
+    if inspect.iscoroutinefunction(compute):
+        return compute
+
+    async def run_elsewhere() -> Any:
+        context = contextvars.copy_context()  # the submitting thread's, carried over by run_coroutine_threadsafe
+        result = await asyncio.get_running_loop().run_in_executor(None, context.run, compute)
+        if inspect.isawaitable(result):  # a lambda returning a coroutine
+            result = await result
+        return result
+
+    return run_elsewhere
+
+
 class SyncLlmCache:
     def __init__(self, owner: SyncAgentCache) -> None:
         self._owner = owner
@@ -269,6 +305,17 @@ class SyncLlmCache:
 
     def invalidate_by_model(self, model: str) -> int:
         return self._owner.run(lambda cache: cache.llm.invalidate_by_model(model))
+
+    def get_or_compute(
+        self,
+        params: Mapping[str, Any],
+        compute: Callable[[], str | Computed] | Callable[[], Awaitable[str | Computed]],
+        options: LlmStoreOptions | None = None,
+    ) -> LlmCacheResult:
+        """A hit, or ``compute()`` stored — called once however many callers miss at once (any thread or
+        process). ``compute`` is a plain function (run on a worker thread) or an async one."""
+        produce = _on_loop(compute)
+        return self._owner.run(lambda cache: cache.llm.get_or_compute(params, produce, options))
 
 
 class SyncToolCache:
@@ -295,6 +342,51 @@ class SyncToolCache:
 
     def invalidate_by_tool(self, tool_name: str) -> int:
         return self._owner.run(lambda cache: cache.tool.invalidate_by_tool(tool_name))
+
+    def get_or_compute(
+        self,
+        tool_name: str,
+        args: Any,
+        compute: Callable[[], str] | Callable[[], Awaitable[str]],
+        options: ToolStoreOptions | None = None,
+    ) -> ToolCacheResult:
+        """A hit, or ``compute()`` stored — called once however many callers miss at once. ``compute`` is a
+        plain function (run on a worker thread) or an async one."""
+        produce = _on_loop(compute)
+        return self._owner.run(lambda cache: cache.tool.get_or_compute(tool_name, args, produce, options))
+
+    def cached(
+        self, name: str | None = None, *, ttl: int | None = None, cost: float | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a plain tool function: its bound arguments are the key, its JSON result the entry.
+
+        ``@cache.tool.cached("get_weather", ttl=600, cost=0.001)`` — concurrent misses call it once. The
+        function runs on a worker thread of the cache's loop; the decorated one blocks like the original.
+        """
+
+        def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(function):
+                raise AgentCacheUsageError(
+                    f"SyncAgentCache's @cached takes a plain function; {function.__qualname__} is async "
+                    "(decorate it with an AgentCache's cache.tool.cached instead)"
+                )
+
+            @functools.wraps(function)
+            async def on_worker_thread(*args: P.args, **kwargs: P.kwargs) -> R:
+                call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(None, call)
+
+            cached_async = self._owner.async_cache.tool.cached(name or function.__name__, ttl=ttl, cost=cost)(
+                on_worker_thread
+            )
+
+            @functools.wraps(function)
+            def blocking(*args: P.args, **kwargs: P.kwargs) -> R:
+                return self._owner.run(lambda _: cached_async(*args, **kwargs))
+
+            return blocking
+
+        return decorate
 
 
 class SyncSessionStore:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from agent_cache import (
     AgentCache,
     AgentCacheUsageError,
+    Computed,
     LlmStoreOptions,
     SyncAgentCache,
     TierDefaults,
@@ -170,3 +172,81 @@ def test_construction_needs_exactly_one_way_to_connect(valkey_server: ServerHand
         SyncAgentCache(valkey_server.url, client=object())
     with pytest.raises(AgentCacheUsageError, match="cache name"):
         SyncAgentCache(valkey_server.url, name="bad name")
+
+
+def test_tenant_scope_travels_with_each_call_and_stays_in_its_thread(valkey_server: ServerHandle) -> None:
+    with open_sync_cache(valkey_server) as cache:
+        cache.flush()
+        with cache.tenant("acme"):
+            cache.llm.store(PARAMS, "acme's answer")
+            cache.session.set("thread", "f", "acme")
+            assert cache.llm.check(PARAMS).response == "acme's answer"
+            # Another thread, started inside the block, is not in acme's scope.
+            with ThreadPoolExecutor(1) as pool:
+                assert pool.submit(cache.llm.check, PARAMS).result().hit is False
+        assert cache.llm.check(PARAMS).hit is False  # outside the block: the default tenant
+        assert cache.session.get("thread", "f") is None
+        with cache.tenant("globex"):
+            assert cache.llm.check(PARAMS).hit is False
+        with cache.tenant("acme"):
+            assert cache.session.get("thread", "f") == "acme"
+
+
+def test_get_or_compute_runs_a_plain_function_once_for_many_threads(valkey_server: ServerHandle) -> None:
+    calls: list[str] = []
+    gate = threading.Barrier(4)
+
+    def slow_answer() -> Computed:
+        calls.append(threading.current_thread().name)
+        time.sleep(0.2)  # long enough for the other threads to miss too and wait on this flight
+        return Computed("computed once", tokens={"input": 3, "output": 5})
+
+    def ask() -> str | None:
+        gate.wait()
+        return cache.llm.get_or_compute(PARAMS, slow_answer).response
+
+    with open_sync_cache(valkey_server) as cache:
+        cache.flush()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: ask(), range(4)))
+        assert answers == ["computed once"] * 4
+        assert len(calls) == 1
+        assert calls[0] != "agent-cache sync loop"  # the cache's loop stayed free while it ran
+
+        async def async_tool() -> str:
+            return '{"t": 21}'
+
+        first = cache.tool.get_or_compute("get_weather", {"city": "Sofia"}, async_tool)
+        again = cache.tool.get_or_compute("get_weather", {"city": "Sofia"}, lambda: pytest.fail("hit expected"))
+        assert (first.hit, again.hit, again.response) == (False, True, '{"t": 21}')
+
+
+def test_cached_decorates_a_plain_tool_function(valkey_server: ServerHandle) -> None:
+    calls: list[dict[str, Any]] = []
+    with open_sync_cache(valkey_server) as cache:
+        cache.flush()
+
+        @cache.tool.cached("get_weather", ttl=600, cost=0.001)
+        def get_weather(city: str, unit: str = "C") -> dict[str, Any]:
+            calls.append({"city": city, "unit": unit})
+            return {"city": city, "temp": 21, "unit": unit}
+
+        assert get_weather("Sofia") == {"city": "Sofia", "temp": 21, "unit": "C"}
+        assert get_weather(city="Sofia", unit="C") == {"city": "Sofia", "temp": 21, "unit": "C"}  # same key
+        assert get_weather("Varna", unit="F")["unit"] == "F"
+        assert calls == [{"city": "Sofia", "unit": "C"}, {"city": "Varna", "unit": "F"}]
+        assert get_weather.__name__ == "get_weather"
+        stats = cache.stats().per_tool["get_weather"]
+        assert (stats.hits, stats.misses) == (1, 2)
+
+        async def not_plain() -> None: ...
+
+        with pytest.raises(AgentCacheUsageError, match="plain function"):
+            cache.tool.cached()(not_plain)
+
+
+def test_ensure_discovery_ready_blocks_until_registered(valkey_server: ServerHandle) -> None:
+    with open_sync_cache(valkey_server, name="sync_disc") as cache:
+        cache.ensure_discovery_ready()
+        registered = cache.run(lambda c: c.client.hget("__betterdb:caches", "sync_disc"))
+        assert registered is not None
