@@ -165,8 +165,8 @@ async def _joined() -> None:
         await asyncio.sleep(0)  # tasks just created run to their first await: they have joined the flight
 
 
-async def test_a_cancelled_leader_takes_no_follower_with_it(valkey_client: Any) -> None:
-    cache = make_cache(valkey_client)
+async def test_a_cancelled_leader_takes_no_follower_with_it(backend_client: Any) -> None:
+    cache = make_cache(backend_client)
     started = asyncio.Event()
     calls = 0
 
@@ -188,7 +188,7 @@ async def test_a_cancelled_leader_takes_no_follower_with_it(valkey_client: Any) 
     assert calls == 2  # the cancelled computation, and one follower's that took over
     with pytest.raises(asyncio.CancelledError):
         await leader
-    assert await valkey_client.exists(f"{cache.llm.key(PARAMS)}:lock") == 0
+    assert await backend_client.exists(f"{cache.llm.key(PARAMS)}:lock") == 0
     await cache.close()
 
 
@@ -314,10 +314,10 @@ async def test_callers_that_join_a_flight_count_one_outcome_each(valkey_client: 
 
 @pytest.mark.parametrize("tier", ["llm", "tool"])
 async def test_cancelling_the_leader_at_any_await_leaves_the_followers_their_answer(
-    valkey_client: Any, tier: str
+    backend_client: Any, tier: str
 ) -> None:
     registry = CollectorRegistry()
-    cache = make_cache(valkey_client, registry, lock_lease_s=3)
+    cache = make_cache(backend_client, registry, lock_lease_s=3)
 
     async def compute() -> str:
         await asyncio.sleep(0)
@@ -337,7 +337,7 @@ async def test_cancelling_the_leader_at_any_await_leaves_the_followers_their_ans
         alone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await alone
-        assert await valkey_client.keys("*:lock") == [], turns  # a lock it took is free again at once
+        assert await backend_client.keys("*:lock") == [], turns  # a lock it took is free again at once
 
         leader = asyncio.create_task(call())
         await asyncio.sleep(0)
@@ -352,7 +352,7 @@ async def test_cancelling_the_leader_at_any_await_leaves_the_followers_their_ans
         except asyncio.CancelledError:
             pass  # never another exception in its place
         assert (await call()).hit, turns
-    assert await valkey_client.keys("*:lock") == []  # every lock released
+    assert await backend_client.keys("*:lock") == []  # every lock released
     fallbacks = registry.get_sample_value(
         "agent_cache_coalesced_total", {"cache_name": "rel", "tier": tier, "outcome": "fallback"}
     )
