@@ -1,20 +1,26 @@
 """The least-privilege Valkey ACL for one cache: the exact commands, keys and channel it needs.
 
 ``agent-cache`` never runs KEYS, FLUSHALL, FLUSHDB, CONFIG or any other command outside this list, on
-any path (the ACL test runs every public operation as this user). Use it as::
+any path — the tiers, the LangGraph saver and the LangChain cache included (``tests/integration/test_acl.py``
+runs every public operation as this user and requires an empty ``ACL LOG``). Use it as::
 
     ACL SETUSER <user> on ><password> <acl_rule(name)>
+
+The key patterns name the cache's key families (``{name}:llm:*`` ... ``{name}:__*``) rather than ``{name}:*``,
+which would also grant the keys of a cache named ``{name}:<more>``.
 """
 
 from __future__ import annotations
 
-from ._keys import validate_cache_name
+from ._keys import KeyLayout
 
-# Commands the library sends directly, inside its Lua scripts, and on connect / cluster discovery.
+# Commands the library sends directly, inside its Lua scripts (the LangGraph saver's too), and on connect /
+# cluster discovery.
 COMMANDS = (
-    "get", "set", "del", "getex", "expire", "pexpireat", "persist", "time",
-    "hget", "hset", "hdel", "hmget", "hgetall", "hincrby",
-    "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zremrangebyscore", "pttl",
+    "get", "set", "del", "exists", "getex", "expire", "pexpire", "pexpireat", "persist", "pttl", "time",
+    "hget", "hset", "hsetnx", "hdel", "hmget", "hgetall", "hincrby",
+    "zadd", "zrem", "zrange", "zrangebyscore", "zrangebylex", "zrevrangebylex", "zcard", "zremrangebyscore",
+    "sadd", "srem", "smembers",
     "evalsha", "eval", "multi", "exec", "scan",
     "publish", "subscribe", "unsubscribe", "ping", "client|setinfo",
     "cluster|slots", "cluster|shards", "command", "readonly",
@@ -23,6 +29,7 @@ COMMANDS = (
 
 def acl_rule(name: str) -> str:
     """Key patterns, channel and commands for cache ``name`` (discovery keys of BetterDB Monitor included)."""
-    validate_cache_name(name)
+    keys = KeyLayout(name)
+    patterns = " ".join(f"~{pattern}" for pattern in keys.acl_key_patterns())
     commands = " ".join(f"+{command}" for command in COMMANDS)
-    return f"resetkeys ~{name}:* ~__betterdb:* resetchannels &{name}:__config:changed -@all {commands}"
+    return f"resetkeys {patterns} ~__betterdb:* resetchannels &{keys.config}:changed -@all {commands}"
