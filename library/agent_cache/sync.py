@@ -306,6 +306,9 @@ class SyncLlmCache:
     def invalidate_by_model(self, model: str) -> int:
         return self._owner.run(lambda cache: cache.llm.invalidate_by_model(model))
 
+    def clear(self) -> int:
+        return self._owner.run(lambda cache: cache.llm.clear())
+
     def get_or_compute(
         self,
         params: Mapping[str, Any],
@@ -336,6 +339,18 @@ class SyncToolCache:
 
     def refresh_policies(self) -> None:
         self._owner.run(lambda cache: cache.tool.refresh_policies())
+
+    load_policies = refresh_policies  # the reference's name
+
+    def reset_policies(self) -> None:
+        async def reset(cache: AgentCache) -> None:  # on the loop: upkeep reads the policies there
+            cache.tool.reset_policies()
+
+        self._owner.run(reset)
+
+    @property
+    def policies_loaded(self) -> bool:
+        return self._owner.async_cache.tool.policies_loaded
 
     def invalidate(self, tool_name: str, args: Any) -> bool:
         return self._owner.run(lambda cache: cache.tool.invalidate(tool_name, args))

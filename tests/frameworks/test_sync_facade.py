@@ -250,3 +250,16 @@ def test_ensure_discovery_ready_blocks_until_registered(valkey_server: ServerHan
         cache.ensure_discovery_ready()
         registered = cache.run(lambda c: c.client.hget("__betterdb:caches", "sync_disc"))
         assert registered is not None
+
+
+def test_policy_housekeeping_and_llm_clear(valkey_server: ServerHandle) -> None:
+    with open_sync_cache(valkey_server) as cache:
+        cache.flush()
+        cache.tool.set_policy("get_weather", ToolPolicy(ttl=900))
+        cache.tool.reset_policies()
+        assert cache.tool.policies_loaded is False and cache.tool.get_policy("get_weather") is None
+        cache.tool.load_policies()
+        assert cache.tool.policies_loaded is True and cache.tool.get_policy("get_weather") == ToolPolicy(ttl=900)
+        cache.llm.store(PARAMS, "answer")
+        assert cache.llm.clear() == 1
+        assert cache.llm.check(PARAMS).hit is False
