@@ -176,8 +176,9 @@ class LlmCache:
 
         try:
             (result, found), _ = await self._flights.run(key, lookup, compute_and_store)
-        except Exception:
-            self._count(False, model, None)  # the request missed; computing it failed
+        except Exception as exc:
+            if not isinstance(exc, BackendError):  # Valkey failed (on_error="raise"): no lookup outcome
+                self._count(False, model, None)  # the request missed; computing it failed
             raise
         self._count(result.hit, found.label, found.cost)  # one outcome per call, however long it waited
         return result

@@ -232,14 +232,14 @@ class ToolCache:
         async def compute_and_store() -> tuple[ToolCacheResult, DeferredOutcome]:
             response = await compute()
             await self._store(tool_name, args, response, options, entry_key)
-            return ToolCacheResult(hit=False, tool_name=tool_name, response=response, key=key), DeferredOutcome(
-                tool_name
-            )
+            computed = ToolCacheResult(hit=False, tool_name=tool_name, response=response, key=key)
+            return computed, DeferredOutcome(tool_name)
 
         try:
             (result, found), _ = await self._flights.run(key, lookup, compute_and_store)
-        except Exception:
-            self._count(names, tool_name, False, None)  # the call missed; computing it failed
+        except Exception as exc:
+            if not isinstance(exc, BackendError):  # Valkey failed (on_error="raise"): no lookup outcome
+                self._count(names, tool_name, False, None)  # the call missed; computing it failed
             raise
         self._count(names, tool_name, result.hit, found.cost)  # one outcome per call, however long it waited
         return result
