@@ -380,14 +380,12 @@ def sha256_hex(text: str) -> str:
 
 def _digest(scope: str, value: Any, path: str) -> str:
     # A scope is an encoded name (no newline), so "scope\n" can't be the start of canonical JSON.
-    canonical = canonical_bytes(value, path)
-    if scope:
-        canonical = scope.encode() + b"\n" + canonical
-    return hashlib.sha256(canonical).hexdigest()
+    return hashlib.sha256(scoped_canonical_bytes(scope, value, path)).hexdigest()
 
 
-def llm_hash(params: Mapping[str, Any], scope: str = "") -> str:
-    """Hash of every answer-changing part of an LLM request (and of the tenant scope, if any)."""
+def llm_key_material(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer-changing parts of an LLM request, as hashed by :func:`llm_hash`: without ``None`` values,
+    transport-only options and transport headers (``agent_cache.explain`` shows what was left out and why)."""
     if type(params) is not dict and not isinstance(params, Mapping):
         raise AgentCacheUsageError(f"params must be a dict, got {type(params).__name__}")
     model = params.get("model")
@@ -396,7 +394,18 @@ def llm_hash(params: Mapping[str, Any], scope: str = "") -> str:
     relevant = {k: v for k, v in params.items() if v is not None and k not in TRANSPORT_ONLY_PARAMS}
     if "extra_headers" in relevant and (headers := answer_headers(relevant.pop("extra_headers"))) is not None:
         relevant["extra_headers"] = headers
-    return _digest(scope, relevant, "params")
+    return relevant
+
+
+def llm_hash(params: Mapping[str, Any], scope: str = "") -> str:
+    """Hash of every answer-changing part of an LLM request (and of the tenant scope, if any)."""
+    return _digest(scope, llm_key_material(params), "params")
+
+
+def scoped_canonical_bytes(scope: str, value: Any, path: str) -> bytes:
+    """What :func:`llm_hash` and :func:`tool_hash` feed SHA-256: ``scope + "\\n"`` (with a tenant) + canonical JSON."""
+    canonical = canonical_bytes(value, path)
+    return scope.encode() + b"\n" + canonical if scope else canonical
 
 
 def tool_hash(args: Any, scope: str = "") -> str:

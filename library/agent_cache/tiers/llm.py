@@ -20,6 +20,7 @@ from .._errors import BackendError, CorruptEntryError
 from .._keys import KeyLayout, llm_hash
 from .._scripts import KEY_INDEX_ADD, MODEL_REGISTRY_ADD
 from ..cost import CostTable
+from ..explain import LlmKeyExplanation, explain_llm_request
 from ..types import ContentBlock, LlmCacheResult, LlmStoreOptions
 from ._context import TierContext
 from ._singleflight import DeferredOutcome, SingleFlight
@@ -59,6 +60,11 @@ class LlmCache:
 
     def key(self, params: Mapping[str, Any]) -> str:
         return self._ctx.keys.llm(llm_hash(params, self._ctx.scope))
+
+    def explain(self, params: Mapping[str, Any]) -> LlmKeyExplanation:
+        """Why a request hits or misses: its key (under the current ``cache.tenant(...)``), the canonical JSON
+        that was hashed, the parameters that entered it and those left out with the reason. No I/O."""
+        return explain_llm_request(params, self._ctx.keys, self._ctx.tenant_name)
 
     def check(self, params: Mapping[str, Any]) -> Awaitable[LlmCacheResult]:
         """A hit (the stored answer, tokens and metadata) or a miss; a Valkey failure is a miss with ``error``."""
