@@ -193,3 +193,21 @@ async def test_reads_run_one_script_and_never_scan(agent_cache: AgentCache, back
 
     assert delta.pop("evalsha") == 6  # one script call per read (and per page of a list)
     assert set(delta) <= {"hget", "hmget", "zrangebylex", "zrevrangebylex"}, delta  # indexed reads only
+
+
+def test_sync_threads_of_two_tenants_are_apart(sync_cache: SyncAgentCache) -> None:
+    graph = build_graph(BetterDBSaver(sync_cache))
+    config = {"configurable": {"thread_id": "user:42"}}
+    for name in ("Ada", "Bob"):
+        with sync_cache.tenant(name.lower()):
+            graph.invoke({"messages": [HumanMessage(f"I am {name}")]}, config)
+    for name in ("Ada", "Bob"):
+        with sync_cache.tenant(name.lower()):
+            result = graph.invoke({"messages": [HumanMessage("Who am I?")]}, config)
+            assert contents(result["messages"])[-1] == f"You are {name}."
+    assert graph.get_state(config).values == {}  # no tenant: a thread of its own, never written
+    with sync_cache.tenant("ada"):
+        assert sync_cache.session.destroy_thread("user:42") > 0
+        assert graph.get_state(config).values == {}
+    with sync_cache.tenant("bob"):
+        assert len(graph.get_state(config).values["messages"]) == 4
