@@ -5,8 +5,9 @@ the tests set them. Several replicas: Kopf has no Lease election; with peering t
 others pause, and equal priorities pause everyone. So the default priority is ``auto``: derived from the start time,
 the longest-running replica works and a replica that starts later waits (docs/operator.md, "Replicas").
 
-What stops the operator from starting (no Kubernetes credentials, a port in use) ends it at once with one
-``error:`` line and exit code 2, instead of Kopf retrying with a traceback every minute.
+What stops the operator from starting (no Kubernetes credentials, an API server that is down or refuses them, a port
+in use) ends it at once with one ``error:`` line and exit code 2, instead of Kopf retrying with a traceback every
+minute.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import logging
 import os
 import random
+import re
 import socket
 import sys
 import time
@@ -138,6 +140,30 @@ def _check_credentials() -> None:
         ) from None
 
 
+def _check_api() -> None:
+    """One request (``GET /version``) with those credentials: an API server that is down or refuses them is reported
+    now, instead of Kopf retrying it forever. In a pod, the exit makes Kubernetes restart it with a backoff."""
+    import kubernetes.client
+
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.retries = 0  # one attempt, and no retry warnings before the error line
+    host = config.host
+    try:
+        with kubernetes.client.ApiClient(config) as api:
+            kubernetes.client.VersionApi(api).get_code(_request_timeout=10)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 401:
+            raise StartupError(f"the Kubernetes API at {host} refused the credentials (401 Unauthorized)") from None
+        # Any other answer (403 with a locked-down /version, say) means the API server is there.
+    except Exception as exc:  # urllib3 and ssl wrap the cause in layers; the innermost says what happened
+        cause: BaseException = exc
+        while isinstance(inner := getattr(cause, "reason", None), BaseException):
+            cause = inner
+        errno = re.search(r"\[(?:Errno -?\d+|SSL[^\]]*)\][^'\")]*", str(cause))
+        reason = errno.group(0).strip() if errno else (str(cause) or type(cause).__name__)
+        raise StartupError(f"cannot reach the Kubernetes API at {host}: {reason}") from None
+
+
 def _check_port(what: str, address: str, port: int) -> None:
     """Bind and release ``port`` so that one taken by another process is reported now, by name."""
     try:
@@ -178,17 +204,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     context = OperatorContext(options=options, bundle=default_bundle())
     try:
-        _check_credentials()
         if args.liveness_port:
             _check_port("liveness (/healthz)", args.bind_address, args.liveness_port)
         if args.metrics_port:
             # Served now rather than at Kopf's startup, so a taken port is an error here and not a retried activity.
             _serve_metrics(context.metrics, args.bind_address, args.metrics_port)
+        _check_credentials()
+        _check_api()
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     priority = auto_priority() if args.priority is None else args.priority
-    logging.getLogger("agent_cache_operator").info("peering priority %d", priority)
+    if not args.standalone:
+        logging.getLogger("agent_cache_operator").info("peering priority %d", priority)
     liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
     namespaces = [] if args.all_namespaces else list(dict.fromkeys(args.namespace or []))
     kopf.run(
