@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 from valkey.asyncio import Valkey
 
 from agent_cache._keys import KeyLayout
-from tests.cli.conftest import Populated
+from agent_cache.adapters.langgraph import BetterDBSaver
+from tests.cli.conftest import Populated, make_cache
 from tests.cli.running import agent_cache
 
 KEYS = KeyLayout("support_bot")
+CONFIG: Any = {"configurable": {"thread_id": "user-42", "checkpoint_ns": ""}}
 
 
 async def count(client: Valkey, pattern: str) -> int:
@@ -95,3 +99,16 @@ async def test_a_field_kept_alive_by_reads_past_its_recorded_expiry_is_counted(
     assert await valkey_client.exists(*(prefix + member.decode() for member in members)) == len(members)
     _, report = invalidate(populated, "--thread", "user-7", "--dry-run")
     assert report["would_delete"] == len(members)
+
+
+async def test_a_tenants_thread_goes_with_its_checkpoints(populated: Populated, valkey_client: Valkey) -> None:
+    async with make_cache(valkey_client) as cache:
+        saver = BetterDBSaver(cache)
+        for tenant in ("acme", "globex"):
+            with cache.tenant(tenant):
+                await saver.aput(CONFIG, empty_checkpoint(), {}, {})
+    _, dry = invalidate(populated, "--thread", "user-42", "--tenant", "acme", "--dry-run")
+    code, report = invalidate(populated, "--thread", "user-42", "--tenant", "acme")
+    assert (code, report["deleted"]) == (0, dry["would_delete"]) == (0, 3)  # a field, the checkpoints' two keys
+    assert await count(valkey_client, "support_bot:checkpoint:{acme:user-42}:*") == 0
+    assert await count(valkey_client, "support_bot:checkpoint:{globex:user-42}:*") == 2
