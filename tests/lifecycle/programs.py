@@ -69,12 +69,39 @@ REFERENCE_QUICK_START = """
     print("exited main")
 """
 
+CLUSTER_QUICK_START = """
+    # The same on a Valkey Cluster: the config watcher subscribes on a connection of its own there.
+    import asyncio
+    import os
 
-def run_program(source: str, tmp_path: Path, port: int, name: str = "program.py") -> subprocess.CompletedProcess[str]:
-    """Run ``source`` with a fresh interpreter against the server on ``port``; fails the test on a hang."""
+    from valkey.asyncio.cluster import ClusterNode, ValkeyCluster
+    from agent_cache import AgentCache, TierDefaults
+
+    nodes = [ClusterNode("127.0.0.1", int(port)) for port in os.environ["CLUSTER_PORTS"].split(",")]
+    cache = AgentCache(client=ValkeyCluster(startup_nodes=nodes), name="forgetful_cluster",
+                       tier_defaults={"llm": TierDefaults(ttl=60)})
+
+
+    async def main():
+        params = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+        if not (await cache.llm.check(params)).hit:
+            await cache.llm.store(params, "a")
+        await cache.session.set("thread-1", "last_intent", "book_flight")
+        print("intent", await cache.session.get("thread-1", "last_intent"))
+
+    asyncio.run(main())
+    print("exited main")
+"""
+
+
+def run_program(
+    source: str, tmp_path: Path, port: int, name: str = "program.py", cluster_ports: list[int] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` with a fresh interpreter against the server on ``port`` (or the cluster nodes on
+    ``cluster_ports``, as ``CLUSTER_PORTS``); fails the test on a hang."""
     script = tmp_path / name
     script.write_text(textwrap.dedent(source))
-    env = {**os.environ, "VALKEY_PORT": str(port), "PYTHONDEVMODE": "0"}
+    env = {**os.environ, "VALKEY_PORT": str(port), "CLUSTER_PORTS": ",".join(map(str, cluster_ports or []))}
     try:
         return subprocess.run(
             [sys.executable, str(script)], capture_output=True, text=True, timeout=HANG_LIMIT_S, env=env, check=False

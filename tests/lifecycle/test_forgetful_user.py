@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lifecycle.programs import REFERENCE_QUICK_START, run_program, run_pytest
+from agent_cache.embedded import EmbeddedCluster
+from tests.lifecycle.programs import CLUSTER_QUICK_START, REFERENCE_QUICK_START, run_program, run_pytest
 from tests.servers import ServerHandle
 
 pytestmark = pytest.mark.valkey
@@ -29,6 +30,14 @@ def assert_clean_exit(outcome: subprocess.CompletedProcess[str], *, printed: str
 def test_reference_quick_start_without_close_exits_every_time(valkey_server: ServerHandle, tmp_path: Path) -> None:
     for run in range(4):  # it hung in most runs, not all: several runs make a pass mean something
         outcome = run_program(REFERENCE_QUICK_START, tmp_path, valkey_server.port, name=f"quick_start_{run}.py")
+        assert_clean_exit(outcome, printed="exited main")
+        assert "intent book_flight" in outcome.stdout
+
+
+def test_cluster_quick_start_without_close_exits_every_time(valkey_cluster: EmbeddedCluster, tmp_path: Path) -> None:
+    ports = [port for _, port in valkey_cluster.startup_nodes]
+    for run in range(3):
+        outcome = run_program(CLUSTER_QUICK_START, tmp_path, 0, name=f"cluster_{run}.py", cluster_ports=ports)
         assert_clean_exit(outcome, printed="exited main")
         assert "intent book_flight" in outcome.stdout
 
