@@ -35,6 +35,7 @@ COMMANDS = (
     "agent_cache.commands.caches",
     "agent_cache.commands.flush",
     "agent_cache.commands.server",
+    "agent_cache.commands.explain",
 )
 """Subcommand modules, in ``--help`` order."""
 
