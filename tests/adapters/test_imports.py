@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+from tests.migration.reference_names import MISSING, table_rows
+
 SDKS = ["openai", "anthropic", "agents", "pydantic_ai", "llama_index"]
 
 
@@ -64,6 +66,26 @@ def test_using_an_adapter_without_its_sdk_names_the_extra() -> None:
                 raise AssertionError(name)
         print("ok")
         """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_base_install_offers_every_top_level_name_of_the_reference() -> None:
+    # `from betterdb_agent_cache import X` becomes `from agent_cache import X` with no extra installed: no SDK,
+    # framework, aiohttp, orjson or posthog. The names come from docs/migrating.md's checked name table.
+    names = [r.ours for r in table_rows() if "." not in r.reference and r.ours != MISSING and "." not in r.ours]
+    types_names = [
+        r.ours.split(".", 1)[1] for r in table_rows() if r.ours.count(".") == 1 and r.ours.startswith("types.")
+    ]
+    assert "AgentCache" in names and "AnalyticsOptions" in types_names
+    extras = ["langchain_core", "langgraph", "aiohttp", "orjson", "zlib_ng", "posthog", "rich", "yaml"]
+    result = run_without_sdks(
+        "import sys\n"
+        + "".join(f"sys.modules[{name!r}] = None\n" for name in extras)
+        + f"from agent_cache import {', '.join(names)}\n"
+        + f"from agent_cache.types import {', '.join(types_names)}\n"
+        + "print('ok')\n"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
