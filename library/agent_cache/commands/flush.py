@@ -1,9 +1,10 @@
 """``agent-cache flush``: delete everything one cache stored, after a confirmation.
 
-It calls the library's ``AgentCache.flush()``: every key under ``{name}:`` (entries, indexes, session threads,
-checkpoints, stats) except the TTL policies and the live config, through SCAN on ``{name}:*`` — never
-FLUSHDB, and another cache whose name merely starts the same way is untouched. Without ``--yes`` it asks on
-the terminal; with no terminal to ask on it refuses, so a script cannot flush by accident.
+It calls the library's ``AgentCache.flush()``: every key of the cache's key families under ``{name}:`` (entries,
+indexes, session threads, checkpoints, stats) except the TTL policies and the live config, through SCAN on
+``{name}:*`` — never FLUSHDB. Another cache whose name merely starts the same way (``{name}x``, or ``{name}:x``,
+whose keys ``KeyLayout.owns`` tells apart) is untouched. Without ``--yes`` it asks on the terminal; with no
+terminal to ask on it refuses, so a script cannot flush by accident.
 """
 
 from __future__ import annotations
