@@ -42,6 +42,40 @@ def test_cluster_quick_start_without_close_exits_every_time(valkey_cluster: Embe
         assert "intent book_flight" in outcome.stdout
 
 
+def test_a_users_polling_task_left_running_ends_with_the_loop(valkey_server: ServerHandle, tmp_path: Path) -> None:
+    # The user's own background task catches Exception around cache calls and goes on: the loop's
+    # shutdown cancellation must reach it as CancelledError, whatever valkey-py made of it.
+    program = """
+        import asyncio, os
+        from valkey.asyncio import Valkey
+        from agent_cache import AgentCache
+
+        client = Valkey(host="127.0.0.1", port=int(os.environ["VALKEY_PORT"]), socket_timeout=5)
+        cache = AgentCache(client=client, name="poller")
+        params = {"model": "m", "messages": [{"role": "user", "content": "poll"}]}
+
+        async def poll():
+            while True:
+                try:
+                    await cache.llm.check(params)
+                    await cache.session.set("t", "f", "v")
+                except Exception:
+                    pass
+
+        async def main():
+            asyncio.get_running_loop().create_task(poll())
+            for _ in range(200):
+                await asyncio.sleep(0)
+            print("main done")
+
+        asyncio.run(main())
+        print("exited")
+    """
+    for run in range(3):
+        outcome = run_program(program, tmp_path, valkey_server.port, name=f"poller_{run}.py")
+        assert_clean_exit(outcome, printed="exited")
+
+
 def test_loop_closed_with_the_cache_tasks_still_running_exits(valkey_server: ServerHandle, tmp_path: Path) -> None:
     # No asyncio.run(): the loop is closed without cancelling anything. asyncio itself reports the
     # pending tasks it destroys; the process must still end.
