@@ -323,6 +323,21 @@ return 1
 """,
 )
 
+# KEYS: hash. ARGV: field, value, field, value... Deletes each field that still holds the value read, so a
+# field rewritten since (a live instance reporting again) is kept. Returns how many went.
+HDEL_UNCHANGED = Script(
+    "hdel_unchanged",
+    """
+local deleted = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    deleted = deleted + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return deleted
+""",
+)
+
 # KEYS: lock key. ARGV: owner token. Deletes the lock only if this owner still holds it.
 RELEASE_LOCK = Script(
     "release_lock",

@@ -38,7 +38,7 @@ from typing import Any
 from ._backend import Backend, as_text
 from ._errors import ConfigurationError
 from ._keys import KeyLayout
-from ._scripts import MIRROR_TOOL_POLICIES
+from ._scripts import HDEL_UNCHANGED, MIRROR_TOOL_POLICIES
 from ._ttl import TIERS, validate_ttl
 from .tiers.tool import owned_policies_key, policy_document
 from .types import ModelCost, ToolPolicy
@@ -246,7 +246,7 @@ async def list_instances(client: Any, name: str, max_age_s: float = 90.0) -> lis
     raw = await backend.command("HGETALL", instances_key(name)) or {}
     now = time.time()
     live: list[InstanceRecord] = []
-    stale: list[str] = []
+    stale: list[Any] = []  # field, value as read: pruned only if unchanged (the instance did not report since)
     for instance_id, value in raw.items():
         try:
             record = json.loads(value)
@@ -254,14 +254,17 @@ async def list_instances(client: Any, name: str, max_age_s: float = 90.0) -> lis
                 as_text(instance_id), record.get("version"), float(record["seen"]), record["host"], int(record["pid"])
             )
         except (ValueError, KeyError, TypeError):
-            stale.append(as_text(instance_id))
+            stale += (instance_id, value)
             continue
         if now - entry.seen <= max_age_s:
             live.append(entry)
         else:
-            stale.append(entry.instance_id)
+            stale += (instance_id, value)
     if stale:
-        await backend.command("HDEL", instances_key(name), *stale)
+        try:
+            await backend.run_script(HDEL_UNCHANGED, (instances_key(name),), stale)
+        finally:
+            await backend.close()  # a script call keeps a connection for the next one: give it back to the pool
     return sorted(live, key=lambda r: r.instance_id)
 
 
