@@ -54,7 +54,18 @@ class BackendTimeoutError(BackendError):
 
 
 class ValkeyCommandError(BackendError):
-    """Valkey answered a command with an error (wrong type, no permission, OOM...)."""
+    """Valkey answered a command with an error (wrong type, no permission, OOM...).
+
+    Also constructible as the reference package's ``ValkeyCommandError(command, cause)``, for code that
+    raises it itself (tests, wrappers): the message then names both, and ``__cause__`` is ``cause``.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None, *, command: str | None = None) -> None:
+        if cause is not None:
+            command, message = message, f"Valkey command failed: {message} - {cause}"
+        super().__init__(message, command=command)
+        if cause is not None:
+            self.__cause__ = cause
 
 
 class CorruptEntryError(AgentCacheError):

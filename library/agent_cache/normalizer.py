@@ -202,7 +202,7 @@ def _normalize_url(url: str) -> str:
     return urlunsplit((scheme, netloc, path, urlencode(pairs), ""))
 
 
-def hash_url(url: str) -> str:
+def hash_url(url_str: str) -> str:
     """Return ``url:<normalized>`` without fetching anything.
 
     Normalization lowercases scheme and host, drops the default port and the fragment, sorts query
@@ -210,9 +210,9 @@ def hash_url(url: str) -> str:
     different URLs serving the same bytes still get different refs; use :func:`fetch_and_hash` if
     that matters more than latency.
     """
-    if not isinstance(url, str):
-        raise AgentCacheUsageError(f"url must be a str, got {type(url).__name__}")
-    return "url:" + _normalize_url(url)
+    if not isinstance(url_str, str):  # the parameter keeps the reference's name for keyword callers
+        raise AgentCacheUsageError(f"url must be a str, got {type(url_str).__name__}")
+    return "url:" + _normalize_url(url_str)
 
 
 # ─── Fetching (extra "fetch") ─────────────────────────────────────────────────
@@ -378,14 +378,14 @@ async def _settle(result: str | Awaitable[str], handler_name: str) -> str:
     return result
 
 
-def compose_normalizer(config: NormalizerConfig | None = None) -> BinaryNormalizer:
+def compose_normalizer(cfg: NormalizerConfig | None = None) -> BinaryNormalizer:
     """Build a normalizer: ``by_kind[kind]`` first, then the source-type handler, then the default.
 
     Defaults: base64 → :func:`hash_base64`, url → :func:`hash_url` (base64 data URLs →
     :func:`hash_base64`), file_id → ``file_id:<provider>:<id>``, bytes → :func:`hash_bytes`.
-    The config is read once, so mutating it afterwards has no effect.
+    The config is read once, so mutating it afterwards has no effect. (``cfg``: the reference's name.)
     """
-    cfg: NormalizerConfig = config or {}
+    cfg = cfg or {}
     by_kind = dict(cfg.get("by_kind") or {})
     on_base64 = cfg.get("base64") or hash_base64
     on_url = cfg.get("url") or _default_url

@@ -109,13 +109,6 @@ ARGUMENT_DIFFERENCES = {
     ("adapters.openai_agents.CachedModel.get_response", "requires 'previous_response_id', optional in the reference"),
     ("adapters.pydantic_ai.CachedModel.request", "requires 'model_settings', optional in the reference"),
     ("adapters.pydantic_ai.CachedModel.request", "requires 'model_request_parameters', optional in the reference"),
-    # Not yet fixed (library/agent_cache/normalizer.py): keyword callers of the reference's names break.
-    ("hash_url", "has no 'url_str' keyword"),
-    ("hash_url", "requires a new argument 'url'"),
-    ("normalizer.hash_url", "has no 'url_str' keyword"),
-    ("normalizer.hash_url", "requires a new argument 'url'"),
-    ("compose_normalizer", "has no 'cfg' keyword"),
-    ("normalizer.compose_normalizer", "has no 'cfg' keyword"),
     # Not yet fixed (library/agent_cache/tiers/tool.py): `if not await cache.tool.refresh_policies()` is always true.
     ("tiers.tool.ToolCache.refresh_policies", "returns None where the reference returns bool"),
 }
