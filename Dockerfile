@@ -1,6 +1,8 @@
-# The agent-cache operator image (charts/agent-cache-operator runs it as `agent-cache-operator`).
-#   docker build -t <registry>/agent-cache-operator:0.1.0 .
+# The agent-cache operator image: the Helm chart (charts/agent-cache-operator) runs it as `agent-cache-operator`.
+#   ./dev image          builds agent-cache-operator:<version in pyproject.toml>, the image the chart runs by default
+#   docker build -t agent-cache-operator:0.1.0 .      the same by hand (push it to your registry as you need)
 # Non-root (uid 10001, the chart's securityContext), read-only root filesystem friendly: nothing writes outside /tmp.
+# tests/observability/test_dockerfile.py checks the build context and the entry point without Docker.
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
