@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._backend import Backend
-from ._errors import BackendTimeoutError
+from ._cancellation import current_cancelling, raise_if_cancel_requested
+from ._errors import AgentCacheError, BackendTimeoutError
 from ._tracking import (
     Endpoint,
     InvalidationLink,
@@ -48,7 +49,7 @@ TRUST_S = 1.0
 DEAD_AFTER_S = 3.0
 """A link whose oldest PING is unanswered for this long is closed and its node's L1 flushed."""
 RETRY_S = 1.0
-"""After a failed or lost link, reads go to the backend for at least this long before re-arming."""
+"""After a failed attempt to arm a node, reads go to the backend for at least this long before the next."""
 _ENTRY_OVERHEAD = 160  # bytes an entry costs beyond its key and value (tuple, dict slot, set slot)
 
 
@@ -231,6 +232,28 @@ class NearCache:
         if pending is not None:
             pending[1] += 1
 
+    async def settle(self, key: str | None = None) -> None:
+        """After our own write (of ``key``; None: a bulk delete): one more round trip to the node(s) written.
+
+        The server writes the invalidations a command causes in the same turn as that command's reply, but
+        may write the reply first; a later reply on the same node proves they have left. So a caller that
+        tells another process "done" only after this never lets that process read the old entry from its L1.
+        """
+        backend = self._backend
+        try:
+            if key is not None:
+                await backend.command("PTTL", key)
+            elif not backend.is_cluster:
+                await backend.command("PING")
+            else:
+                client = backend.client
+                async with asyncio.timeout(backend.timeout_s):
+                    await client.execute_command("PING", target_nodes=client.get_primaries())
+        except (AgentCacheError, TimeoutError):
+            pass  # the write itself succeeded; Valkey failing now is the next call's to report
+        except Exception as exc:  # a cluster client's own error (PING above bypasses the backend)
+            raise_if_cancel_requested(*current_cancelling(), exc)
+
     def drop_all(self) -> None:
         """Our own bulk delete (invalidate_by_*, clear, flush): forget every entry and read in flight."""
         for node in self._nodes.values():
@@ -349,7 +372,7 @@ class NearCache:
         dropped = self._flush_node(node)
         if dropped:
             self.listener.near_invalidated(dropped)
-        node.retry_at = time.monotonic() + RETRY_S
+        node.retry_at = 0.0  # the next read re-arms; a failure to do so backs off
         if link is not None and not quiet:
             log.info("agent-cache near-cache: %s: %s; its L1 entries were dropped", node.endpoint.name, reason)
 

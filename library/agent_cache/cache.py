@@ -24,6 +24,7 @@ from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
 from ._keys import KeyLayout, encode_segment
 from ._live_config import LiveConfig
+from ._near_cache import NearCache
 from ._ttl import TIERS, TtlPolicy
 from .config import CacheConfig
 from .cost import CostTable
@@ -90,6 +91,14 @@ class AgentCache:
         self._stats = StatsBuffer(
             self._backend, self.keys.stats, on_pending=self._ensure_upkeep, on_dropped=self.telemetry.stats_dropped
         )
+        near = options.near_cache
+        self._near = (
+            None
+            if near is None
+            else NearCache(
+                self._backend, max_entries=near.max_entries, max_bytes=near.max_bytes, max_ttl_s=near.max_ttl_s
+            )
+        )
         context = TierContext(
             self._backend,
             self.keys,
@@ -101,6 +110,7 @@ class AgentCache:
             lock_lease_s=reliability.lock_lease_s,
             compress_above=storage.compress_above_bytes,
             compression_level=storage.compression_level,
+            near=self._near,
         )
         self._tenant = context.tenant
         self.llm = LlmCache(context, self._costs)
@@ -181,6 +191,9 @@ class AgentCache:
                     deleted += await self._backend.delete_many(batch)
                     batch = []
             deleted += await self._backend.delete_many(batch)
+            if self._near is not None:
+                self._near.drop_all()
+                await self._near.settle()
             self.session.forget_threads()
             span.set_attribute("cache.deleted_count", deleted)
             return deleted
@@ -327,6 +340,8 @@ class AgentCache:
                 await self.live_config.forget()
         except AgentCacheError as exc:  # counts stay buffered; a later close() retries them
             log.warning("agent-cache %s: could not flush counters or remove the heartbeat: %s", self.name, exc)
+        if self._near is not None:
+            await self._near.close()
         await self._backend.close()
 
     shutdown = close  # the reference package's name

@@ -172,6 +172,30 @@ class StorageOptions:
 
 
 @dataclass
+class NearCacheOptions:
+    """The in-process near-cache (L1) for LLM and tool entries, kept coherent by Valkey's client tracking.
+
+    Off unless ``AgentCacheOptions.near_cache`` is set. A repeated request is answered from memory, never
+    with an entry another process overwrote, invalidated or flushed (see docs/near-cache.md)."""
+
+    max_entries: int = 10_000
+    """Entries kept at most (least recently used go first)."""
+    max_bytes: int = 64 * 2**20
+    """Memory kept at most: stored bytes plus key and bookkeeping per entry."""
+    max_ttl_s: float | None = None
+    """Serve an entry from memory at most this long after reading it (None: until its Valkey TTL)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_entries", "max_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigurationError(f"near_cache.{name} must be a positive integer, got {value!r}")
+        ttl = self.max_ttl_s
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0):
+            raise ConfigurationError(f"near_cache.max_ttl_s must be a positive number of seconds or None, got {ttl!r}")
+
+
+@dataclass
 class AnalyticsOptions:
     """Accepted so that code written for betterdb-agent-cache starts unchanged; nothing reads it.
 
@@ -202,6 +226,8 @@ class AgentCacheOptions:
     storage: StorageOptions = field(default_factory=StorageOptions)
     stats_flush_interval_s: float = 1.0
     """Counters are buffered in-process (so a hit is one round trip) and flushed this often, and on close()."""
+    near_cache: NearCacheOptions | None = None
+    """An in-process L1 for LLM and tool entries (None: off). ``NearCacheOptions()`` or a dict of its fields."""
 
     def __post_init__(self) -> None:
         # Every option group may also be given as a plain dict of its fields (from YAML, env, a config file).
@@ -211,6 +237,8 @@ class AgentCacheOptions:
         self.reliability = _options(self.reliability, ReliabilityOptions, "reliability")
         self.storage = _options(self.storage, StorageOptions, "storage")
         self.analytics = _options(self.analytics, AnalyticsOptions, "analytics")
+        if self.near_cache is not None:
+            self.near_cache = _options(self.near_cache, NearCacheOptions, "near_cache")
         self.tier_defaults = {
             tier: _options(defaults, TierDefaults, f"tier_defaults[{tier!r}]")
             for tier, defaults in _mapping(self.tier_defaults, "tier_defaults").items()

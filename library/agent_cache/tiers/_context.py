@@ -14,6 +14,7 @@ from .._backend import Backend
 from .._codec import pack_entry
 from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, CorruptEntryError
 from .._keys import KeyLayout, decode_segment
+from .._near_cache import NearCache
 from .._ttl import TtlPolicy
 from ..stats import StatsBuffer
 from ..telemetry import OperationTimer, Telemetry
@@ -47,6 +48,8 @@ class TierContext:
     compress_above: int | None = None
     """LLM and tool entries whose JSON exceeds this many bytes are stored compressed (None: never)."""
     compression_level: int = 6
+    near: NearCache | None = None
+    """The in-process L1 for LLM and tool entries (None: off): look up first, read through it on a miss."""
     tenant: ContextVar[str] = field(default_factory=lambda: ContextVar("agent_cache_tenant", default=""))
     """The tenant scope (encoded) of the current task: see ``AgentCache.tenant``."""
     _timers: dict[tuple[str, str], OperationTimer] = field(default_factory=dict, init=False, repr=False)

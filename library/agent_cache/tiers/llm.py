@@ -83,8 +83,14 @@ class LlmCache:
             with ctx.telemetry.span("agent_cache.llm.check") as span:
                 if span.is_recording():
                     span.set_attributes({"cache.key": key, "cache.model": model})
+                near, level = ctx.near, "l2"
                 try:
-                    raw = await ctx.backend.get(key)
+                    if near is None:
+                        raw = await ctx.backend.get(key)
+                    elif (raw := near.lookup(key)) is not None:
+                        level = "l1"
+                    else:
+                        raw = await near.read(key)
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
@@ -97,8 +103,11 @@ class LlmCache:
                         ctx.telemetry.error("llm", "check", "corrupt")
                         with contextlib.suppress(BackendError):
                             await ctx.backend.delete_many([key])
+                        if near is not None:
+                            near.drop(key)
                 hit = entry is not None
                 span.set_attribute("cache.hit", hit)
+                span.set_attribute("cache.level", level)
                 if entry is None:
                     if deferred is None:
                         self._count(False, model, None)
@@ -249,6 +258,11 @@ class LlmCache:
                         raise
                     ctx.failed_open("llm", operation, exc, span)
                     return key
+                finally:
+                    if ctx.near is not None:
+                        ctx.near.drop(key)  # our own overwrite: no L1 copy of the old entry outlives it
+                if ctx.near is not None:
+                    await ctx.near.settle(key)  # other processes' L1 copies are invalidated once we return
             ctx.telemetry.stored_bytes("llm", stored_size)
             return key
 
@@ -257,7 +271,13 @@ class LlmCache:
         ctx = self._ctx
         with ctx.measured("llm", "invalidate_by_model"):
             with ctx.telemetry.span("agent_cache.llm.invalidate_by_model", {"cache.model": model}) as span:
-                deleted = await drop_key_index(ctx.backend, ctx.keys.model_index(model))
+                try:
+                    deleted = await drop_key_index(ctx.backend, ctx.keys.model_index(model))
+                finally:
+                    if ctx.near is not None:
+                        ctx.near.drop_all()
+                if ctx.near is not None:
+                    await ctx.near.settle()
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted
 
@@ -269,8 +289,14 @@ class LlmCache:
             with ctx.telemetry.span("agent_cache.llm.clear") as span:
                 models = await ctx.backend.command("ZRANGE", model_registry_key(ctx.keys), 0, -1)
                 deleted = 0
-                for model in models:
-                    deleted += await drop_key_index(ctx.backend, ctx.keys.model_index(as_text(model)))
+                try:
+                    for model in models:
+                        deleted += await drop_key_index(ctx.backend, ctx.keys.model_index(as_text(model)))
+                finally:
+                    if ctx.near is not None:
+                        ctx.near.drop_all()
+                if ctx.near is not None:
+                    await ctx.near.settle()
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted
 

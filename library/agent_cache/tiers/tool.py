@@ -125,8 +125,14 @@ class ToolCache:
                     span.set_attribute("cache.skipped", "not_cacheable")
                     return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
                 entry = None
+                near, level = ctx.near, "l2"
                 try:
-                    raw = await ctx.backend.get(key)
+                    if near is None:
+                        raw = await ctx.backend.get(key)
+                    elif (raw := near.lookup(key)) is not None:
+                        level = "l1"
+                    else:
+                        raw = await near.read(key)
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
@@ -140,6 +146,7 @@ class ToolCache:
                         with contextlib.suppress(BackendError):
                             await self.invalidate(tool_name, args)
                 span.set_attribute("cache.hit", entry is not None)
+                span.set_attribute("cache.level", level)
                 if entry is None:
                     if deferred is None:
                         self._count(names, tool_name, False, None)
@@ -204,6 +211,11 @@ class ToolCache:
                         raise
                     ctx.failed_open("tool", "store", exc, span)
                     return key
+                finally:
+                    if ctx.near is not None:
+                        ctx.near.drop(key)  # our own overwrite: no L1 copy of the old entry outlives it
+                if ctx.near is not None:
+                    await ctx.near.settle(key)  # other processes' L1 copies are invalidated once we return
             ctx.telemetry.stored_bytes("tool", stored_size)
             ctx.telemetry.tool_ttl(tool_name, ttl)
             return key
@@ -330,7 +342,13 @@ class ToolCache:
             with ctx.telemetry.span(
                 "agent_cache.tool.invalidate", {"cache.key": key, "cache.tool_name": tool_name}
             ) as span:
-                deleted = int(await ctx.backend.run_script(DELETE_INDEXED, (key, names.index), (digest,)))
+                try:
+                    deleted = int(await ctx.backend.run_script(DELETE_INDEXED, (key, names.index), (digest,)))
+                finally:
+                    if ctx.near is not None:
+                        ctx.near.drop(key)
+                if ctx.near is not None:
+                    await ctx.near.settle(key)
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted > 0
 
@@ -340,7 +358,13 @@ class ToolCache:
         with ctx.measured("tool", "invalidate_by_tool"):
             with ctx.telemetry.span("agent_cache.tool.invalidate_by_tool", {"cache.tool_name": tool_name}) as span:
                 names = self._names(tool_name)
-                deleted = await drop_index(ctx, (names.index, names.prefix))
+                try:
+                    deleted = await drop_index(ctx, (names.index, names.prefix))
+                finally:
+                    if ctx.near is not None:
+                        ctx.near.drop_all()  # our own bulk delete: no L1 copy of those entries outlives it
+                if ctx.near is not None:
+                    await ctx.near.settle()
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted
 
