@@ -24,6 +24,7 @@ client's own path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -74,7 +75,10 @@ class HeldConnections:
             idle.append(connection)
             raise
         except BaseException:
-            await connection.disconnect(nowait=True)  # a half-read reply must never meet the next command
+            # A half-read reply must never meet the next command. A failure to disconnect (a closed loop's
+            # stream) must not replace why we are leaving: a cancellation stays a cancellation.
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
             idle.append(connection)
             raise
         idle.append(connection)
