@@ -76,6 +76,34 @@ def test_a_users_polling_task_left_running_ends_with_the_loop(valkey_server: Ser
         assert_clean_exit(outcome, printed="exited")
 
 
+def test_sync_cache_never_closed_exits_and_flushes_at_exit(valkey_server: ServerHandle, tmp_path: Path) -> None:
+    program = """
+        import os
+        from agent_cache import SyncAgentCache
+
+        cache = SyncAgentCache(f"valkey://127.0.0.1:{os.environ['VALKEY_PORT']}", name="sync_forgetful",
+                               stats_flush_interval_s=3600)
+        cache.flush()
+        cache.llm.check({"model": "m", "messages": [{"role": "user", "content": "q"}]})
+        print("exited")
+    """
+    outcome = run_program(program, tmp_path, valkey_server.port)
+    assert_clean_exit(outcome, printed="exited")
+    reader = run_program(
+        """
+        import os
+        from agent_cache import SyncAgentCache
+
+        with SyncAgentCache(f"valkey://127.0.0.1:{os.environ['VALKEY_PORT']}", name="sync_forgetful") as cache:
+            print("misses", cache.stats().llm.misses)
+        """,
+        tmp_path,
+        valkey_server.port,
+        name="reader.py",
+    )
+    assert "misses 1" in reader.stdout, reader.stdout + reader.stderr  # flushed at interpreter exit
+
+
 def test_loop_closed_with_the_cache_tasks_still_running_exits(valkey_server: ServerHandle, tmp_path: Path) -> None:
     # No asyncio.run(): the loop is closed without cancelling anything. asyncio itself reports the
     # pending tasks it destroys; the process must still end.
