@@ -60,6 +60,7 @@ class NearCacheListener(Protocol):
     def near_invalidated(self, count: int) -> None: ...
     def near_evicted(self, count: int) -> None: ...
     def near_refused(self, reason: str) -> None: ...
+    def near_size(self, entries: int, size: int) -> None: ...
 
 
 class _Silent:
@@ -73,6 +74,9 @@ class _Silent:
         pass
 
     def near_refused(self, reason: str) -> None:
+        pass
+
+    def near_size(self, entries: int, size: int) -> None:
         pass
 
 
@@ -214,6 +218,7 @@ class NearCache:
             evicted += 1
         if evicted:
             self.listener.near_evicted(evicted)
+        self.listener.near_size(len(self._entries), self.bytes)
 
     # ── invalidation ─────────────────────────────────────────────────────────
 
@@ -223,6 +228,7 @@ class NearCache:
             return False
         entry.node.keys.discard(key)
         self.bytes -= entry.size
+        self.listener.near_size(len(self._entries), self.bytes)
         return True
 
     def drop(self, key: str) -> None:
@@ -260,6 +266,7 @@ class NearCache:
             self._flush_node(node)
         self._entries.clear()
         self.bytes = 0
+        self.listener.near_size(0, 0)
         for pending in self._inflight.values():
             pending[1] += 1
 
@@ -286,6 +293,8 @@ class NearCache:
                 self.bytes -= entry.size
                 dropped += 1
         node.keys.clear()
+        if dropped:
+            self.listener.near_size(len(self._entries), self.bytes)
         return dropped
 
     # ── links ────────────────────────────────────────────────────────────────

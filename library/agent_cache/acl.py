@@ -24,6 +24,7 @@ COMMANDS = (
     "evalsha", "eval", "multi", "exec", "scan",
     "publish", "subscribe", "unsubscribe", "ping", "client|setinfo",
     "cluster|slots", "cluster|shards", "command", "readonly",
+    "client|id", "client|tracking", "role",  # the near-cache: its invalidation link and tracked reads
 )  # fmt: skip
 
 
@@ -32,4 +33,5 @@ def acl_rule(name: str) -> str:
     keys = KeyLayout(name)
     patterns = " ".join(f"~{pattern}" for pattern in keys.acl_key_patterns())
     commands = " ".join(f"+{command}" for command in COMMANDS)
-    return f"resetkeys {patterns} ~__betterdb:* resetchannels &{keys.config}:changed -@all {commands}"
+    channels = f"&{keys.config}:changed &__redis__:invalidate"  # the second: the near-cache's invalidations
+    return f"resetkeys {patterns} ~__betterdb:* resetchannels {channels} -@all {commands}"

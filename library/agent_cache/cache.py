@@ -96,7 +96,11 @@ class AgentCache:
             None
             if near is None
             else NearCache(
-                self._backend, max_entries=near.max_entries, max_bytes=near.max_bytes, max_ttl_s=near.max_ttl_s
+                self._backend,
+                max_entries=near.max_entries,
+                max_bytes=near.max_bytes,
+                max_ttl_s=near.max_ttl_s,
+                listener=self.telemetry,
             )
         )
         context = TierContext(

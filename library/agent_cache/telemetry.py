@@ -138,6 +138,38 @@ CONFIG_INFO = MetricSpec(
     "1 for the live config version this instance applied (version is empty without a live config).",
     ("cache_name", "version"),
 )
+NEAR_REQUESTS = MetricSpec(
+    "near_cache_requests_total",
+    "counter",
+    "Near-cache (L1) lookups of LLM and tool entries: hit answered from process memory, miss went to Valkey.",
+    ("cache_name", "result"),
+)
+NEAR_INVALIDATIONS = MetricSpec(
+    "near_cache_invalidations_total",
+    "counter",
+    "L1 entries dropped because Valkey invalidated them (a write or flush anywhere) or their node's link was lost.",
+    ("cache_name",),
+)
+NEAR_EVICTIONS = MetricSpec(
+    "near_cache_evictions_total",
+    "counter",
+    "L1 entries evicted (least recently used first) to stay within max_entries and max_bytes.",
+    ("cache_name",),
+)
+NEAR_ENTRIES = MetricSpec("near_cache_entries", "gauge", "Entries held in this process's L1.", ("cache_name",))
+NEAR_BYTES = MetricSpec(
+    "near_cache_bytes",
+    "gauge",
+    "Memory held by this process's L1 (values, keys and bookkeeping), bounded by max_bytes.",
+    ("cache_name",),
+    unit="bytes",
+)
+NEAR_REFUSED = MetricSpec(
+    "near_cache_refused_total",
+    "counter",
+    "Times Valkey refused client tracking (ACL, old server, proxy): the near-cache stays off in that process.",
+    ("cache_name",),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     REQUESTS,
@@ -152,11 +184,17 @@ METRICS: tuple[MetricSpec, ...] = (
     COALESCED,
     TOOL_TTL,
     CONFIG_INFO,
+    NEAR_REQUESTS,
+    NEAR_INVALIDATIONS,
+    NEAR_EVICTIONS,
+    NEAR_ENTRIES,
+    NEAR_BYTES,
+    NEAR_REFUSED,
 )
 
 # Span name -> attributes it carries.
 SPANS: dict[str, tuple[str, ...]] = {
-    "agent_cache.llm.check": ("cache.key", "cache.model", "cache.hit"),
+    "agent_cache.llm.check": ("cache.key", "cache.model", "cache.hit", "cache.level"),
     "agent_cache.llm.store": ("cache.key", "cache.model", "cache.ttl", "cache.bytes"),
     "agent_cache.llm.store_multipart": (
         "cache.key",
@@ -166,7 +204,7 @@ SPANS: dict[str, tuple[str, ...]] = {
         "cache.blocks",
     ),
     "agent_cache.llm.invalidate_by_model": ("cache.model", "cache.deleted_count"),
-    "agent_cache.tool.check": ("cache.key", "cache.tool_name", "cache.hit"),
+    "agent_cache.tool.check": ("cache.key", "cache.tool_name", "cache.hit", "cache.level"),
     "agent_cache.tool.store": ("cache.key", "cache.tool_name", "cache.ttl", "cache.bytes"),
     "agent_cache.tool.set_policy": ("cache.tool_name", "cache.ttl"),
     "agent_cache.tool.invalidate": ("cache.key", "cache.tool_name", "cache.deleted_count"),
@@ -209,6 +247,12 @@ class _MetricFamilies:
         self.config_info = make(CONFIG_INFO)
         self.coalesced = make(COALESCED)
         self.tool_ttl = make(TOOL_TTL)
+        self.near_requests = make(NEAR_REQUESTS)
+        self.near_invalidations = make(NEAR_INVALIDATIONS)
+        self.near_evictions = make(NEAR_EVICTIONS)
+        self.near_entries = make(NEAR_ENTRIES)
+        self.near_bytes = make(NEAR_BYTES)
+        self.near_refused = make(NEAR_REFUSED)
 
 
 _families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _MetricFamilies]] = weakref.WeakKeyDictionary()
@@ -357,6 +401,23 @@ class Telemetry:
 
     def stats_dropped(self, increments: int) -> None:
         self._child(self._families.stats_dropped).inc(increments)
+
+    def near_lookup(self, hit: bool) -> None:
+        self._child(self._families.near_requests, "hit" if hit else "miss").inc()
+
+    def near_invalidated(self, count: int) -> None:
+        self._child(self._families.near_invalidations).inc(count)
+
+    def near_evicted(self, count: int) -> None:
+        self._child(self._families.near_evictions).inc(count)
+
+    def near_refused(self, reason: str) -> None:
+        self._child(self._families.near_refused).inc()
+
+    def near_size(self, entries: int, size: int) -> None:
+        """The L1's size now (set as it changes, so a scrape never calls into the cache)."""
+        self._child(self._families.near_entries).set(entries)
+        self._child(self._families.near_bytes).set(size)
 
     def config_version(self, previous: str | None, current: str | None) -> None:
         family = self._families.config_info

@@ -216,6 +216,46 @@ def overview() -> dict[str, Any]:
             "short",
         ),
     ]
+    near_hits = f"sum (rate({series('near_cache_requests_total', s, result='hit')}[{RATE}]))"
+    near_lookups = f"sum (rate({series('near_cache_requests_total', s)}[{RATE}]))"
+    near = [
+        PanelSpec(
+            "timeseries",
+            "Near-cache (L1) hit rate",
+            "Share of LLM and tool lookups answered from process memory (near_cache on), without a Valkey round "
+            "trip. Misses went to Valkey, where they may still hit.",
+            [Query(f"({near_hits} or 0 * {near_lookups}) / {near_lookups}", "L1 hit rate")],
+            "percentunit",
+            width=8,
+            min=0,
+            max=1,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Near-cache invalidations and evictions per second",
+            "L1 entries dropped because Valkey invalidated them (a write or flush anywhere, a lost link), evicted "
+            "to stay within max_entries/max_bytes, and refusals of client tracking (L1 then stays off).",
+            [
+                Query(f"sum (rate({series('near_cache_invalidations_total', s)}[{RATE}]))", "invalidated"),
+                Query(f"sum (rate({series('near_cache_evictions_total', s)}[{RATE}]))", "evicted"),
+                Query(f"sum (rate({series('near_cache_refused_total', s)}[{RATE}]))", "tracking refused"),
+            ],
+            "ops",
+            width=8,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Near-cache memory",
+            "Bytes held in L1 across the selected caches' instances (each bounded by its max_bytes); the legend's "
+            "second series is the number of entries.",
+            [
+                Query(f"sum ({series('near_cache_bytes', s)})", "bytes"),
+                Query(f"sum ({series('near_cache_entries', s)})", "entries"),
+            ],
+            "bytes",
+            width=8,
+        ),
+    ]
     failing_open = series("errors_total", s, error="~unavailable|timeout")
     operations = f"sum (rate({series('operation_duration_seconds', s, part='count')}[{RATE}]))"
     errors = [
@@ -308,6 +348,7 @@ def overview() -> dict[str, Any]:
             ("Traffic and savings", traffic),
             ("Latency", latency),
             ("Storage and sessions", storage),
+            ("Near-cache (L1)", near),
             ("Errors", errors),
             ("Live config", config),
         ],

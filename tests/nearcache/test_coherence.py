@@ -48,6 +48,9 @@ class L1Counter:
     def near_refused(self, reason: str) -> None:
         pass
 
+    def near_size(self, entries: int, size: int) -> None:
+        pass
+
 
 def counted(cache: AgentCache) -> L1Counter:
     counter = L1Counter()
