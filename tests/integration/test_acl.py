@@ -19,7 +19,9 @@ from valkey.asyncio import Valkey
 
 from agent_cache import (
     AgentCache,
+    DiscoveryOptions,
     LlmStoreOptions,
+    NearCacheOptions,
     ReliabilityOptions,
     TelemetryOptions,
     ToolPolicy,
@@ -165,5 +167,36 @@ async def test_the_user_reaches_no_other_cache_not_even_one_named_under_its_own(
         with pytest.raises(Exception, match=r"NOPERM|permission"):
             await client.execute_command(*forbidden)
     assert await client.get("fl:__stats") is None  # its own keys: allowed
+    await client.aclose()
+    await admin.aclose()
+
+
+async def test_the_near_cache_runs_as_the_least_privilege_user(valkey_server_factory: Callable[..., Any]) -> None:
+    server = valkey_server_factory()
+    admin = Valkey.from_url(server.url)
+    await admin.execute_command("ACL", "SETUSER", "agent", "on", ">s3cret", *acl_rule(NAME).split())
+    await admin.execute_command("ACL", "LOG", "RESET")
+    client = Valkey.from_url(server.url, username="agent", password="s3cret")
+    cache = AgentCache(
+        client=client,
+        name=NAME,
+        telemetry=TelemetryOptions(registry=CollectorRegistry()),
+        reliability=ReliabilityOptions(on_error="raise"),
+        near_cache=NearCacheOptions(),
+        discovery=DiscoveryOptions(enabled=False),
+    )
+    try:
+        await cache.llm.store(PARAMS, "x")
+        for _ in range(3):
+            assert (await cache.llm.check(PARAMS)).hit
+        await cache.tool.store("t", {"a": 1}, "r")
+        for _ in range(3):
+            assert (await cache.tool.check("t", {"a": 1})).hit
+        await admin.delete(cache.llm.key(PARAMS))  # an invalidation arrives on the tracking connection
+        await asyncio.sleep(0.2)
+        await cache.llm.check(PARAMS)
+    finally:
+        await cache.close()
+    assert await admin.execute_command("ACL", "LOG") == []
     await client.aclose()
     await admin.aclose()
