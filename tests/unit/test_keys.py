@@ -144,6 +144,16 @@ def test_a_tenant_is_a_segment_of_its_own_in_the_hash_tag() -> None:
     assert keys.acl_key_patterns() == ("c:llm:*", "c:tool:*", "c:session:*", "c:checkpoint:*", "c:__*")
 
 
+@given(st.lists(st.text(min_size=1), max_size=3))
+def test_canonical_json_never_holds_a_raw_newline_so_a_tenant_scope_is_unambiguous(texts: list[str]) -> None:
+    """``_digest`` hashes ``scope + "\\n" + canonical`` with a tenant, ``canonical`` without: injective as long as
+    neither an encoded tenant nor canonical JSON holds a raw newline."""
+    value = {"k\n": texts, "n": ["\n", "\r\n", 1.5]}
+    assert b"\n" not in canonical_bytes(value)
+    assert "\n" not in canonical_json(value)
+    assert all("\n" not in encode_segment(text) for text in texts)
+
+
 def test_tenant_scope_never_collides_in_llm_and_tool_hashes() -> None:
     """The scope (an encoded tenant, never holding a newline) goes before canonical JSON, which never holds one."""
     params = {"model": "m", "messages": ["x"]}
