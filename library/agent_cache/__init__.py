@@ -13,6 +13,7 @@ from ._errors import (
     BackendUnavailableError,
     ConfigurationError,
     CorruptEntryError,
+    NameCollisionError,
     SerializationError,
     ValkeyCommandError,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "LlmCacheResult",
     "LlmStoreOptions",
     "ModelCost",
+    "NameCollisionError",
     "NearCacheOptions",
     "NormalizerConfig",
     "ReasoningBlock",

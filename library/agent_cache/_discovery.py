@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ._backend import Backend
-from ._errors import ConfigurationError
+from ._errors import NameCollisionError
 from ._scripts import RELEASE_LOCK
 
 REGISTRY_KEY = "__betterdb:caches"
@@ -90,7 +90,7 @@ class Discovery:
         except (ValueError, AttributeError):
             return
         if kind and kind != CACHE_TYPE:
-            raise ConfigurationError(
+            raise NameCollisionError(
                 f"cache name {self._name!r} is already registered as a {kind!r} on this Valkey; choose another name"
             )
 

@@ -4,6 +4,7 @@
     ├── AgentCacheUsageError        bad input from the caller (the message names the offending path)
     │   └── SerializationError      a value that cannot be encoded as canonical JSON
     ├── ConfigurationError          invalid options or an invalid live config
+    │   └── NameCollisionError      the cache name is registered to another kind of cache (also a usage error)
     ├── BackendError                Valkey could not serve the request
     │   ├── BackendUnavailableError connection refused/reset, cluster down
     │   │   └── BackendAuthenticationError  wrong user name or password
@@ -31,6 +32,11 @@ class SerializationError(AgentCacheUsageError):
 
 class ConfigurationError(AgentCacheError):
     """Invalid cache options or an invalid live configuration."""
+
+
+class NameCollisionError(ConfigurationError, AgentCacheUsageError):
+    """The cache name is registered in ``__betterdb:caches`` by another kind of cache. Also an
+    :class:`AgentCacheUsageError`, which is what the reference package raises there."""
 
 
 class BackendError(AgentCacheError):

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from valkey.asyncio import Valkey
 
-from agent_cache import AgentCache, ConfigurationError, TelemetryOptions
+from agent_cache import AgentCache, AgentCacheUsageError, ConfigurationError, TelemetryOptions
 
 pytestmark = pytest.mark.valkey
 
@@ -42,6 +42,8 @@ async def test_ensure_discovery_ready_raises_when_the_name_belongs_to_another_ki
         with pytest.raises(ConfigurationError, match="already registered as a 'semantic_cache'"):
             await cache.ensure_discovery_ready()
         with pytest.raises(ConfigurationError):  # the same answer later: the error is kept
+            await cache.ensure_discovery_ready()
+        with pytest.raises(AgentCacheUsageError):  # what code written for the reference catches
             await cache.ensure_discovery_ready()
         assert json.loads(await valkey_client.hget(REGISTRY, "shop"))["type"] == "semantic_cache"  # untouched
         await cache.session.set("t", "f", "v")  # the cache itself works; only discovery is off
