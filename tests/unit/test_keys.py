@@ -154,6 +154,16 @@ def test_canonical_json_never_holds_a_raw_newline_so_a_tenant_scope_is_unambiguo
     assert all("\n" not in encode_segment(text) for text in texts)
 
 
+@given(st.one_of(st.none(), st.text(min_size=1)), st.text(), st.one_of(st.none(), st.text(min_size=1)), st.text())
+def test_no_two_tenant_value_pairs_feed_the_hash_the_same_bytes(
+    tenant: str | None, value: str, other_tenant: str | None, other: str
+) -> None:
+    def material(who: str | None, text: str) -> bytes:
+        return _keys.scoped_canonical_bytes(encode_segment(who) if who else "", {"v": text}, "args")
+
+    assert (material(tenant, value) == material(other_tenant, other)) == ((tenant, value) == (other_tenant, other))
+
+
 def test_tenant_scope_never_collides_in_llm_and_tool_hashes() -> None:
     """The scope (an encoded tenant, never holding a newline) goes before canonical JSON, which never holds one."""
     params = {"model": "m", "messages": ["x"]}
