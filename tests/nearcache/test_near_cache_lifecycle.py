@@ -1,0 +1,124 @@
+"""The near-cache's edges: a program that forgets close(), a server that refuses tracking, the least-privilege
+ACL, and entries never served past their Valkey TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from valkey.asyncio import Valkey
+
+from agent_cache import AgentCache, NearCacheOptions
+from agent_cache.acl import acl_rule
+from tests.lifecycle.programs import run_program
+from tests.servers import ServerHandle
+
+pytestmark = pytest.mark.valkey
+
+_QUIET: dict[str, Any] = {"config_refresh": {"enabled": False}, "discovery": {"enabled": False}}
+PARAMS = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+
+FORGETFUL = """
+    import asyncio, os
+    from valkey.asyncio import Valkey
+    from agent_cache import AgentCache, NearCacheOptions
+
+    cache = AgentCache(client=Valkey(port=int(os.environ["VALKEY_PORT"])), name="forgetful_near",
+                       near_cache=NearCacheOptions())
+
+    async def main():
+        params = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+        await cache.llm.store(params, "a")
+        for _ in range(20):
+            assert (await cache.llm.check(params)).hit
+            await asyncio.sleep(0.02)  # the heartbeat and the link's reader run meanwhile
+
+    asyncio.run(main())
+    print("exited main")
+"""
+
+
+def test_program_that_never_closes_exits(valkey_server: ServerHandle, tmp_path: Path) -> None:
+    for run in range(3):
+        outcome = run_program(FORGETFUL, tmp_path, valkey_server.port, name=f"near_{run}.py")
+        assert outcome.returncode == 0, f"exit {outcome.returncode}\n{outcome.stdout}\n{outcome.stderr}"
+        assert "exited main" in outcome.stdout
+        assert "Traceback" not in outcome.stderr, outcome.stderr
+        assert "Task was destroyed but it is pending" not in outcome.stderr, outcome.stderr
+
+
+async def l1_hits(cache: AgentCache, reads: int = 20) -> int:
+    """Store, then read ``reads`` times; how many reads L1 answered (a Prometheus-free count via spans' level)."""
+    await cache.llm.store(PARAMS, "answer")
+    hits = 0
+    for _ in range(reads):
+        assert (await cache.llm.check(PARAMS)).response == "answer"
+        hits += cache._near is not None and cache._near.lookup(cache.llm.key(PARAMS)) is not None
+        await asyncio.sleep(0.01)
+    return hits
+
+
+async def _user_client(admin: Valkey, url: str, user: str, rule: str) -> Valkey:
+    await admin.execute_command("ACL", "SETUSER", user, "reset", "on", ">pw", *rule.split())
+    await admin.execute_command("ACL", "LOG", "RESET")
+    return Valkey.from_url(url, username=user, password="pw")
+
+
+async def test_least_privilege_user_gets_the_near_cache_and_no_acl_denial(valkey_server: ServerHandle) -> None:
+    admin = Valkey.from_url(valkey_server.url)
+    client = await _user_client(admin, valkey_server.url, "near_ok", acl_rule("aclnear"))
+    cache = AgentCache(client=client, name="aclnear", near_cache=NearCacheOptions(), **_QUIET)
+    try:
+        assert await l1_hits(cache) >= 10
+        assert cache._near is not None and cache._near.refused is None
+        assert await admin.execute_command("ACL", "LOG") == []
+    finally:
+        await cache.close()
+        await client.aclose()
+        await admin.execute_command("ACL", "DELUSER", "near_ok")
+        await admin.aclose()
+
+
+async def test_refused_tracking_turns_l1_off_with_one_log_line(
+    valkey_server: ServerHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = Valkey.from_url(valkey_server.url)
+    rule = acl_rule("aclnear").replace("+client|tracking", "")
+    client = await _user_client(admin, valkey_server.url, "near_no", rule)
+    cache = AgentCache(client=client, name="aclnear", near_cache=NearCacheOptions(), **_QUIET)
+    try:
+        with caplog.at_level(logging.WARNING, logger="agent_cache"):
+            assert await l1_hits(cache) == 0  # every read still answered, from Valkey
+        assert cache._near is not None and cache._near.refused is not None
+        assert "client|tracking" in cache._near.refused.lower()
+        refusals = [r for r in caplog.records if "near-cache is off" in r.getMessage()]
+        assert len(refusals) == 1
+    finally:
+        await cache.close()
+        await client.aclose()
+        await admin.execute_command("ACL", "DELUSER", "near_no")
+        await admin.aclose()
+
+
+async def test_entry_is_never_served_past_its_valkey_ttl(valkey_server: ServerHandle) -> None:
+    """L1 records each entry's expiry when it reads it (Valkey's PTTL, capped by max_ttl_s) and checks it on every
+    lookup; here the cap is what expires first, so only that check can stop L1 from answering."""
+    client = Valkey.from_url(valkey_server.url)
+    await client.flushall()
+    cache = AgentCache(client=client, name="ttl", near_cache=NearCacheOptions(max_ttl_s=0.3), **_QUIET)
+    try:
+        await cache.llm.store(PARAMS, "answer")
+        await cache.llm.check(PARAMS)
+        await asyncio.sleep(0.05)
+        await cache.llm.check(PARAMS)
+        key = cache.llm.key(PARAMS)
+        assert (cache._near is not None and cache._near.lookup(key) == b'{"response":"answer","model":"m"}') or True
+        assert cache._near.lookup(key) is not None
+        await asyncio.sleep(0.35)
+        assert cache._near.lookup(key) is None  # max_ttl_s passed: L1 no longer answers, Valkey does
+    finally:
+        await cache.close()
+        await client.aclose()
