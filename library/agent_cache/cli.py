@@ -36,6 +36,8 @@ COMMANDS = (
     "agent_cache.commands.flush",
     "agent_cache.commands.server",
     "agent_cache.commands.explain",
+    "agent_cache.commands.export",
+    "agent_cache.commands.import_",
 )
 """Subcommand modules, in ``--help`` order."""
 
