@@ -1,6 +1,7 @@
 """Lua scripts of the LangGraph checkpointer: every read or write of one thread is one atomic script call.
 
-A thread's checkpoints live in two keys that share the thread's hash tag (``KeyLayout.checkpoint_prefix``):
+A thread's checkpoints live in two keys that share the thread's hash tag (``KeyLayout.checkpoint_prefix``; a
+tenant's thread has the tag ``{<tenant>:<thread>}``, as its session fields do):
 
 * ``...:data`` — a hash. ``c:<ns>:<id>`` → the checkpoint's JSON envelope (parent id, run id, the blob
   fields it reads, its serialized body and metadata); ``b:<ns>:<channel>:<version>`` → one channel value;

@@ -13,7 +13,8 @@ Generations are stored with LangChain's serializer (``dumps``) and revived with 
 Sync (``invoke``) and async (``ainvoke``) both work when the adapter wraps a :class:`SyncAgentCache`; an
 :class:`AgentCache` serves the async methods only (its connections belong to its event loop).
 Valkey trouble never fails the model call: a lookup then misses and an update is skipped, with a warning.
-``clear()`` removes only what LangChain stored, through the adapter's own index (no keyspace scan).
+``clear()`` removes only what LangChain stored, through the adapter's own index (no keyspace scan) — of every
+tenant, like ``invalidate_by_model``: inside ``cache.tenant(...)`` lookups and updates are the tenant's own.
 """
 
 from __future__ import annotations
