@@ -39,6 +39,7 @@ from .types import AgentCacheOptions, AgentCacheStats, ToolEffectivenessEntry
 log = logging.getLogger("agent_cache")
 
 _STOP_GRACE_S = 5.0
+_LAST_FLUSH_S = 1.0
 
 
 def _validate_storage(compress_above: int | None, level: int) -> None:
@@ -241,9 +242,19 @@ class AgentCache:
         """
         try:
             await self._upkeep_loop(discovery_settled)
+        except asyncio.CancelledError:
+            if not self._closed:  # the loop is shutting down and nobody called close(): keep the counts
+                await self._last_flush()
+            raise
         finally:
             if not discovery_settled.done():  # ensure_discovery_ready() must not wait for an ended upkeep
                 discovery_settled.set_result(None)
+
+    async def _last_flush(self) -> None:
+        """One bounded try to write the buffered counts before the loop goes (``asyncio.run`` without close)."""
+        with contextlib.suppress(AgentCacheError, TimeoutError):
+            async with asyncio.timeout(_LAST_FLUSH_S):
+                await self._stats.flush()
 
     async def _upkeep_loop(self, discovery_settled: asyncio.Future[None]) -> None:
         interval = max(0.05, self.options.stats_flush_interval_s)

@@ -99,16 +99,16 @@ def test_the_examples_get_the_reference_answers(runs: dict[str, Run]) -> None:
     assert ours["intent"] == "book_flight"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="counters buffered in a loop that asyncio.run then closes are never written (stats.py/cache.py): the "
-    "Quick start's lookups are missing from stats(); the reference writes them at once",
-)
 def test_the_examples_count_what_the_reference_counts(runs: dict[str, Run]) -> None:
+    """Counts buffered in a loop that ``asyncio.run`` then closes are written at its shutdown, as the
+    reference writes each at once. Two documented differences: the reference's 2nd LLM lookup fails, and
+    its ``get_all`` is no session read (ours is: docs/migrating.md)."""
     ours, reference = runs["ours"].values["stats"], runs["reference"].values["stats"]
     assert isinstance(ours, dict) and isinstance(reference, dict)
-    for part in ("tool", "session", "per_tool"):  # the LLM count differs: the reference's 2nd lookup failed
+    for part in ("tool", "per_tool"):
         assert ours[part] == reference[part], part
+    get_all_calls = 1  # the README's Session state section
+    assert ours["session"] == {**reference["session"], "reads": reference["session"]["reads"] + get_all_calls}
 
 
 def test_neither_package_reaches_beyond_loopback(runs: dict[str, Run]) -> None:
