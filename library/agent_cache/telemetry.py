@@ -125,6 +125,14 @@ COALESCED = MetricSpec(
     "(outcome: local, waited) or that computed after waiting a whole lease (fallback).",
     ("cache_name", "tier", "outcome"),
 )
+BYPASS = MetricSpec(
+    "bypass_total",
+    "counter",
+    "LLM/tool lookups or stores skipped on purpose, by reason: a per-request cache control (no_cache, refresh, "
+    "no_store; only_if_cached: a miss returned without computing) or a model policy (not_cacheable, "
+    "finish_reason, empty).",
+    ("cache_name", "tier", "reason"),
+)
 TOOL_TTL = MetricSpec(
     "tool_ttl_seconds",
     "gauge",
@@ -182,6 +190,7 @@ METRICS: tuple[MetricSpec, ...] = (
     DISCOVERY_WRITE_FAILED,
     STATS_DROPPED,
     COALESCED,
+    BYPASS,
     TOOL_TTL,
     CONFIG_INFO,
     NEAR_REQUESTS,
@@ -204,6 +213,7 @@ SPANS: dict[str, tuple[str, ...]] = {
         "cache.blocks",
     ),
     "agent_cache.llm.invalidate_by_model": ("cache.model", "cache.deleted_count"),
+    "agent_cache.llm.clear": ("cache.deleted_count",),
     "agent_cache.tool.check": ("cache.key", "cache.tool_name", "cache.hit", "cache.level"),
     "agent_cache.tool.store": ("cache.key", "cache.tool_name", "cache.ttl", "cache.bytes"),
     "agent_cache.tool.set_policy": ("cache.tool_name", "cache.ttl"),
@@ -246,6 +256,7 @@ class _MetricFamilies:
         self.stats_dropped = make(STATS_DROPPED)
         self.config_info = make(CONFIG_INFO)
         self.coalesced = make(COALESCED)
+        self.bypass = make(BYPASS)
         self.tool_ttl = make(TOOL_TTL)
         self.near_requests = make(NEAR_REQUESTS)
         self.near_invalidations = make(NEAR_INVALIDATIONS)
@@ -392,6 +403,9 @@ class Telemetry:
 
     def coalesced(self, tier: str, outcome: str) -> None:
         self._child(self._families.coalesced, tier, outcome).inc()
+
+    def bypass(self, tier: str, reason: str) -> None:
+        self._child(self._families.bypass, tier, reason).inc()
 
     def config_refresh_failed(self) -> None:
         self._child(self._families.config_refresh_failed).inc()

@@ -69,6 +69,7 @@ async def test_spans_carry_the_documented_attributes_and_never_the_prompt(cache:
     await cache.session.destroy_thread("t")
     await cache.tool.invalidate_by_tool("w")
     await cache.llm.invalidate_by_model("m1")
+    await cache.llm.clear()
     finished = observed.exporter.get_finished_spans()
     seen = {span.name for span in finished}
     for name, attributes in SPANS.items():
@@ -80,6 +81,7 @@ async def test_spans_carry_the_documented_attributes_and_never_the_prompt(cache:
             "llm.check",
             "llm.store",
             "llm.invalidate_by_model",
+            "llm.clear",
             "tool.check",
             "tool.store",
             "tool.invalidate_by_tool",
