@@ -19,7 +19,8 @@ from .connection import ClientCache
 from .crd import GROUP, PLURAL, VERSION
 from .kube import KubeApi
 from .metrics import OperatorMetrics
-from .reconcile import Reconciler, SyncResult
+from .outcome import SyncResult
+from .reconcile import Reconciler
 
 FINALIZER = f"{GROUP}/finalizer"
 log = logging.getLogger("agent_cache_operator")

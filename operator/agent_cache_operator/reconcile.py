@@ -2,8 +2,8 @@
 
 The decisions are pure and live elsewhere (``spec``: what the resource asks for; ``children``: what to deploy;
 ``status``: what to report). This module does the I/O in a fixed order and turns every outcome into a
-:class:`SyncResult` — a status patch, Events to post and, when it failed, whether retrying can help — so the Kopf
-handlers stay a few lines each and nothing here depends on Kopf.
+:class:`~agent_cache_operator.outcome.SyncResult` — a status patch, Events to post and, when it failed, whether
+retrying can help — so the Kopf handlers stay a few lines each and nothing here depends on Kopf.
 
 Order: spec (and the Secrets it names) → monitoring children (Kubernetes only, so a Valkey outage does not hold back
 the dashboards) → config (``read_config`` first: a write happens only when Valkey's copy is missing or different,
@@ -16,8 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from agent_cache import AgentCacheError, ConfigurationError
 from agent_cache.config import apply_config, delete_config, list_instances, read_config
@@ -43,7 +42,8 @@ from .kube import (
     SecretNotAllowedError,
 )
 from .metrics import OperatorMetrics
-from .spec import AgentCacheSpec, InvalidSpecError, parse_spec
+from .outcome import Event, EventType, Failure, Resource, SyncResult
+from .spec import AgentCacheSpec, CleanupTarget, InvalidSpecError, ValkeySpec, parse_cleanup_target, parse_spec
 from .status import (
     ALERTS_READY,
     CONFIG_SYNCED,
@@ -61,79 +61,6 @@ from .status import (
 )
 
 log = logging.getLogger("agent_cache_operator")
-
-EventType = Literal["Normal", "Warning"]
-METRIC_RESULTS = {
-    "InvalidSpec": "invalid_spec",
-    "ValkeyUnavailable": "valkey_unavailable",
-    "AuthenticationFailed": "authentication_failed",
-    "PermissionDenied": "permission_denied",
-    "TLSHandshakeFailed": "tls_failed",
-    "PrefixConflict": "conflict",
-    "SecretNotAllowed": "secret_not_allowed",
-    "CleanupAbandoned": "cleanup_abandoned",
-}
-
-
-@dataclass(frozen=True)
-class Event:
-    type: EventType
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Failure:
-    reason: str
-    message: str
-    retryable: bool
-
-    @property
-    def metric_result(self) -> str:
-        return METRIC_RESULTS.get(self.reason, "error")
-
-
-@dataclass
-class SyncResult:
-    """``failure``: the handler failed (retry when ``retryable``). ``abandoned``: a deletion went ahead without
-    finishing its cleanup (the finalizer goes; metrics and a Warning say what was left behind)."""
-
-    status: dict[str, Any] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
-    failure: Failure | None = None
-    abandoned: Failure | None = None
-
-
-def source_of(namespace: str, name: str) -> str:
-    return f"operator:{namespace}/{name}"
-
-
-@dataclass(frozen=True)
-class _Resource:
-    name: str
-    namespace: str
-    uid: str
-    generation: int | None
-    status: Mapping[str, Any]
-
-    @classmethod
-    def of(cls, body: Mapping[str, Any]) -> _Resource:
-        meta = body.get("metadata") or {}
-        return cls(
-            name=str(meta.get("name")),
-            namespace=str(meta.get("namespace")),
-            uid=str(meta.get("uid")),
-            generation=meta.get("generation"),
-            status=body.get("status") or {},
-        )
-
-    @property
-    def owner(self) -> Owner:
-        return Owner(self.name, self.namespace, self.uid)
-
-    @property
-    def source(self) -> str:
-        return source_of(self.namespace, self.name)
 
 
 class Reconciler:
@@ -167,14 +94,14 @@ class Reconciler:
     # ── create / update / resume / timer ─────────────────────────────────────
 
     async def sync(self, body: Mapping[str, Any]) -> SyncResult:
-        uid = _Resource.of(body).uid
+        uid = Resource.of(body).uid
         async with self._lock(uid):
             if uid in self._deleted:
                 return SyncResult()  # a stale resync of a resource whose deletion has been handled
             return await self._sync(body)
 
     async def _sync(self, body: Mapping[str, Any]) -> SyncResult:
-        resource = _Resource.of(body)
+        resource = Resource.of(body)
         self.metrics.manage(resource.uid)
         conditions: list[Condition] = []
         events: list[Event] = []
@@ -182,7 +109,7 @@ class Reconciler:
         try:
             spec = parse_spec(body.get("spec"), resource.name, recorded_prefix=resource.status.get("prefix"))
             desired["prefix"] = spec.prefix
-            options = await self._connection(resource, spec)
+            options = await self._connection(resource, spec.valkey)
         except SecretNotAllowedError as exc:  # before a connection is even built: nothing reaches the host
             await self.clients.discard(resource.uid)  # nor through a client built before the opt-in was withdrawn
             return self._failed(resource, desired, Failure("SecretNotAllowed", str(exc), retryable=False))
@@ -225,14 +152,14 @@ class Reconciler:
         )
         return self._result(resource, desired, conditions, events, failure, options)
 
-    async def _connection(self, resource: _Resource, spec: AgentCacheSpec) -> ConnectionOptions:
-        values = await self.kube.read_secret_values(resource.namespace, resource.name, spec.valkey.secret_refs())
+    async def _connection(self, resource: Resource, valkey: ValkeySpec) -> ConnectionOptions:
+        values = await self.kube.read_secret_values(resource.namespace, resource.name, valkey.secret_refs())
         try:
-            return connection_options(spec.valkey, values)
+            return connection_options(valkey, values)
         except UnicodeDecodeError:
             raise InvalidSpecError("spec.valkey: a username or password in its Secret is not UTF-8 text") from None
 
-    async def _push_config(self, client: Any, resource: _Resource, spec: AgentCacheSpec, events: list[Event]) -> str:
+    async def _push_config(self, client: Any, resource: Resource, spec: AgentCacheSpec, events: list[Event]) -> str:
         """Write the config if Valkey's copy is missing or differs; returns the version now live."""
         version = spec.config.version
         try:
@@ -263,7 +190,7 @@ class Reconciler:
         return version
 
     async def _read_live_stats(
-        self, client: Any, resource: _Resource, spec: AgentCacheSpec, version: str, desired: dict[str, Any]
+        self, client: Any, resource: Resource, spec: AgentCacheSpec, version: str, desired: dict[str, Any]
     ) -> None:
         """The figures ``kubectl get`` shows, refreshed at most once per ``stats_interval_s`` per resource: they
         change with every request, and a status write per resync would churn the API server and every watcher
@@ -285,7 +212,7 @@ class Reconciler:
 
     # ── monitoring children ──────────────────────────────────────────────────
 
-    async def _apply_monitoring(self, resource: _Resource, spec: AgentCacheSpec, events: list[Event]) -> MonitoringPlan:
+    async def _apply_monitoring(self, resource: Resource, spec: AgentCacheSpec, events: list[Event]) -> MonitoringPlan:
         try:
             served = frozenset(
                 [CONFIG_MAP] + [kind for kind in (GRAFANA_DASHBOARD, PROMETHEUS_RULE) if await self.kube.serves(kind)]
@@ -354,7 +281,7 @@ class Reconciler:
         deletion goes ahead with a ``CleanupAbandoned`` Warning saying what stays in Valkey, so a Valkey or a Secret
         gone for good cannot block the resource (or its namespace) forever.
         """
-        uid = _Resource.of(body).uid
+        uid = Resource.of(body).uid
         async with self._lock(uid):
             result = await self._cleanup(body, give_up=give_up)
             if result.failure is None:
@@ -363,23 +290,26 @@ class Reconciler:
             return result
 
     async def _cleanup(self, body: Mapping[str, Any], *, give_up: bool) -> SyncResult:
-        resource = _Resource.of(body)
+        resource = Resource.of(body)
         events: list[Event] = []
+        written = resource.status.get("configVersion") is not None
         try:
-            spec = parse_spec(body.get("spec"), resource.name)
-        except InvalidSpecError as exc:  # no Valkey the operator could ever have reached: nothing to clean there
-            events.append(Event("Warning", "CleanupSkipped", f"left Valkey untouched: {exc}"))
+            spec = parse_cleanup_target(body.get("spec"), resource.name, recorded_prefix=resource.status.get("prefix"))
+        except InvalidSpecError as exc:
+            if written:  # the spec broke after its config reached Valkey: fixing spec.valkey lets the cleanup finish
+                return await self._cleanup_blocked(resource, None, events, "InvalidSpec", str(exc), give_up)
+            events.append(Event("Normal", "CleanupSkipped", f"no config was ever written to Valkey ({exc})"))
             return await self._finish_cleanup(resource, events, give_up=give_up)
         secrets: list[str] = []
         try:
-            options = await self._connection(resource, spec)
+            options = await self._connection(resource, spec.valkey)
         except KubeApiError as exc:
             return await self._cleanup_blocked(resource, spec, events, "KubernetesApiError", str(exc), give_up)
         except InvalidSpecError as exc:  # a Secret or key gone (a namespace being deleted), or its opt-in withdrawn
             gone = isinstance(exc, SecretMissingError)  # a withdrawn opt-in forbids even the credentials held
             client = await self.clients.remembered(resource.uid, spec.valkey) if gone else None
             if client is None:
-                if resource.status.get("configVersion") is None and spec.deletion_policy == "Retain":
+                if not written and spec.deletion_policy == "Retain":
                     events.append(Event("Normal", "CleanupSkipped", f"no config was ever written to Valkey ({exc})"))
                     return await self._finish_cleanup(resource, events, give_up=give_up)
                 return await self._cleanup_blocked(resource, spec, events, "CredentialsUnavailable", str(exc), give_up)
@@ -394,7 +324,7 @@ class Reconciler:
             return await self._cleanup_blocked(resource, spec, events, failure.reason, failure.message, give_up)
         return await self._finish_cleanup(resource, events, give_up=give_up)
 
-    async def _clean_valkey(self, client: Any, resource: _Resource, spec: AgentCacheSpec, events: list[Event]) -> None:
+    async def _clean_valkey(self, client: Any, resource: Resource, spec: CleanupTarget, events: list[Event]) -> None:
         current = await read_config_or_none(client, spec.prefix)
         ours = current is None or current.source == resource.source
         if not ours:  # another AgentCache manages this prefix (see PrefixConflict): leave its config and data
@@ -408,10 +338,20 @@ class Reconciler:
             events.append(Event("Normal", "DataDeleted", f"deleted {deleted} keys of prefix {spec.prefix}"))
 
     async def _cleanup_blocked(
-        self, resource: _Resource, spec: AgentCacheSpec, events: list[Event], reason: str, detail: str, give_up: bool
+        self,
+        resource: Resource,
+        spec: CleanupTarget | None,
+        events: list[Event],
+        reason: str,
+        detail: str,
+        give_up: bool,
     ) -> SyncResult:
-        left = "config and cached data" if spec.deletion_policy == "Delete" else "config"
-        where = f"the {left} of prefix {spec.prefix} in Valkey at {spec.valkey.endpoint()}"
+        """``spec`` None: the spec does not say where the cache is (only ``status.prefix`` is known)."""
+        if spec is None:
+            where = f"the config of prefix {resource.status.get('prefix')} in its Valkey"
+        else:
+            left = "config and cached data" if spec.deletion_policy == "Delete" else "config"
+            where = f"the {left} of prefix {spec.prefix} in Valkey at {spec.valkey.endpoint()}"
         if give_up:
             message = f"gave up cleaning up, leaving {where} behind: {detail}"
             log.error("%s/%s: %s", resource.namespace, resource.name, message)
@@ -428,7 +368,7 @@ class Reconciler:
         status = status_patch(resource.status, {"conditions": conditions})
         return SyncResult(status=status, events=events, failure=Failure(reason, message, retryable=True))
 
-    async def _finish_cleanup(self, resource: _Resource, events: list[Event], *, give_up: bool) -> SyncResult:
+    async def _finish_cleanup(self, resource: Resource, events: list[Event], *, give_up: bool) -> SyncResult:
         """Delete the children (owner references let the garbage collector do it too; this makes it immediate),
         then forget the resource. A failed deletion is retried like the rest, until ``give_up``."""
         failed = await self._delete_children(resource)
@@ -438,7 +378,7 @@ class Reconciler:
         await self._forget(resource)
         return SyncResult(events=events)
 
-    async def _delete_children(self, resource: _Resource) -> str:
+    async def _delete_children(self, resource: Resource) -> str:
         """The children that could not be deleted (empty when all are gone)."""
         recorded = resource.status.get("monitoring") or {}
         targets: list[tuple[ApiKind, str]] = [
@@ -456,14 +396,14 @@ class Reconciler:
                 failed.append(str(exc))
         return "; ".join(failed)
 
-    async def _forget(self, resource: _Resource) -> None:
+    async def _forget(self, resource: Resource) -> None:
         await self.clients.discard(resource.uid)
         self._stats_read_at.pop(resource.uid, None)
         self.metrics.forget(resource.uid)
 
     # ── results ──────────────────────────────────────────────────────────────
 
-    def _failed(self, resource: _Resource, desired: dict[str, Any], failure: Failure) -> SyncResult:
+    def _failed(self, resource: Resource, desired: dict[str, Any], failure: Failure) -> SyncResult:
         conditions = [
             Condition("Ready", "False", failure.reason, failure.message),
             Condition(CONFIG_SYNCED, "False", failure.reason, failure.message),
@@ -472,7 +412,7 @@ class Reconciler:
 
     def _result(
         self,
-        resource: _Resource,
+        resource: Resource,
         desired: dict[str, Any],
         conditions: list[Condition],
         events: list[Event],

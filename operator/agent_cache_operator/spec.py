@@ -17,9 +17,19 @@ from urllib.parse import urlsplit
 from agent_cache import ConfigurationError
 from agent_cache.config import CacheConfig
 
-from .crd import CACHE_NAME_PATTERN, THRESHOLD_DEFAULTS, URL_SCHEMES, apply_defaults, spec_schema
+from .crd import (
+    CACHE_NAME_MAX,
+    CACHE_NAME_PATTERN,
+    CACHE_NAME_RULE,
+    RESERVED_SEGMENT_PATTERN,
+    THRESHOLD_DEFAULTS,
+    URL_SCHEMES,
+    apply_defaults,
+    spec_schema,
+)
 
 _CACHE_NAME = re.compile(CACHE_NAME_PATTERN)
+_RESERVED_SEGMENT = re.compile(RESERVED_SEGMENT_PATTERN)
 _SPEC_SCHEMA = spec_schema()
 
 GrafanaOperatorMode = Literal["auto", "enabled", "disabled"]
@@ -106,20 +116,51 @@ class AgentCacheSpec:
     deletion_policy: DeletionPolicy
 
 
+@dataclass(frozen=True)
+class CleanupTarget:
+    """What a deletion acts on: the cache's Valkey, its prefix and what to delete there."""
+
+    prefix: str
+    valkey: ValkeySpec
+    deletion_policy: DeletionPolicy
+
+
+def parse_cleanup_target(
+    spec: Mapping[str, Any] | None, name: str, *, recorded_prefix: str | None = None
+) -> CleanupTarget:
+    """The parts of a spec a deletion needs, read even when the rest (a TTL, a threshold) no longer parses: a spec
+    broken after its config reached Valkey must not leave that config behind. ``recorded_prefix`` (``status.prefix``)
+    is the prefix actually managed."""
+    if not isinstance(spec, Mapping):
+        raise InvalidSpecError("spec is required and must be an object")
+    spec = apply_defaults(_SPEC_SCHEMA, spec)
+    policy = spec.get("deletionPolicy", "Retain")
+    if policy not in ("Retain", "Delete"):
+        raise InvalidSpecError(f"spec.deletionPolicy must be Retain or Delete, got {policy!r}")
+    prefix = recorded_prefix if recorded_prefix is not None else resolve_prefix(spec, name)
+    return CleanupTarget(prefix=prefix, valkey=parse_valkey(spec.get("valkey")), deletion_policy=policy)
+
+
+def is_cache_name(name: object) -> bool:
+    """The library's cache-name rule, as the CRD's CEL rules state it."""
+    return (
+        isinstance(name, str)
+        and len(name) <= CACHE_NAME_MAX
+        and _CACHE_NAME.fullmatch(name) is not None
+        and _RESERVED_SEGMENT.search(name) is None
+    )
+
+
 def resolve_prefix(spec: Mapping[str, Any], name: str) -> str:
     prefix = spec.get("prefix")
     if prefix is None:
-        if isinstance(name, str) and _CACHE_NAME.fullmatch(name):
+        if is_cache_name(name):
             return name
         raise InvalidSpecError(
-            f"spec.prefix is required: metadata.name {name!r} is not a valid cache name "
-            "(1-128 characters from A-Z a-z 0-9 _ . - starting with a letter or digit)"
+            f"spec.prefix is required: metadata.name {name!r} is not a valid cache name ({CACHE_NAME_RULE})"
         )
-    if not isinstance(prefix, str) or not _CACHE_NAME.fullmatch(prefix):
-        raise InvalidSpecError(
-            f"spec.prefix {prefix!r} is invalid: use 1-128 characters from A-Z a-z 0-9 _ . - "
-            "starting with a letter or digit"
-        )
+    if not is_cache_name(prefix):
+        raise InvalidSpecError(f"spec.prefix {prefix!r} is invalid: use {CACHE_NAME_RULE}")
     return prefix
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -230,6 +231,28 @@ async def test_a_withdrawn_opt_in_blocks_the_cleanup_then_gives_up_loudly(
     assert metric(op, "reconciles_total", result="cleanup_abandoned", trigger="delete") == 1
     assert metric(op, "reconcile_failures_total", reason="CleanupAbandoned") == 1
     assert await read_config(client, "revoked") is not None  # truthfully left behind, as reported
+
+
+async def test_a_spec_broken_after_its_config_was_written_still_gets_cleaned_up(
+    kube: Kube, namespace: str, operator: Callable[..., OperatorProcess], guarded: tuple[EmbeddedValkey, Valkey]
+) -> None:
+    """A bad TTL (possible where nothing validates, e.g. without CEL) must not leave the config behind on deletion:
+    the deletion needs only spec.valkey, the prefix and the policy."""
+    if kube.real:
+        pytest.skip("a real API server rejects the broken spec")
+    server, client = guarded
+    operator()
+    await ready_with_data(kube, namespace, "broken", server, client, deletionPolicy="Delete")
+    bad = {"spec": {"tiers": {"llm": {"ttl": -5}}}}
+    await kube.akubectl("patch", "agentcache", "broken", "-n", namespace, "--type=merge", "-p", json.dumps(bad))
+    await eventually(
+        has_condition(kube, namespace, "broken", "Ready", "False", "InvalidSpec"), what="the spec is invalid"
+    )
+    await kube.akubectl("delete", "agentcache", "broken", "-n", namespace, "--wait=true", "--timeout=30s")
+    assert await read_config(client, "broken") is None
+    assert await keys(client, "broken") == []
+    reasons = {event["reason"] for event in await kube.events(namespace)}
+    assert {"ConfigDeleted", "DataDeleted"} <= reasons
 
 
 # ── API errors during deletion ───────────────────────────────────────────────
