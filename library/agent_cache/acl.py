@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from ._keys import KeyLayout
 
-# Commands the library sends directly, inside its Lua scripts (the LangGraph saver's too), and on connect /
-# cluster discovery.
+# Commands the library and the agent-cache CLI send directly, inside their Lua scripts (the LangGraph saver's too),
+# and on connect / cluster discovery.
 COMMANDS = (
     "get", "set", "del", "exists", "getex", "expire", "pexpire", "pexpireat", "persist", "pttl", "time",
     "hget", "hset", "hsetnx", "hdel", "hmget", "hgetall", "hincrby",
-    "zadd", "zrem", "zrange", "zrangebyscore", "zrangebylex", "zrevrangebylex", "zcard", "zremrangebyscore",
+    "zadd", "zrem", "zrange", "zrangebyscore", "zrangebylex", "zrevrangebylex", "zcard", "zremrangebyscore", "zscan",
     "sadd", "srem", "smembers",
     "evalsha", "eval", "multi", "exec", "scan",
     "publish", "subscribe", "unsubscribe", "ping", "client|setinfo",

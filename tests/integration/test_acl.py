@@ -31,6 +31,7 @@ from agent_cache.acl import acl_rule
 from agent_cache.adapters.langchain import BetterDBLlmCache
 from agent_cache.adapters.langgraph import BetterDBSaver
 from agent_cache.config import CacheConfig, apply_config
+from tests.cli.running import agent_cache
 
 pytestmark = pytest.mark.valkey
 
@@ -197,6 +198,45 @@ async def test_the_near_cache_runs_as_the_least_privilege_user(valkey_server_fac
         await cache.llm.check(PARAMS)
     finally:
         await cache.close()
+    assert await admin.execute_command("ACL", "LOG") == []
+    await client.aclose()
+    await admin.aclose()
+
+
+async def test_the_cli_runs_as_the_least_privilege_user(valkey_server_factory: Callable[..., Any]) -> None:
+    server = valkey_server_factory()
+    admin = Valkey.from_url(server.url)
+    await admin.execute_command("ACL", "SETUSER", "agent", "on", ">s3cret", *acl_rule(NAME).split())
+    client = Valkey.from_url(server.url, username="agent", password="s3cret")
+    cache = AgentCache(client=client, name=NAME, telemetry=TelemetryOptions(registry=CollectorRegistry()))
+    await cache.ensure_discovery_ready()
+    await _tiers(cache)
+    await cache.llm.store(PARAMS, "x")
+    await cache.tool.store("t", {"a": 1}, "r")
+    with cache.tenant("acme"):
+        await cache.session.set("th", "f", "v")
+    await cache.close()
+    await admin.execute_command("ACL", "LOG", "RESET")
+    url = server.url.replace("://", "://agent:s3cret@", 1)
+    target = ["--url", url, "--name", NAME]
+    for command in (
+        ["stats", *target],
+        ["tools", *target],
+        ["caches", "--url", url],
+        ["config", "show", *target],
+        ["invalidate", *target, "--tool", "t", "--dry-run"],
+        ["invalidate", *target, "--tool", "t"],
+        ["invalidate", *target, "--model", "gpt-4o"],
+        ["invalidate", *target, "--thread", "th", "--tenant", "acme"],
+        ["flush", *target, "--yes"],
+    ):
+        done = agent_cache(*command)
+        assert done.returncode in (0, 3), (command, done.stderr)
+        if command[0] == "config":  # export, then import the same entries back over them
+            exported = agent_cache("export", *target)
+            assert exported.returncode == 0 and exported.stdout, exported.stderr
+            imported = agent_cache("import", *target, "-f", "-", "--overwrite", stdin=exported.stdout)
+            assert imported.returncode == 0, imported.stderr
     assert await admin.execute_command("ACL", "LOG") == []
     await client.aclose()
     await admin.aclose()
