@@ -36,8 +36,8 @@ _DASHBOARD_SUFFIX = ".dashboard.json"
 # A rule carrying this key exists only while the named threshold is above 0.
 _ENABLED_IF_POSITIVE = "x-enabled-if-positive"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# What a library cache name may be (and what a ConfigMap key and a PromQL label value can carry unescaped).
-_CACHE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+# What a library cache name may be (a PromQL label value carries it unescaped; a ConfigMap key all but its ':').
+_CACHE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -64,7 +64,7 @@ def _rule_template() -> dict[str, Any]:
 
 def _check_cache_name(cache_name: str) -> None:
     if not _CACHE_NAME.fullmatch(cache_name):
-        raise ValueError(f"cache name {cache_name!r} must be 1-200 letters, digits, '_', '.' or '-'")
+        raise ValueError(f"cache name {cache_name!r} must be 1-200 letters, digits, '_', '.', ':' or '-'")
 
 
 def dashboard_files(cache_name: str) -> dict[str, str]:
@@ -75,6 +75,8 @@ def dashboard_files(cache_name: str) -> dict[str, str]:
     """
     _check_cache_name(cache_name)
     digest = hashlib.sha256(cache_name.encode()).hexdigest()[:12]
+    # A ConfigMap key cannot hold ':'; the digest keeps myapp:prod apart from a cache named myapp_prod.
+    stem = cache_name if ":" not in cache_name else f"{cache_name.replace(':', '_')}-{digest[:8]}"
     files: dict[str, str] = {}
     for kind, generic in _dashboards().items():
         dashboard = copy.deepcopy(generic)
@@ -86,7 +88,7 @@ def dashboard_files(cache_name: str) -> dict[str, str]:
             if variable.get("name") == "cache_name":
                 variable["current"] = {"selected": True, "text": cache_name, "value": cache_name}
                 variable["options"] = []
-        files[f"agent-cache-{cache_name}-{kind}.json"] = json.dumps(dashboard, indent=2, sort_keys=True) + "\n"
+        files[f"agent-cache-{stem}-{kind}.json"] = json.dumps(dashboard, indent=2, sort_keys=True) + "\n"
     return files
 
 

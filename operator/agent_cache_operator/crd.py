@@ -28,8 +28,16 @@ SINGULAR = "agentcache"
 SHORT_NAMES = ("ac", "acache")
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
-# The library's cache-name rule (agent_cache._keys.validate_cache_name), anchored for CEL's RE2 `matches`.
-CACHE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# The library's cache-name rule (agent_cache._keys.validate_cache_name) for CEL's RE2 `matches`: ':'-separated
+# segments of A-Z a-z 0-9 _ . -, each starting with a letter or digit; at most CACHE_NAME_MAX characters, and no
+# segment after the first may be a key family (RE2 has no lookahead: those two are rules of their own).
+CACHE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
+CACHE_NAME_MAX = 128
+RESERVED_SEGMENT_PATTERN = r":(llm|tool|session|checkpoint)(:|$)"
+CACHE_NAME_RULE = (
+    "1-128 characters from A-Z a-z 0-9 _ . -, optionally in ':'-separated segments (myapp:prod), each starting with "
+    "a letter or digit; llm, tool, session and checkpoint cannot follow a ':'"
+)
 URL_SCHEMES = ("valkey", "valkeys", "redis", "rediss")
 
 # The alert thresholds and their defaults are the observability bundle's (the rules are templated with them).
@@ -238,8 +246,8 @@ def _spec_schema() -> dict[str, Any]:
                 "Defaults to metadata.name. Immutable.",
                 "x-kubernetes-validations": [
                     _rule(
-                        f"self.matches('{CACHE_NAME_PATTERN}')",
-                        "prefix must be 1-128 characters from A-Z a-z 0-9 _ . - starting with a letter or digit",
+                        f"self.matches('{CACHE_NAME_PATTERN}') && !self.matches('{RESERVED_SEGMENT_PATTERN}')",
+                        f"prefix must be {CACHE_NAME_RULE}",
                     ),
                     _rule("self == oldSelf", "prefix is immutable", reason="FieldValueForbidden"),
                 ],
@@ -365,7 +373,8 @@ def _root_schema() -> dict[str, Any]:
         },
         "x-kubernetes-validations": [
             _rule(
-                f"has(self.spec.prefix) || self.metadata.name.matches('{CACHE_NAME_PATTERN}')",
+                f"has(self.spec.prefix) || (size(self.metadata.name) <= {CACHE_NAME_MAX} "
+                f"&& self.metadata.name.matches('{CACHE_NAME_PATTERN}'))",
                 "metadata.name is not a valid cache name (over 128 characters): set spec.prefix",
             )
         ],

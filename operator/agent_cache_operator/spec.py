@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 from urllib.parse import urlsplit
 
 from agent_cache import ConfigurationError
@@ -141,7 +141,7 @@ def parse_cleanup_target(
     return CleanupTarget(prefix=prefix, valkey=parse_valkey(spec.get("valkey")), deletion_policy=policy)
 
 
-def is_cache_name(name: object) -> bool:
+def is_cache_name(name: object) -> TypeGuard[str]:
     """The library's cache-name rule, as the CRD's CEL rules state it."""
     return (
         isinstance(name, str)

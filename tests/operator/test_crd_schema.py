@@ -26,7 +26,7 @@ from agent_cache_operator.crd import (
     apply_defaults,
     build_crd,
 )
-from agent_cache_operator.spec import parse_spec
+from agent_cache_operator.spec import is_cache_name, parse_spec
 from tests.operator.crd_validation import all_rules, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,8 @@ INVALID = {
     "negative tier TTL": (resource(tiers={"llm": {"ttl": -5}}), "must be a positive number of seconds"),
     "negative tool TTL": (resource(toolPolicies={"t": {"ttl": -1}}), "must be a positive number of seconds"),
     "an unknown tier": (resource(tiers={"embeddings": {"ttl": 5}}), "Additional properties are not allowed"),
-    "a bad prefix": (resource(prefix="has:colon"), "prefix must be 1-128 characters"),
+    "a bad prefix": (resource(prefix="has space"), "prefix must be 1-128 characters"),
+    "a key family after a colon": (resource(prefix="shop:llm"), "llm, tool, session and checkpoint cannot follow"),
     "a name too long for a prefix": (resource(name="a" * 129), "metadata.name is not a valid cache name"),
     "a negative price": (resource(costOverrides={"m": {"inputPer1k": -1, "outputPer1k": 1}}), "less than the minimum"),
     "a price missing": (resource(costOverrides={"m": {"inputPer1k": 1}}), "'outputPer1k' is a required property"),
@@ -234,13 +235,21 @@ def test_defaulting_does_not_touch_what_is_set() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["a", "support-bot", "Support_Bot.v2", "9lives", "a" * 128, "a" * 129, "-x", ".x", "a:b", "a b", "", "ü"]
+    "name",
+    [
+        *("a", "support-bot", "Support_Bot.v2", "9lives", "a" * 128, "a" * 129, "-x", ".x", "a b", "", "ü"),
+        *("a:b", "shop:prod:v2", "a:" + "b" * 126, "a:" + "b" * 127, "a:", ":a", "a::b", "a:_b", "a:-b"),
+        *(f"shop:{family}" for family in ("llm", "tool", "session", "checkpoint")),
+        *("shop:llm:x", "llm:shop", "shop:llmx", "shop:tools"),
+    ],
 )
 def test_the_prefix_rule_is_the_librarys(name: str) -> None:
+    """The CRD's CEL rules and the operator's own check accept exactly the cache names the library accepts."""
     try:
         validate_cache_name(name)
         library_accepts = True
     except AgentCacheUsageError:
         library_accepts = False
-    assert bool(re.fullmatch(CACHE_NAME_PATTERN, name)) == library_accepts
+    assert is_cache_name(name) == library_accepts
     assert (validate(resource(prefix=name)) == []) == library_accepts
+    assert bool(re.fullmatch(CACHE_NAME_PATTERN, name)) >= library_accepts  # the pattern is one of the rules

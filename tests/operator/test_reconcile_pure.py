@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -65,8 +66,11 @@ def test_the_prefix_defaults_to_a_valid_name_and_is_immutable() -> None:
     assert parse_spec(spec(prefix="sb"), "support-bot").prefix == "sb"
     with pytest.raises(InvalidSpecError, match=r"spec\.prefix is required"):
         parse_spec(spec(), "x" * 129)
-    with pytest.raises(InvalidSpecError, match=r"spec\.prefix 'a:b' is invalid"):
-        parse_spec(spec(prefix="a:b"), "n")
+    assert parse_spec(spec(prefix="shop:prod"), "n").prefix == "shop:prod"  # the library's segmented names
+    with pytest.raises(InvalidSpecError, match=r"spec\.prefix 'shop:llm' is invalid: .* cannot follow a ':'"):
+        parse_spec(spec(prefix="shop:llm"), "n")
+    with pytest.raises(InvalidSpecError, match=r"spec\.prefix 'a b' is invalid"):
+        parse_spec(spec(prefix="a b"), "n")
     with pytest.raises(InvalidSpecError, match="immutable: this resource manages cache 'old'"):
         parse_spec(spec(prefix="new"), "n", recorded_prefix="old")
 
@@ -241,6 +245,17 @@ def test_a_secret_is_used_only_by_the_agentcaches_its_annotation_names(value: st
 
 
 # ── children ─────────────────────────────────────────────────────────────────
+
+
+def test_a_segmented_cache_name_gets_dashboards_under_valid_config_map_keys() -> None:
+    from agent_cache_operator.bundle import dashboard_files
+
+    segmented, flat = dashboard_files("shop:prod"), dashboard_files("shop_prod")
+    assert segmented and all(re.fullmatch(r"[-._a-zA-Z0-9]+", key) for key in segmented)  # a ConfigMap key
+    assert not set(segmented) & set(flat)  # two caches, two sets of files in one Grafana folder
+    for text in segmented.values():
+        variables = {v["name"]: v for v in json.loads(text)["templating"]["list"]}
+        assert variables["cache_name"]["current"]["value"] == "shop:prod"
 
 
 def test_without_monitoring_crds_only_the_config_map_is_deployed() -> None:
