@@ -160,7 +160,22 @@ def overview() -> dict[str, Any]:
                 )
             ],
             "ops",
-            width=24,
+            width=12,
+        ),
+        PanelSpec(
+            "timeseries",
+            "Bypassed lookups and stores per second",
+            "Lookups or stores skipped on purpose: per-request cache control (no_cache and refresh skip the "
+            "lookup, no_store the store; only_if_cached: misses returned without calling the model) and model "
+            "policies (not_cacheable, finish_reason, empty). Not counted as hits or misses.",
+            [
+                Query(
+                    f"sum {by('bypass_total', ('tier', 'reason'))} (rate({series('bypass_total', s)}[{RATE}]))",
+                    "{{tier}} {{reason}}",
+                )
+            ],
+            "ops",
+            width=12,
         ),
     ]
     latency = [
