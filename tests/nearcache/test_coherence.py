@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from valkey.asyncio import Valkey
+from valkey.asyncio import Valkey, ValkeyCluster
 
 from agent_cache import AgentCache, NearCacheOptions
 from agent_cache.embedded import EmbeddedValkey
@@ -96,8 +96,12 @@ def operation(i: int, tier: str) -> tuple[str, Op]:
         await cache.flush()
 
     async def flushall(cache: AgentCache, client: Any) -> None:
-        await client.flushall()
-        await client.ping()
+        if isinstance(client, ValkeyCluster):
+            await client.flushall(target_nodes=ValkeyCluster.PRIMARIES)
+            await client.execute_command("PING", target_nodes=ValkeyCluster.PRIMARIES)
+        else:
+            await client.flushall()
+            await client.ping()
 
     if i % 97 == 0:
         return "flush", flush
@@ -161,9 +165,9 @@ def _restore(tier: str, i: int) -> Op:
     return store
 
 
-def make_writer(url: str) -> WriterThread:
+def make_writer(url: str, make_client: Callable[[], Any] | None = None) -> WriterThread:
     def make() -> tuple[AgentCache, Any]:
-        client = Valkey.from_url(url)
+        client = Valkey.from_url(url) if make_client is None else make_client()
         cache = AgentCache(
             client=client, name="coherence", reliability={"on_error": "raise"}, near_cache=NearCacheOptions(), **_QUIET
         )
