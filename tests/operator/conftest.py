@@ -156,6 +156,7 @@ class OperatorProcess:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     all_namespaces: bool = False
+    peering: str | None = None  # a Kopf peering object to join (as the chart runs it); None: --standalone
     process: subprocess.Popen[bytes] | None = None
     liveness_port: int = 0
     metrics_port: int = 0
@@ -166,7 +167,7 @@ class OperatorProcess:
         assert OPERATOR is not None
         command = [
             OPERATOR,
-            "--standalone",
+            *(["--peering", self.peering] if self.peering else ["--standalone"]),
             *(["--all-namespaces"] if self.all_namespaces else ["--namespace", self.namespace]),
             "--bind-address",
             "127.0.0.1",

@@ -28,20 +28,29 @@ TOKEN = "agent-cache-operator-under-rbac"
 ADMISSION_ONLY = {("update", "agentcache.dev", "agentcaches/finalizers")}
 
 
-def chart_rules(*values: str) -> list[tuple[str | None, dict[str, Any]]]:
-    """The rules of the chart's ClusterRoles (None: cluster-wide) and Roles (their namespace)."""
+def render(*values: str) -> list[dict[str, Any]]:
     try:
         from scripts.bundle_gen.manifests import render_chart
 
-        documents = render_chart({}, *values)
+        return render_chart({}, "--include-crds", *values)
     except SystemExit as exc:  # helm is missing
         pytest.skip(str(exc))
+
+
+def chart_rules(documents: list[dict[str, Any]]) -> list[tuple[str | None, dict[str, Any]]]:
+    """The rules of the chart's ClusterRoles (None: cluster-wide) and Roles (their namespace)."""
     return [
         (doc["metadata"].get("namespace") if doc["kind"] == "Role" else None, rule)
         for doc in documents
         if doc["kind"] in ("ClusterRole", "Role")
         for rule in doc["rules"]
     ]
+
+
+def peering(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Kopf's peering CRDs and the peering objects the chart creates."""
+    crds = [d for d in documents if d["kind"] == "CustomResourceDefinition" and d["spec"]["group"] == "kopf.dev"]
+    return crds + [d for d in documents if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
 
 
 def token_kubeconfig(kube: Kube, path: Path) -> Path:
@@ -119,11 +128,17 @@ async def test_the_operator_needs_exactly_the_chart_rbac(
     assert kube.emulator is not None
     emulator = kube.emulator
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    rules = chart_rules("--set", "peering.enabled=false", *(["--set", f"watchNamespaces={{{namespace}}}"] * watched))
+    documents = render(*(["--set", f"watchNamespaces={{{namespace}}}"] * watched))  # peering on, as by default
+    for document in peering(documents):
+        kube.apply(document)
+    (peering_name,) = {d["metadata"]["name"] for d in documents if d["kind"] in ("ClusterKopfPeering", "KopfPeering")}
+    rules = chart_rules(documents)
     authorizer: Authorizer = emulator.call(lambda api: api.restrict(TOKEN, rules))
     server = valkey_server_factory(password="rbac-pw")
     env = {"KUBECONFIG": str(token_kubeconfig(kube, tmp_path / "kubeconfig"))}
-    op = OperatorProcess(kube, namespace, tmp_path / "operator.log", env=env, all_namespaces=not watched)
+    op = OperatorProcess(
+        kube, namespace, tmp_path / "operator.log", env=env, all_namespaces=not watched, peering=peering_name
+    )
     try:
         op.start()
         await a_whole_life(kube, namespace, server)
