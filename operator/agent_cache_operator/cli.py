@@ -89,6 +89,13 @@ def parser() -> argparse.ArgumentParser:
         default=_env("PRIORITY", AUTO),
         help="peering priority: the highest works, the others pause; 'auto' (default): the oldest replica works",
     )
+    p.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(_env("PEERING_LIFETIME", "60") or 60),
+        help="seconds a replica that stopped without saying goodbye (killed, node lost) still counts as working: "
+        "the standby takes over after at most this long",
+    )
     p.add_argument("--liveness-port", type=int, default=int(_env("LIVENESS_PORT", "8080") or 0), help="0: none")
     p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090") or 0), help="0: none")
     p.add_argument("--bind-address", default=_env("BIND_ADDRESS", "0.0.0.0"), help="for liveness and metrics")
@@ -183,7 +190,10 @@ def _serve_metrics(metrics: OperatorMetrics, address: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
+    command = parser()
+    args = command.parse_args(argv)
+    if args.peering_lifetime < 1:
+        command.error(f"argument --peering-lifetime: must be at least 1 second, got {args.peering_lifetime}")
     try:
         import kopf
     except ImportError:  # pragma: no cover - the console script is installed with the extra
@@ -215,12 +225,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     priority = auto_priority() if args.priority is None else args.priority
+    settings = kopf.OperatorSettings()
+    settings.peering.lifetime = args.peering_lifetime
     if not args.standalone:
         logging.getLogger("agent_cache_operator").info("peering priority %d", priority)
     liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
     namespaces = [] if args.all_namespaces else list(dict.fromkeys(args.namespace or []))
     kopf.run(
         registry=build_registry(context),
+        settings=settings,
         standalone=args.standalone or None,
         peering_name=args.peering,
         priority=priority,

@@ -230,6 +230,9 @@ peering:
   # The highest priority works and the others pause; equal priorities pause every replica. auto: from each replica's
   # start time, so the oldest works. An integer is for replicaCount 1 only (e.g. to outrank another operator).
   priority: auto
+  # Seconds a replica killed without a goodbye (node lost, OOM) still counts as working: a standby takes over after
+  # at most this long. A replica that stops normally hands over at once.
+  lifetime: 60
 
 # The image runs as this non-root user; the root filesystem is read-only and every capability is dropped.
 securityContext:
@@ -342,6 +345,7 @@ def values_schema() -> dict[str, Any]:
                         "enabled": {"type": "boolean"},
                         "name": {"type": "string"},
                         "priority": {"anyOf": [{"type": "integer"}, {"const": "auto"}]},
+                        "lifetime": {"type": "integer", "minimum": 1},
                     }
                 ),
                 "securityContext": _obj(

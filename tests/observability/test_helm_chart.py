@@ -280,6 +280,11 @@ def test_replicas_get_distinct_priorities_or_the_chart_refuses(helm: Any) -> Non
             for name, value in env.items():
                 patch.setenv(name, value)
             assert parser().parse_args([]).priority == expected
+    # A standby's takeover after a replica is killed outright waits for the chart's peering.lifetime.
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in _operator_env(render(helm, "--set", "peering.lifetime=15")).items():
+            patch.setenv(name, value)
+        assert parser().parse_args([]).peering_lifetime == 15
 
 
 def test_watch_namespaces_run_the_operator_there_with_a_peering_in_each(helm: Any) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,14 +36,16 @@ RECONCILES = re.compile(r"^agent_cache_operator_reconciles_total\{[^}]*\} (\S+)$
 class Replica:
     """One ``agent-cache-operator`` process with peering, as a pod of the chart's Deployment runs it."""
 
-    def __init__(self, kube: Kube, namespace: str, log_path: Path, *, priority: str = "auto") -> None:
+    def __init__(
+        self, kube: Kube, namespace: str, log_path: Path, *, priority: str = "auto", lifetime: int = 60
+    ) -> None:
         self.log_path = log_path
         self.liveness_port = pick_port(set())
         self.metrics_port = pick_port({self.liveness_port})
         assert OPERATOR is not None
         command = [OPERATOR, "--namespace", namespace, "--peering", PEERING, "--priority", priority, "--verbose"]
         command += ["--bind-address", "127.0.0.1", "--liveness-port", str(self.liveness_port)]
-        command += ["--metrics-port", str(self.metrics_port)]
+        command += ["--metrics-port", str(self.metrics_port), "--peering-lifetime", str(lifetime)]
         env = {
             **os.environ,
             "KUBECONFIG": str(kube.kubeconfig),
@@ -76,9 +78,9 @@ class Replica:
             text = reply.read().decode()
         return sum(float(value) for value in RECONCILES.findall(text))
 
-    def stop(self) -> None:
+    def stop(self, *, kill: bool = False) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
@@ -166,3 +168,41 @@ def _own_identity(replica: Replica, peers: dict[str, dict[str, object]]) -> str:
     assert logged is not None, replica.log()[-2000:]
     (identity,) = [name for name, peer in peers.items() if str(peer["priority"]) == logged.group(1)]
     return identity
+
+
+async def test_a_killed_leader_is_replaced_when_its_peering_lifetime_runs_out(
+    kube: Kube,
+    namespace: str,
+    replicas: list[Replica],
+    tmp_path: Path,
+    valkey_server: ServerHandle,
+    valkey_client: Valkey,
+) -> None:
+    """A leader killed outright (node lost, OOM) leaves no goodbye: the standby waits out its --peering-lifetime."""
+    leader = Replica(kube, namespace, tmp_path / "leader.log", lifetime=3).wait_live()
+    replicas.append(leader)
+    await eventually(lambda: len(_peers(kube, namespace)) == 1, what="the first replica announces itself")
+    standby = Replica(kube, namespace, tmp_path / "standby.log", lifetime=3).wait_live()
+    replicas.append(standby)
+    await eventually(lambda: len(_peers(kube, namespace)) == 2, what="both replicas in the peering")
+    valkey = {"host": valkey_server.host, "port": valkey_server.port}
+    await kube.aapply(agentcache("crashed", valkey, tiers={"llm": {"ttl": 100}}), namespace)
+
+    async def config_ttl() -> int | None:
+        config = await read_config(valkey_client, "crashed")
+        return config.config.tiers.get("llm") if config is not None else None
+
+    await eventually(lambda: _equals(config_ttl(), 100), what="the leader pushes the config")
+    assert standby.reconciles() == 0
+
+    leader.stop(kill=True)
+    await kube.akubectl(
+        "patch", "agentcache", "crashed", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"tiers": {"llm": {"ttl": 300}}}}),
+    )  # fmt: skip
+    await eventually(lambda: _equals(config_ttl(), 300), what="the standby takes over after the lifetime")
+    assert standby.reconciles() > 0
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
