@@ -136,6 +136,18 @@ async def test_clear_removes_only_what_langchain_stored(agent_cache: AgentCache)
     assert (await agent_cache.llm.check(other)).response == "stored by another adapter"
 
 
+async def test_tenants_never_share_answers_and_clear_covers_them_all(agent_cache: AgentCache) -> None:
+    model = scripted(BetterDBLlmCache(agent_cache), AIMessage("acme"), AIMessage("globex"), AIMessage("after clear"))
+    for tenant in ("acme", "globex"):
+        with agent_cache.tenant(tenant):
+            assert (await model.ainvoke("q")).content == tenant
+    with agent_cache.tenant("acme"):
+        assert (await model.ainvoke("q")).content == "acme"  # a hit: the tenant's own answer
+        await BetterDBLlmCache(agent_cache).aclear()
+    with agent_cache.tenant("globex"):
+        assert (await model.ainvoke("q")).content == "after clear"
+
+
 async def test_sync_calls_on_an_async_cache_say_what_to_do(agent_cache: AgentCache) -> None:
     lc_cache = BetterDBLlmCache(agent_cache)
     with pytest.raises(AgentCacheUsageError, match="SyncAgentCache"):
