@@ -79,10 +79,14 @@ def register(subparsers: Any) -> None:
         "--tier", metavar="TIERS", help="import only these tiers of the file: llm, tool, e.g. --tier tool"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace entries that already exist (default: keep them)"
+        "--overwrite",
+        action="store_true",
+        help="replace entries that already exist (default: keep them), e.g. restoring a backup over bad answers",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="check the file and count what would happen; write nothing"
+        "--dry-run",
+        action="store_true",
+        help="check the file and count what would be written, kept and skipped; write nothing, e.g. --dry-run --json",
     )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout, e.g. --json | jq")
     add_connection_options(parser)
