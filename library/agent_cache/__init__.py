@@ -11,6 +11,7 @@ from ._errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
+    CacheMissError,
     ConfigurationError,
     CorruptEntryError,
     NameCollisionError,
@@ -32,6 +33,8 @@ from .normalizer import (
     passthrough,
 )
 from .sync import SyncAgentCache
+from .tiers._control import CacheControl
+from .tiers._model_policy import ModelPolicy
 from .tiers.llm import Computed
 from .types import (
     AgentCacheOptions,
@@ -82,6 +85,8 @@ __all__ = [
     "BinaryNormalizer",
     "BinaryRef",
     "BlockHints",
+    "CacheControl",
+    "CacheMissError",
     "Computed",
     "ConfigRefreshOptions",
     "ConfigurationError",
@@ -94,6 +99,7 @@ __all__ = [
     "LlmCacheResult",
     "LlmStoreOptions",
     "ModelCost",
+    "ModelPolicy",
     "NameCollisionError",
     "NearCacheOptions",
     "NormalizerConfig",

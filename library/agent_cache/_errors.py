@@ -10,7 +10,8 @@
     │   │   └── BackendAuthenticationError  wrong user name or password
     │   ├── BackendTimeoutError     the server did not answer in time
     │   └── ValkeyCommandError      the server answered with an error
-    └── CorruptEntryError           a stored entry could not be decoded
+    ├── CorruptEntryError           a stored entry could not be decoded
+    └── CacheMissError              only_if_cached: the answer is not cached, and the model was not called
 
 Valkey client errors are translated in the backend layer only and re-raised ``from`` the original.
 """
@@ -76,3 +77,12 @@ class ValkeyCommandError(BackendError):
 
 class CorruptEntryError(AgentCacheError):
     """A stored entry exists but cannot be decoded."""
+
+
+class CacheMissError(AgentCacheError):
+    """Under ``CacheControl(only_if_cached=True)`` a wrapper or framework adapter found no cached answer: it raises
+    this instead of calling the model. ``key`` is the request's cache key (None when it could not be derived)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

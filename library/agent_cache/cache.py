@@ -31,9 +31,11 @@ from .cost import CostTable
 from .stats import StatsBuffer, parse_stats, tool_effectiveness
 from .telemetry import Telemetry
 from .tiers._context import TierContext
+from .tiers._control import ControlScope, control_from
+from .tiers._model_policy import model_policies_key, owned_model_policies_key
 from .tiers.llm import LlmCache
 from .tiers.session import SessionStore
-from .tiers.tool import ToolCache
+from .tiers.tool import ToolCache, owned_policies_key
 from .types import AgentCacheOptions, AgentCacheStats, ToolEffectivenessEntry
 
 log = logging.getLogger("agent_cache")
@@ -118,6 +120,7 @@ class AgentCache:
             near=self._near,
         )
         self._tenant = context.tenant
+        self._control = context.control
         self.llm = LlmCache(context, self._costs)
         self.tool = ToolCache(context)
         self.session = SessionStore(context)
@@ -150,6 +153,15 @@ class AgentCache:
         finally:
             self._tenant.reset(token)
 
+    def control(self, **flags: bool) -> ControlScope:
+        """Apply a cache control to every LLM and tool call in this block (and the tasks it starts), including
+        the calls adapters and frameworks make: ``no_cache``, ``no_store``, ``refresh``, ``only_if_cached``.
+
+        ``with cache.control(refresh=True): ...`` or ``async with``. Nested blocks add up; an unknown name is a
+        ``TypeError``, a contradiction (``only_if_cached`` with ``refresh``) an ``AgentCacheUsageError``.
+        """
+        return ControlScope(self._control, control_from(flags))
+
     @property
     def backend(self) -> Backend:
         """The Valkey backend (for framework adapters that store their own structures)."""
@@ -174,6 +186,7 @@ class AgentCache:
                 with contextlib.suppress(AgentCacheUsageError, ConfigurationError):
                     await self.live_config.refresh()
                     await self.tool.refresh_policies()
+                    await self.llm.refresh_model_policies()
             await self._stats.flush()
             raw = await self._backend.command("HGETALL", self.keys.stats)
             return parse_stats(raw or {}, self.tool.effective_ttl)
@@ -186,7 +199,8 @@ class AgentCache:
         """Delete this cache's entries, indexes and stats (not its TTL config); returns keys deleted."""
         with self.telemetry.span("agent_cache.flush") as span:
             await self._stats.flush()
-            keep = {self.keys.config, self.keys.tool_policies}
+            keep = {self.keys.config, self.keys.tool_policies, owned_policies_key(self.keys)}
+            keep |= {model_policies_key(self.keys), owned_model_policies_key(self.keys)}
             batch: list[str] = []
             deleted = 0
             async for key in self._backend.scan(self.keys.scan_pattern()):
@@ -227,11 +241,13 @@ class AgentCache:
     async def _apply_config(self, config: CacheConfig | None) -> None:
         """Swap in a live config (None: back to the code's defaults) — all of it or none of it."""
         await self.tool.refresh_policies()  # may raise: then nothing below changed
+        await self.llm.refresh_model_policies()
         overrides = {**self.options.cost_table, **(config.cost_overrides if config else {})}
         costs = CostTable(overrides, use_default=self.options.use_default_cost_table)
         self._ttl.live_tiers = dict(config.tiers) if config else {}
         self._ttl.live_default = config.default_ttl if config else None
         self.tool.use_live_policies(config.tool_policies if config else {})
+        self.llm.use_live_model_policies(config.model_policies if config else {})
         self.llm.use_cost_table(costs)
 
     async def _run_upkeep(self, discovery_settled: asyncio.Future[None]) -> None:
@@ -278,6 +294,7 @@ class AgentCache:
                 next_refresh = now + refresh_every
                 if await self._attempt("re-read the live config", self.live_config.refresh()):
                     await self._attempt("re-read tool policies", self.tool.refresh_policies())
+                    await self._attempt("re-read model policies", self.llm.refresh_model_policies())
             if now >= next_heartbeat:
                 next_heartbeat = now + self._heartbeat_s
                 if refresh.enabled:

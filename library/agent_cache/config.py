@@ -17,7 +17,10 @@ The document is the config part of an ``AgentCache`` resource's ``spec`` (camelC
     defaultTTL: 600
     tiers: {llm: {ttl: 3600}, tool: {ttl: 300}, session: {ttl: 1800}}
     toolPolicies: {get_weather: {ttl: 600}, send_email: {cacheable: false}}
+    modelPolicies: {"gpt-4o*": {ttl: 7200, cacheFinishReasons: [stop, tool_calls]}, o1-preview: {cacheable: false}}
     costOverrides: {gpt-4o: {inputPer1k: 0.0025, outputPer1k: 0.01}}
+
+Model policies go to ``{name}:__model_policies`` the same way (``tiers._model_policy``).
 
 A config overrides the code's defaults (the platform owns them); a per-call TTL still wins.
 """
@@ -36,14 +39,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._backend import Backend, as_text
-from ._errors import ConfigurationError
+from ._errors import AgentCacheUsageError, ConfigurationError
 from ._keys import KeyLayout
 from ._scripts import HDEL_UNCHANGED, MIRROR_TOOL_POLICIES
 from ._ttl import TIERS, validate_ttl
+from .tiers._model_policy import (
+    MODEL_POLICY_FIELDS,
+    ModelPolicy,
+    model_policies_key,
+    model_policy_document,
+    owned_model_policies_key,
+    parse_model_policy,
+    validate_pattern,
+)
 from .tiers.tool import owned_policies_key, policy_document
 from .types import ModelCost, ToolPolicy
 
-CONFIG_KEYS = ("defaultTTL", "tiers", "toolPolicies", "costOverrides")
+CONFIG_KEYS = ("defaultTTL", "tiers", "toolPolicies", "modelPolicies", "costOverrides")
 
 
 def _ttl_at(value: object, path: str) -> int | None:
@@ -67,7 +79,12 @@ def _price_at(value: object, path: str) -> float:
     return float(value)
 
 
-_KNOWN_BELOW = {"tiers": ("ttl",), "toolPolicies": ("ttl", "cacheable"), "costOverrides": ("inputPer1k", "outputPer1k")}
+_KNOWN_BELOW = {
+    "tiers": ("ttl",),
+    "toolPolicies": ("ttl", "cacheable"),
+    "modelPolicies": MODEL_POLICY_FIELDS,
+    "costOverrides": ("inputPer1k", "outputPer1k"),
+}
 
 
 def unknown_config_fields(spec: Mapping[str, Any], path: str = "spec") -> list[str]:
@@ -92,6 +109,7 @@ class CacheConfig:
     tiers: Mapping[str, int | None] = field(default_factory=dict)
     tool_policies: Mapping[str, ToolPolicy] = field(default_factory=dict)
     cost_overrides: Mapping[str, ModelCost] = field(default_factory=dict)
+    model_policies: Mapping[str, ModelPolicy] = field(default_factory=dict)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], path: str = "spec") -> CacheConfig:
@@ -112,6 +130,14 @@ class CacheConfig:
             if not isinstance(cacheable, bool):
                 raise ConfigurationError(f"{where}.cacheable must be true or false, got {cacheable!r}")
             policies[tool] = ToolPolicy(ttl=_ttl_at(policy.get("ttl"), f"{where}.ttl"), cacheable=cacheable)
+        models = {}
+        for pattern, policy in _mapping_at(spec.get("modelPolicies"), f"{path}.modelPolicies").items():
+            where = f"{path}.modelPolicies.{pattern}"
+            try:
+                validate_pattern(pattern, f"{path}.modelPolicies key")
+                models[pattern] = parse_model_policy(_mapping_at(policy, where), where)
+            except AgentCacheUsageError as exc:
+                raise ConfigurationError(str(exc)) from None
         costs = {}
         for model, price in _mapping_at(spec.get("costOverrides"), f"{path}.costOverrides").items():
             where = f"{path}.costOverrides.{model}"
@@ -125,6 +151,7 @@ class CacheConfig:
             tiers=tiers,
             tool_policies=policies,
             cost_overrides=costs,
+            model_policies=models,
         )
 
     def to_spec(self) -> dict[str, Any]:
@@ -135,6 +162,10 @@ class CacheConfig:
             spec["tiers"] = {tier: {"ttl": ttl} for tier, ttl in sorted(self.tiers.items())}
         if self.tool_policies:
             spec["toolPolicies"] = {tool: policy_document(p) for tool, p in sorted(self.tool_policies.items())}
+        if self.model_policies:
+            spec["modelPolicies"] = {
+                pattern: model_policy_document(p) for pattern, p in sorted(self.model_policies.items())
+            }
         if self.cost_overrides:
             spec["costOverrides"] = {
                 model: {"inputPer1k": c.input_per_1k, "outputPer1k": c.output_per_1k}
@@ -207,17 +238,26 @@ async def apply_config(client: Any, name: str, config: CacheConfig, source: str)
     policies = [
         item for tool, p in sorted(config.tool_policies.items()) for item in (tool, json.dumps(policy_document(p)))
     ]
-    await _mirror_policies(backend, keys, policies)
+    models = [
+        item
+        for pattern, p in sorted(config.model_policies.items())
+        for item in (pattern, json.dumps(model_policy_document(p)))
+    ]
+    await _mirror_policies(backend, keys, policies, models)
     await backend.command("HSET", keys.config, *_flat({**fields, "updated_at": datetime.now(UTC).isoformat()}))
     await backend.command("PUBLISH", changed_channel(name), version)
     return version
 
 
-async def _mirror_policies(backend: Backend, keys: KeyLayout, policies: list[str]) -> None:
-    """Show the config's policies in the policies hash; the application's policies of tools the config does
-    not name stay, and a tool it stops naming gets its application policy back (one script, one slot)."""
+async def _mirror_policies(backend: Backend, keys: KeyLayout, policies: list[str], models: list[str]) -> None:
+    """Show the config's policies in the policies hashes; the application's policies of tools (model patterns)
+    the config does not name stay, and one it stops naming gets its application policy back (one script, one
+    slot, per hash)."""
     try:
         await backend.run_script(MIRROR_TOOL_POLICIES, (keys.tool_policies, owned_policies_key(keys)), policies)
+        await backend.run_script(
+            MIRROR_TOOL_POLICIES, (model_policies_key(keys), owned_model_policies_key(keys)), models
+        )
     finally:
         await backend.close()  # a script call keeps a connection for the next one: give it back to the pool
 
@@ -235,7 +275,7 @@ async def delete_config(client: Any, name: str) -> None:
     tool policies (``set_policy``), which the config had only shadowed."""
     keys = KeyLayout(name)
     backend = Backend(client)
-    await _mirror_policies(backend, keys, [])
+    await _mirror_policies(backend, keys, [], [])
     await backend.delete_many([keys.config, instances_key(name)])
     await backend.command("PUBLISH", changed_channel(name), "")
 

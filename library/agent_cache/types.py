@@ -287,6 +287,10 @@ class LlmStoreOptions:
     """``{"input": N, "output": N}``: priced from the cost table; the saving is counted on every later hit."""
     metadata: dict[str, Any] | None = None
     """JSON-able response metadata (ids, finish reason...) returned as ``LlmCacheResult.metadata`` on a hit."""
+    finish_reason: str | None = None
+    """Why the model stopped (``stop``, ``length``, ``content_filter``...): checked against the model policy's
+    ``cache_finish_reasons`` and recorded as ``metadata["finish"]`` (unless the metadata has one). Without it the
+    metadata's ``finish`` is used; an answer with neither counts as ``stop``."""
 
 
 @dataclass

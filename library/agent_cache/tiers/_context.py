@@ -18,6 +18,7 @@ from .._near_cache import NearCache
 from .._ttl import TtlPolicy
 from ..stats import StatsBuffer
 from ..telemetry import OperationTimer, Telemetry
+from ._control import CacheControl, effective
 
 log = logging.getLogger("agent_cache")
 
@@ -52,6 +53,10 @@ class TierContext:
     """The in-process L1 for LLM and tool entries (None: off): look up first, read through it on a miss."""
     tenant: ContextVar[str] = field(default_factory=lambda: ContextVar("agent_cache_tenant", default=""))
     """The tenant scope (encoded) of the current task: see ``AgentCache.tenant``."""
+    control: ContextVar[CacheControl | None] = field(
+        default_factory=lambda: ContextVar("agent_cache_control", default=None)
+    )
+    """The cache control scope of the current task: see ``AgentCache.control``."""
     _timers: dict[tuple[str, str], OperationTimer] = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -64,6 +69,14 @@ class TierContext:
         """The tenant as given to ``cache.tenant(...)`` (None without one): a segment of its threads' keys."""
         scope = self.tenant.get()
         return decode_segment(scope) if scope else None
+
+    def control_now(self, call: CacheControl | None) -> CacheControl | None:
+        """The control a call runs under: the scope's merged with the call's own (None: none at all)."""
+        return effective(self.control.get(), call)
+
+    def bypassed(self, tier: str, reason: str) -> None:
+        """Count a lookup or store skipped on purpose (a cache control or a policy)."""
+        self.telemetry.bypass(tier, reason)
 
     def measured(self, tier: str, operation: str) -> AbstractContextManager[None]:
         """Time an operation into the duration histogram and count its failures by kind."""

@@ -1,7 +1,8 @@
 """``@cache.tool.cached(...)``: cache an async tool function by its bound arguments.
 
 The function's result is stored as JSON and decoded on a hit, so a tool returning a dict gets a dict
-back; concurrent misses call the function once (``get_or_compute``).
+back; concurrent misses call the function once (``get_or_compute``). Under ``only_if_cached`` a miss raises
+:class:`~agent_cache.CacheMissError` without calling the function.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .._errors import AgentCacheUsageError
+from .._errors import AgentCacheUsageError, CacheMissError
 
 if TYPE_CHECKING:
     from ..types import ToolStoreOptions
@@ -47,6 +48,8 @@ def cached_tool(
                     ) from exc
 
             outcome = await tools.get_or_compute(tool_name, arguments, compute, options)
+            if outcome.response is None:  # only_if_cached and not cached: the function was not called
+                raise CacheMissError(f"{tool_name}: no cached result and only_if_cached is set", key=outcome.key)
             value: R = json.loads(outcome.response or "null")
             return value
 

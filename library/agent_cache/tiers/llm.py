@@ -22,7 +22,10 @@ from .._scripts import KEY_INDEX_ADD, MODEL_REGISTRY_ADD
 from ..cost import CostTable
 from ..explain import LlmKeyExplanation, explain_llm_request
 from ..types import ContentBlock, LlmCacheResult, LlmStoreOptions
-from ._context import TierContext
+from ._context import TierContext, error_kind
+from ._control import CacheControl
+from ._model_policies import ModelPolicies
+from ._model_policy import ModelPolicy
 from ._singleflight import DeferredOutcome, SingleFlight
 
 _INDEX_BATCH = 500
@@ -36,6 +39,8 @@ class Computed:
 
     response: str
     tokens: dict[str, int] | None = None
+    finish_reason: str | None = None
+    """Why the model stopped (``stop``, ``length``...), for the model policy's ``cache_finish_reasons``."""
 
 
 def index_command(index: str, key: str, ttl: int | None) -> tuple[str, tuple[Any, ...]]:
@@ -49,14 +54,41 @@ class LlmCache:
         self._ctx = context
         self._costs = costs
         self._flights: SingleFlight[tuple[LlmCacheResult, DeferredOutcome]] = SingleFlight(context, "llm")
+        self._refreshes: SingleFlight[tuple[LlmCacheResult, DeferredOutcome]] = SingleFlight(context, "llm")
+        self._models = ModelPolicies(context)
 
     def use_cost_table(self, costs: CostTable) -> None:
         """Price later stores with ``costs`` (a live config's overrides merged over the code's)."""
         self._costs = costs
 
-    def resolve_ttl(self, ttl: int | None = None) -> int | None:
-        """The TTL a store given ``ttl`` gets: ``ttl`` itself, else the live config's, else the code's defaults."""
-        return self._ctx.ttl.resolve("llm", ttl)
+    def resolve_ttl(self, ttl: int | None = None, model: str | None = None) -> int | None:
+        """The TTL a store given ``ttl`` gets: ``ttl`` itself, else ``model``'s policy's, else the live config's,
+        else the code's defaults."""
+        policy = self._models.for_model(model)
+        return self._ctx.ttl.resolve("llm", ttl, policy.ttl if policy else None)
+
+    # ── model policies (see tiers._model_policy) ─────────────────────────────
+
+    async def set_model_policy(self, pattern: str, policy: ModelPolicy) -> None:
+        """Persist a policy for the models ``pattern`` (a glob: ``"gpt-4o*"``) matches; every instance of this
+        cache picks it up on refresh. Where the live config names the same pattern, the config's applies."""
+        await self._models.set(pattern, policy)
+
+    def get_model_policy(self, model: str) -> ModelPolicy | None:
+        """The policy in force for ``model``: the most specific matching pattern's (None: no pattern matches)."""
+        return self._models.for_model(model)
+
+    def model_policies(self) -> dict[str, ModelPolicy]:
+        """Every pattern and its policy in force (the live config's over the application's)."""
+        return dict(self._models.table.policies)
+
+    async def refresh_model_policies(self) -> None:
+        """Re-read the model policies hash (upkeep does it on the config interval)."""
+        await self._models.refresh()
+
+    def use_live_model_policies(self, policies: Mapping[str, ModelPolicy]) -> None:
+        """Model policies of the live config; they take precedence per pattern over the policies hash."""
+        self._models.use_live(policies)
 
     def key(self, params: Mapping[str, Any]) -> str:
         return self._ctx.keys.llm(llm_hash(params, self._ctx.scope))
@@ -66,9 +98,25 @@ class LlmCache:
         that was hashed, the parameters that entered it and those left out with the reason. No I/O."""
         return explain_llm_request(params, self._ctx.keys, self._ctx.tenant_name)
 
-    def check(self, params: Mapping[str, Any]) -> Awaitable[LlmCacheResult]:
-        """A hit (the stored answer, tokens and metadata) or a miss; a Valkey failure is a miss with ``error``."""
-        return self._check(params, None)  # the coroutine itself: no extra layer on the hit path
+    def check(self, params: Mapping[str, Any], control: CacheControl | None = None) -> Awaitable[LlmCacheResult]:
+        """A hit (the stored answer, tokens and metadata) or a miss; a Valkey failure is a miss with ``error``.
+
+        Under ``no_cache`` or ``refresh`` (``control=`` or a ``cache.control(...)`` scope) a miss without a round
+        trip, counted as a bypass."""
+        wanted = self._ctx.control_now(control)
+        if wanted is None:
+            return self._check(params, None)  # the coroutine itself: no extra layer on the hit path
+        return self._check_controlled(params, wanted)
+
+    async def _check_controlled(self, params: Mapping[str, Any], wanted: CacheControl) -> LlmCacheResult:
+        if wanted.skips_lookup:
+            key = self.key(params)
+            self._ctx.bypassed("llm", wanted.lookup_bypass)
+            return LlmCacheResult(hit=False, key=key)
+        result = await self._check(params, None)
+        if not result.hit and wanted.only_if_cached:
+            self._ctx.bypassed("llm", "only_if_cached")
+        return result
 
     async def _check(
         self, params: Mapping[str, Any], key: str | None, deferred: DeferredOutcome | None = None
@@ -83,6 +131,10 @@ class LlmCache:
             with ctx.telemetry.span("agent_cache.llm.check") as span:
                 if span.is_recording():
                     span.set_attributes({"cache.key": key, "cache.model": model})
+                if self._models.table and not self._cacheable(model):
+                    span.set_attribute("cache.skipped", "not_cacheable")
+                    ctx.bypassed("llm", "not_cacheable")
+                    return LlmCacheResult(hit=False, key=key)
                 near, level = ctx.near, "l2"
                 try:
                     if near is None:
@@ -141,30 +193,50 @@ class LlmCache:
             ctx.stats.add("cost_saved_micros", round(cost * 1_000_000))
             ctx.telemetry.cost_saved("llm", float(cost), model=model)
 
-    async def store(self, params: Mapping[str, Any], response: str, options: LlmStoreOptions | None = None) -> str:
-        return await self._store("store", params, response, None, options, None)
+    def _cacheable(self, model: Any) -> bool:
+        policy = self._models.for_model(model)
+        return policy is None or policy.cacheable
+
+    async def store(
+        self,
+        params: Mapping[str, Any],
+        response: str,
+        options: LlmStoreOptions | None = None,
+        control: CacheControl | None = None,
+    ) -> str:
+        """Store ``response``; returns the key. Nothing is written under ``no_store``, for a model whose policy
+        says ``cacheable: false``, or for an answer its policy refuses (finish reason, empty)."""
+        return await self._store("store", params, response, None, options, None, control)
 
     async def store_multipart(
         self,
         params: Mapping[str, Any],
         blocks: Sequence[ContentBlock],
         options: LlmStoreOptions | None = None,
+        control: CacheControl | None = None,
     ) -> str:
         """Store text, tool calls, reasoning and binary refs; ``response`` on a hit is the joined text."""
-        return await self._store("store_multipart", params, flatten_text(blocks), list(blocks), options, None)
+        return await self._store("store_multipart", params, flatten_text(blocks), list(blocks), options, None, control)
 
     async def get_or_compute(
         self,
         params: Mapping[str, Any],
         compute: Callable[[], Awaitable[str | Computed]],
         options: LlmStoreOptions | None = None,
+        control: CacheControl | None = None,
     ) -> LlmCacheResult:
         """A hit, or ``compute()`` stored — called once however many callers miss at the same time.
 
-        ``compute`` returns the response text, or :class:`Computed` with token usage for cost accounting.
+        ``compute`` returns the response text, or :class:`Computed` with token usage (for cost accounting) and
+        the finish reason (for the model policy). Under a cache control: ``no_cache`` computes and stores without
+        a lookup, ``refresh`` too (concurrent refreshes of one key compute once), ``no_store`` looks up and computes
+        on a miss without storing, ``only_if_cached`` returns a miss (``response=None``) without computing.
         """
         key = self.key(params)  # derived once for every lookup and the store
         model = params["model"]
+        wanted = self._ctx.control_now(control)
+        if wanted is not None or (self._models.table and not self._cacheable(model)):
+            return await self._get_or_compute_controlled(params, compute, options, key, wanted)
 
         async def lookup() -> tuple[LlmCacheResult, DeferredOutcome] | None:
             found = DeferredOutcome(model)
@@ -172,22 +244,7 @@ class LlmCache:
             return (result, found) if result.hit else None
 
         async def compute_and_store() -> tuple[LlmCacheResult, DeferredOutcome]:
-            produced = await compute()
-            if isinstance(produced, str):
-                produced = Computed(produced)
-            store_options = dataclasses.replace(options or LlmStoreOptions())
-            if produced.tokens is not None:
-                store_options.tokens = produced.tokens
-            await self._store("store", params, produced.response, None, store_options, key)
-            tokens = store_options.tokens or {}
-            computed = LlmCacheResult(
-                hit=False,
-                response=produced.response,
-                key=key,
-                input_tokens=tokens.get("input", 0),
-                output_tokens=tokens.get("output", 0),
-            )
-            return computed, DeferredOutcome(model)
+            return await self._compute(params, compute, options, key, None), DeferredOutcome(model)
 
         try:
             (result, found), _ = await self._flights.run(key, lookup, compute_and_store)
@@ -198,6 +255,75 @@ class LlmCache:
         self._count(result.hit, found.label, found.cost)  # one outcome per call, however long it waited
         return result
 
+    async def _compute(
+        self,
+        params: Mapping[str, Any],
+        compute: Callable[[], Awaitable[str | Computed]],
+        options: LlmStoreOptions | None,
+        key: str,
+        control: CacheControl | None,
+        store: bool = True,
+    ) -> LlmCacheResult:
+        """``compute()``, stored (unless ``store`` is False, or ``control`` or a policy says not to), as a
+        computed (not hit) result."""
+        produced = await compute()
+        if isinstance(produced, str):
+            produced = Computed(produced)
+        store_options = dataclasses.replace(options or LlmStoreOptions())
+        if produced.tokens is not None:
+            store_options.tokens = produced.tokens
+        if produced.finish_reason is not None:
+            store_options.finish_reason = produced.finish_reason
+        if store:
+            await self._store("store", params, produced.response, None, store_options, key, control)
+        tokens = store_options.tokens or {}
+        return LlmCacheResult(
+            hit=False,
+            response=produced.response,
+            key=key,
+            input_tokens=tokens.get("input", 0),
+            output_tokens=tokens.get("output", 0),
+        )
+
+    async def _get_or_compute_controlled(
+        self,
+        params: Mapping[str, Any],
+        compute: Callable[[], Awaitable[str | Computed]],
+        options: LlmStoreOptions | None,
+        key: str,
+        wanted: CacheControl | None,
+    ) -> LlmCacheResult:
+        """``get_or_compute`` under a cache control, or for a model whose policy says not cacheable."""
+        ctx, model = self._ctx, params["model"]
+        if not self._cacheable(model):  # never cached: computed every time, never coalesced, stored or counted
+            ctx.bypassed("llm", "not_cacheable")
+            if wanted is not None and wanted.only_if_cached:
+                ctx.bypassed("llm", "only_if_cached")
+                return LlmCacheResult(hit=False, key=key)
+            return await self._compute(params, compute, options, key, wanted, store=False)
+        assert wanted is not None
+        if wanted.refresh:  # concurrent refreshes of one key compute once; the entry is overwritten
+            ctx.bypassed("llm", "refresh")
+
+            async def nothing() -> None:
+                return None
+
+            async def recompute() -> tuple[LlmCacheResult, DeferredOutcome]:
+                return await self._compute(params, compute, options, key, wanted), DeferredOutcome(model)
+
+            (result, _), _ = await self._refreshes.run(key, nothing, recompute)
+            return result
+        if wanted.no_cache:
+            ctx.bypassed("llm", "no_cache")
+            return await self._compute(params, compute, options, key, wanted)
+        found = await self._check(params, key)  # counted as a lookup
+        if found.hit:
+            return found
+        if wanted.only_if_cached:
+            ctx.bypassed("llm", "only_if_cached")
+            return found
+        return await self._compute(params, compute, options, key, wanted)  # no_store: not coalesced, not stored
+
     async def _store(
         self,
         operation: str,
@@ -206,6 +332,7 @@ class LlmCache:
         blocks: list[ContentBlock] | None,
         options: LlmStoreOptions | None,
         key: str | None,
+        control: CacheControl | None = None,
     ) -> str:
         ctx = self._ctx
         options = options or LlmStoreOptions()
@@ -213,15 +340,31 @@ class LlmCache:
             if key is None:
                 key = self.key(params)
             model: str = params["model"]
-            ttl = ctx.ttl.resolve("llm", options.ttl)
+            wanted = ctx.control_now(control)
+            if wanted is not None and wanted.no_store:
+                ctx.bypassed("llm", "no_store")
+                return key
+            policy = self._models.for_model(model)
+            finish = store_finish(options)
+            if policy is not None:
+                refusal = policy.refusal(finish, is_empty(response, blocks))
+                if refusal is not None:
+                    ctx.bypassed("llm", refusal)
+                    if wanted is not None and wanted.refresh:
+                        await self._drop_refused(key)  # a refresh never leaves the answer it meant to replace
+                    return key
+            ttl = ctx.ttl.resolve("llm", options.ttl, policy.ttl if policy else None)
             cost = None
             if options.tokens is not None:
                 input_tokens, output_tokens = token_counts(options.tokens)
                 micros = self._costs.cost_micros(model, input_tokens, output_tokens)
                 # Dollars in the entry (the reference's format), rounded so a hit counts exactly these micros.
                 cost = None if micros is None else micros / 1_000_000
+            meta = options.metadata
+            if options.finish_reason is not None and not (isinstance(meta, Mapping) and "finish" in meta):
+                meta = {**(meta or {}), "finish": options.finish_reason}  # readers (the adapters) see it too
             value = encode_entry(
-                response, contentBlocks=blocks, model=model, tokens=options.tokens, cost=cost, meta=options.metadata
+                response, contentBlocks=blocks, model=model, tokens=options.tokens, cost=cost, meta=meta
             )
             size = len(value.encode())
             with ctx.telemetry.span(_SPAN_NAMES[operation]) as span:
@@ -266,6 +409,20 @@ class LlmCache:
             ctx.telemetry.stored_bytes("llm", stored_size)
             return key
 
+    async def _drop_refused(self, key: str) -> None:
+        ctx = self._ctx
+        try:
+            await ctx.backend.delete_many([key])
+        except BackendError as exc:
+            if not ctx.fail_open:
+                raise
+            ctx.telemetry.error("llm", "store", error_kind(exc))
+        finally:
+            if ctx.near is not None:
+                ctx.near.drop(key)
+        if ctx.near is not None:
+            await ctx.near.settle(key)
+
     async def invalidate_by_model(self, model: str) -> int:
         """Delete every entry stored for ``model`` (all tenants); costs O(that model's entries)."""
         ctx = self._ctx
@@ -299,6 +456,20 @@ class LlmCache:
                     await ctx.near.settle()
                 span.set_attribute("cache.deleted_count", deleted)
                 return deleted
+
+
+def store_finish(options: LlmStoreOptions) -> str | None:
+    """The finish reason a store gives: ``options.finish_reason``, else the metadata's ``finish`` (adapters')."""
+    if options.finish_reason is not None:
+        return options.finish_reason
+    meta = options.metadata
+    finish = meta.get("finish") if isinstance(meta, Mapping) else None
+    return finish if isinstance(finish, str) else None
+
+
+def is_empty(response: str, blocks: Sequence[ContentBlock] | None) -> bool:
+    """No text (blank) and no block other than text: nothing a hit could give back."""
+    return not response.strip() and not any(block.get("type") != "text" for block in blocks or ())
 
 
 def model_registry_key(keys: KeyLayout) -> str:

@@ -19,6 +19,7 @@ from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED, SET_TOOL
 from .._ttl import validate_ttl
 from ..types import ToolCacheResult, ToolPolicy, ToolStoreOptions
 from ._context import TierContext
+from ._control import CacheControl
 from ._singleflight import DeferredOutcome, SingleFlight
 from ._tool_decorator import cached_tool
 
@@ -80,6 +81,7 @@ class ToolCache:
         self._policy_writes = 0  # bumped by set_policy so a concurrent refresh can't undo it
         self._loaded = False  # the policies hash has been read (refresh_policies) since start or reset
         self._flights: SingleFlight[tuple[ToolCacheResult, DeferredOutcome]] = SingleFlight(context, "tool")
+        self._refreshes: SingleFlight[tuple[ToolCacheResult, DeferredOutcome]] = SingleFlight(context, "tool")
         self._names_cache: dict[str, _ToolNames] = {}
 
     def _cacheable(self, tool_name: str) -> bool:
@@ -100,11 +102,25 @@ class ToolCache:
         digest = tool_hash(args, self._ctx.scope)
         return names, digest, names.prefix + digest
 
-    def check(self, tool_name: str, args: Any) -> Awaitable[ToolCacheResult]:
+    def check(self, tool_name: str, args: Any, control: CacheControl | None = None) -> Awaitable[ToolCacheResult]:
         """A hit (the stored result) or a miss; a Valkey failure is a miss with ``error``.
 
-        A tool whose policy says ``cacheable: false`` is a miss without a round trip, and not counted."""
-        return self._check(tool_name, args, None)  # the coroutine itself: no extra layer on the hit path
+        A tool whose policy says ``cacheable: false`` is a miss without a round trip, and not counted; so is a
+        call under ``no_cache`` or ``refresh`` (``control=`` or a ``cache.control(...)`` scope), counted as a bypass."""
+        wanted = self._ctx.control_now(control)
+        if wanted is None:
+            return self._check(tool_name, args, None)  # the coroutine itself: no extra layer on the hit path
+        return self._check_controlled(tool_name, args, wanted)
+
+    async def _check_controlled(self, tool_name: str, args: Any, wanted: CacheControl) -> ToolCacheResult:
+        if wanted.skips_lookup:
+            _, _, key = self._entry_key(tool_name, args)
+            self._ctx.bypassed("tool", wanted.lookup_bypass)
+            return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
+        result = await self._check(tool_name, args, None)
+        if not result.hit and wanted.only_if_cached:
+            self._ctx.bypassed("tool", "only_if_cached")
+        return result
 
     async def _check(
         self,
@@ -173,9 +189,17 @@ class ToolCache:
             ctx.stats.add(names.cost_saved, micros)
             ctx.telemetry.cost_saved("tool", float(cost), tool_name=tool_name)
 
-    async def store(self, tool_name: str, args: Any, response: str, options: ToolStoreOptions | None = None) -> str:
-        """Store ``response`` for this call (the tool's TTL policy, else ``options.ttl``, else the defaults)."""
-        return await self._store(tool_name, args, response, options, None)
+    async def store(
+        self,
+        tool_name: str,
+        args: Any,
+        response: str,
+        options: ToolStoreOptions | None = None,
+        control: CacheControl | None = None,
+    ) -> str:
+        """Store ``response`` for this call (the tool's TTL policy, else ``options.ttl``, else the defaults).
+        Nothing is written under ``no_store``."""
+        return await self._store(tool_name, args, response, options, None, control)
 
     async def _store(
         self,
@@ -184,11 +208,16 @@ class ToolCache:
         response: str,
         options: ToolStoreOptions | None,
         entry_key: tuple[_ToolNames, str, str] | None,
+        control: CacheControl | None = None,
     ) -> str:
         ctx = self._ctx
         options = options or ToolStoreOptions()
         with ctx.measured("tool", "store"):
             names, digest, key = entry_key or self._entry_key(tool_name, args)
+            wanted = ctx.control_now(control)
+            if wanted is not None and wanted.no_store:
+                ctx.bypassed("tool", "no_store")
+                return key
             policy = self.get_policy(tool_name)
             ttl = ctx.ttl.resolve("tool", options.ttl, policy.ttl if policy else None)
             cost = options.cost
@@ -226,15 +255,23 @@ class ToolCache:
         args: Any,
         compute: Callable[[], Awaitable[str]],
         options: ToolStoreOptions | None = None,
+        control: CacheControl | None = None,
     ) -> ToolCacheResult:
         """A hit, or ``compute()`` stored — run once however many callers (processes, pods) miss together.
 
         Counts one hit or miss per call, however long it waited for another process. A tool that is not
-        cacheable (``cacheable: false``) is computed on every call, never coalesced, stored or counted."""
+        cacheable (``cacheable: false``) is computed on every call, never coalesced, stored or counted.
+        Cache controls as for ``cache.llm.get_or_compute`` (``only_if_cached``: a miss, ``response=None``)."""
         entry_key = self._entry_key(tool_name, args)  # derived once for every lookup and the store
         names, _, key = entry_key
+        wanted = self._ctx.control_now(control)
         if not self._cacheable(tool_name):
+            if wanted is not None and wanted.only_if_cached:
+                self._ctx.bypassed("tool", "only_if_cached")
+                return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
             return ToolCacheResult(hit=False, tool_name=tool_name, response=await compute(), key=key)
+        if wanted is not None:
+            return await self._get_or_compute_controlled(tool_name, args, compute, options, entry_key, wanted)
 
         async def lookup() -> tuple[ToolCacheResult, DeferredOutcome] | None:
             found = DeferredOutcome(tool_name)
@@ -255,6 +292,44 @@ class ToolCache:
             raise
         self._count(names, tool_name, result.hit, found.cost)  # one outcome per call, however long it waited
         return result
+
+    async def _get_or_compute_controlled(
+        self,
+        tool_name: str,
+        args: Any,
+        compute: Callable[[], Awaitable[str]],
+        options: ToolStoreOptions | None,
+        entry_key: tuple[_ToolNames, str, str],
+        wanted: CacheControl,
+    ) -> ToolCacheResult:
+        ctx, key = self._ctx, entry_key[2]
+
+        async def compute_and_store() -> ToolCacheResult:
+            response = await compute()
+            await self._store(tool_name, args, response, options, entry_key, wanted)
+            return ToolCacheResult(hit=False, tool_name=tool_name, response=response, key=key)
+
+        if wanted.refresh:  # concurrent refreshes of one call compute once; the entry is overwritten
+            ctx.bypassed("tool", "refresh")
+
+            async def nothing() -> None:
+                return None
+
+            async def recompute() -> tuple[ToolCacheResult, DeferredOutcome]:
+                return await compute_and_store(), DeferredOutcome(tool_name)
+
+            (result, _), _ = await self._refreshes.run(key, nothing, recompute)
+            return result
+        if wanted.no_cache:
+            ctx.bypassed("tool", "no_cache")
+            return await compute_and_store()
+        found = await self._check(tool_name, args, entry_key)  # counted as a lookup
+        if found.hit:
+            return found
+        if wanted.only_if_cached:
+            ctx.bypassed("tool", "only_if_cached")
+            return found
+        return await compute_and_store()  # no_store: not coalesced, not stored
 
     def cached(
         self, name: str | None = None, *, ttl: int | None = None, cost: float | None = None
