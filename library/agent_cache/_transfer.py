@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from ._codec import decode_entry
 from ._errors import AgentCacheUsageError, CorruptEntryError
+from ._keys import validate_cache_name
 
 FORMAT: Final = "agent-cache-export"
 VERSION: Final = 1
@@ -171,6 +172,10 @@ class Reader:
         cache, tiers, exported_at = document.get("cache"), document.get("tiers"), document.get("exported_at_ms")
         if not isinstance(cache, str) or not cache:
             raise self.fail(f"header: cache must be the exported cache's name, got {cache!r}")
+        try:
+            validate_cache_name(cache)
+        except AgentCacheUsageError as exc:
+            raise self.fail(f"header: {exc}") from None
         if not isinstance(tiers, list) or not all(isinstance(t, str) and t in TIERS for t in tiers):
             raise self.fail(f"header: tiers must be a list of {', '.join(TIERS)}, got {tiers!r}")
         if not isinstance(exported_at, int) or isinstance(exported_at, bool) or exported_at < 0:

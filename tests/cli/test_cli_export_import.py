@@ -171,6 +171,8 @@ def _lines(path: Path) -> list[str]:
         (lambda lines: [lines[0], lines[1].replace('"tier":"', '"tier":"x'), *lines[2:]], ":2: tier must be one of"),
         (lambda lines: [*lines, lines[1]], ":21: a line after the end line"),
         (lambda lines: [lines[0], *lines[2:]], "the end line counts 18 entries but 17 came before it"),
+        (lambda lines: [lines[0].replace('"cache":"', '"cache":"a b'), *lines[1:]], ":1: header: cache name 'a b"),
+        (lambda lines: [*lines[:2], "\udcff", *lines[2:]], ":3: not UTF-8 text"),
     ],
 )
 async def test_a_bad_file_is_refused_whole_with_its_line(
@@ -178,7 +180,7 @@ async def test_a_bad_file_is_refused_whole_with_its_line(
 ) -> None:
     path = tmp_path / "e.jsonl"
     export(server, path)
-    path.write_text("\n".join(edit(_lines(path))) + "\n")
+    path.write_bytes(("\n".join(edit(_lines(path))) + "\n").encode(errors="surrogateescape"))
     done = agent_cache("import", *server.args, "-f", str(path), "--name", COPY)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: {path}:") and message in done.stderr, done.stderr
@@ -220,6 +222,8 @@ async def test_progress_on_a_terminal_plain_on_a_pipe_and_a_closed_pipe(populate
     assert "exporting" not in exported["stderr"]  # no bar on a pipe
     code, output = run_in_pty("import", *server.args, "-f", str(path), "--name", COPY)
     assert code == 0 and "importing" in strip_ansi(output) and "imported 15 of 15 entries" in strip_ansi(output)
+    code, output = run_in_pty("export", *server.args, "--name", NAME)
+    assert code == 2 and "error: the export goes to stdout: redirect it to a file" in strip_ansi(output)
     done = run_into_a_closed_pipe("export", *server.args, "--name", NAME)
     assert done.returncode == 0 and "Traceback" not in done.stderr and "error" not in done.stderr, done.stderr
 

@@ -106,27 +106,26 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def _lines(path: str) -> Iterator[IO[str]]:
+def _lines(path: str) -> Iterator[IO[bytes]]:
+    """The file as bytes: each line is decoded on its own, so an encoding error is reported with its line."""
     if path == "-":
-        yield sys.stdin
+        yield sys.stdin.buffer
         return
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as exc:
         raise CommandError(f"-f {path}: {exc.strerror or exc}", ExitCode.USAGE) from None
     with handle:
         yield handle
 
 
-def _records(handle: IO[str], reader: Reader) -> Iterator[Record]:
-    while True:
+def _records(handle: IO[bytes], reader: Reader) -> Iterator[Record]:
+    for raw in handle:
         try:
-            line = handle.readline()
+            line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             reader.line_number += 1
-            raise reader.fail(f"not UTF-8 text ({exc.reason} at byte {exc.start} of a read)") from None
-        if not line:
-            return
+            raise reader.fail(f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)") from None
         record = reader.feed(line)
         if record is not None:
             yield record
