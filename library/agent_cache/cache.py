@@ -203,17 +203,19 @@ class AgentCache:
             keep |= {model_policies_key(self.keys), owned_model_policies_key(self.keys)}
             batch: list[str] = []
             deleted = 0
-            async for key in self._backend.scan(self.keys.scan_pattern()):
-                if key not in keep:
-                    batch.append(key)
-                if len(batch) >= 500:
-                    deleted += await self._backend.delete_many(batch)
-                    batch = []
+            # The pattern of `fl` also matches the keys of a cache named `fl:x`: only this cache's own keys go.
+            async with contextlib.aclosing(self._backend.scan(self.keys.scan_pattern())) as keys:
+                async for key in keys:
+                    if key not in keep and self.keys.owns(key):
+                        batch.append(key)
+                    if len(batch) >= 500:
+                        deleted += await self._backend.delete_many(batch)
+                        batch = []
             deleted += await self._backend.delete_many(batch)
             if self._near is not None:
                 self._near.drop_all()
                 await self._near.settle()
-            self.session.forget_threads()
+            self.session.reset_tracker()
             span.set_attribute("cache.deleted_count", deleted)
             return deleted
 

@@ -425,3 +425,12 @@ class SyncSessionStore:
 
     def touch(self, thread_id: str, ttl: int | None = None) -> int:
         return self._owner.run(lambda cache: cache.session.touch(thread_id, ttl))
+
+    def scan_fields_by_prefix(self, thread_id: str, field_prefix: str) -> dict[str, str]:
+        return self._owner.run(lambda cache: cache.session.scan_fields_by_prefix(thread_id, field_prefix))
+
+    def reset_tracker(self) -> None:
+        async def reset(cache: AgentCache) -> None:  # on the loop, like every other use of the tracker
+            cache.session.reset_tracker()
+
+        self._owner.run(reset)

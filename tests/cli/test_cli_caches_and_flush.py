@@ -68,7 +68,8 @@ async def test_flush_yes_deletes_this_cache_only(populated: Populated, valkey_cl
     done = agent_cache("flush", "--url", populated.url, "--name", "support_bot", "--yes", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["deleted"] > 20
-    assert await keys_of(valkey_client, "support_bot") == {"support_bot:__config"}  # the config stays
+    # The platform's config and the application's tool policies stay.
+    assert await keys_of(valkey_client, "support_bot") == {"support_bot:__config", "support_bot:__tool_policies"}
     assert await valkey_client.get("support_bot_2:llm:x") is not None
     again = agent_cache("flush", "--url", populated.url, "--name", "support_bot", "--yes")
     assert again.returncode == 3 and "nothing to flush" in again.stderr

@@ -263,3 +263,14 @@ def test_policy_housekeeping_and_llm_clear(valkey_server: ServerHandle) -> None:
         cache.llm.store(PARAMS, "answer")
         assert cache.llm.clear() == 1
         assert cache.llm.check(PARAMS).hit is False
+
+
+def test_session_reads_without_sliding_and_the_tracker_reset(valkey_server: ServerHandle) -> None:
+    with open_sync_cache(valkey_server) as cache:
+        cache.flush()
+        cache.session.set("t", "plan:1", "a")
+        cache.session.set("t", "plan:2", "b")
+        cache.session.set("t", "other", "c")
+        assert cache.session.scan_fields_by_prefix("t", "plan:") == {"plan:1": "a", "plan:2": "b"}
+        cache.session.reset_tracker()
+        assert cache.session.get("t", "other") == "c"  # the next read takes the sliding script, and works

@@ -56,10 +56,6 @@ async def test_colon_names_work_and_every_key_belongs_to_exactly_one_cache(
     assert any(key.startswith("fl:x:y:session:") for key in keys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AgentCache.flush (cache.py, not this module's owner) must delete only the keys self.keys.owns(key)",
-)
 async def test_flush_of_fl_leaves_fl_x_untouched_and_the_other_way_round(
     make_cache: MakeCache, backend_client: Any
 ) -> None:
