@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from agent_cache._errors import AgentCacheUsageError, SerializationError
+from agent_cache._errors import AgentCacheUsageError, CacheMissError, SerializationError
 from agent_cache.types import ContentBlock, LlmCacheResult, LlmStoreOptions
 
 from ._blocks import is_omitted, plain
@@ -92,12 +92,25 @@ async def lookup(cache: AgentCache, params: Mapping[str, Any]) -> LlmCacheResult
 
     A prompt may hold what canonical JSON refuses (a lone surrogate, a NaN in a tool schema): the provider call the
     wrapper stands in front of is still made, and its answer returned — the cache never turns a call into an error.
+    Under ``only_if_cached`` (a ``cache.control(...)`` scope) a miss raises :class:`CacheMissError` instead.
     """
     try:
-        return await cache.llm.check(params)
+        result = await cache.llm.check(params)
     except SerializationError as exc:
+        ensure_model_call_allowed(cache, None)
         log.warning("agent-cache: the request cannot be a cache key, calling the provider uncached: %s", exc)
         return LlmCacheResult(hit=False, error=f"serialization: {exc}")
+    if not result.hit:
+        ensure_model_call_allowed(cache, result.key)
+    return result
+
+
+def ensure_model_call_allowed(cache: AgentCache, key: str | None) -> None:
+    """Raise :class:`CacheMissError` when the caller asked for ``only_if_cached``: the wrappers call it before
+    every provider call (a miss, a hit they cannot rebuild, a request they never cache)."""
+    control = cache.llm.control_in_force()
+    if control is not None and control.only_if_cached:
+        raise CacheMissError("only_if_cached: the answer is not in the cache, so the model was not called", key=key)
 
 
 async def save(cache: AgentCache, params: Mapping[str, Any], answer: Answer, ttl: int | None) -> str | None:

@@ -45,6 +45,7 @@ from ._caching import (
     UncacheableResponseError,
     answer_of,
     blocks_of,
+    ensure_model_call_allowed,
     foreign_finish,
     lookup,
     metadata,
@@ -535,6 +536,7 @@ async def cached_create(
     result = await lookup(cache, params)
     if result.hit and (data := _hit_data(result, params)) is not None:
         return ReplayStream(_events(data), _message(data)) if stream else _message(data)
+    ensure_model_call_allowed(cache, result.key)  # only_if_cached: a hit that cannot be this response
     response = await create(**request)
     if stream:
 

@@ -33,6 +33,8 @@ from agent_cache.sync import cache_runner
 from agent_cache.tiers.llm import index_command
 from agent_cache.types import LlmStoreOptions
 
+from ._caching import ensure_model_call_allowed
+
 try:
     from langchain_core._api import suppress_langchain_beta_warning
     from langchain_core.caches import BaseCache
@@ -112,6 +114,26 @@ def _usage_tokens(generations: Sequence[Generation]) -> dict[str, int] | None:
     return {"input": total_in, "output": total_out} if found else None
 
 
+_NEUTRAL_FINISH = {"end_turn": "stop", "max_tokens": "length", "tool_use": "tool_calls", "STOP": "stop"}
+
+
+def _finish_reason(generations: Sequence[Generation]) -> str | None:
+    """The first generation's stop reason (``generation_info`` or the message's ``response_metadata``), in the
+    neutral words of ``adapters._caching.FINISH_REASONS`` where known (Anthropic's ``max_tokens`` is ``length``),
+    for a model policy's ``cache_finish_reasons``; None when the provider did not say."""
+    if not generations:
+        return None
+    generation = generations[0]
+    sources = (generation.generation_info, getattr(getattr(generation, "message", None), "response_metadata", None))
+    for source in sources:
+        if isinstance(source, dict):
+            for name in ("finish_reason", "stop_reason"):
+                reason = source.get(name)
+                if isinstance(reason, str) and reason:
+                    return _NEUTRAL_FINISH.get(reason, reason.lower())
+    return None
+
+
 class BetterDBLlmCache(BaseCache):
     """LangChain LLM cache on agent-cache's LLM tier.
 
@@ -162,10 +184,12 @@ class BetterDBLlmCache(BaseCache):
             log.warning("agent-cache %s: LangChain lookup treated as a miss: %s", cache.name, exc)
             return None
         if not result.hit or result.response is None:
+            ensure_model_call_allowed(cache, result.key)  # only_if_cached: LangChain would call the model
             return None
         try:
             return self._revive(result.response)
         except (ValueError, TypeError, KeyError) as exc:
+            ensure_model_call_allowed(cache, result.key)
             log.warning(
                 "agent-cache %s: a LangChain entry could not be revived (%s); treated as a miss", cache.name, exc
             )
@@ -182,16 +206,16 @@ class BetterDBLlmCache(BaseCache):
         generations = list(return_val)
         params = cache_params(prompt, llm_string)
         tokens = _usage_tokens(generations)
-        options = LlmStoreOptions(ttl=self._ttl, tokens=tokens)
+        options = LlmStoreOptions(ttl=self._ttl, tokens=tokens, finish_reason=_finish_reason(generations))
         try:
             key = await cache.llm.store(params, dumps(generations), options)
-            await self._index(cache, key)
+            await self._index(cache, key, params["model"])
         except BackendError as exc:
             log.warning("agent-cache %s: LangChain update skipped: %s", cache.name, exc)
 
-    async def _index(self, cache: AgentCache, key: str) -> None:
+    async def _index(self, cache: AgentCache, key: str, model: str) -> None:
         """Remember the key in the adapter's index, scored by expiry like the per-model index."""
-        ttl = cache.llm.resolve_ttl(self._ttl)
+        ttl = cache.llm.resolve_ttl(self._ttl, model)  # the model's policy may set the entry's TTL
         await cache.backend.write([index_command(cache.keys.adapter_index(ADAPTER), key, ttl)])
 
     async def _clear(self, cache: AgentCache) -> int:

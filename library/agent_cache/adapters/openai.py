@@ -58,6 +58,7 @@ from ._caching import (
     answer_of,
     blocks_of,
     echoed,
+    ensure_model_call_allowed,
     foreign_finish,
     lookup,
     metadata,
@@ -581,6 +582,7 @@ async def cached_create(
         result = await lookup(cache, params)
         if result.hit and (completion := _from_hit(result, params, request)) is not None:
             return ReplayStream(_chunks(completion, _include_usage(request)), completion) if stream else completion
+    ensure_model_call_allowed(cache, None)  # only_if_cached: n > 1, or a hit that cannot be this response
     response = await create(**request)
     if stream:
 

@@ -46,6 +46,7 @@ from ._caching import (
     answer_of,
     blocks_of,
     client_headers,
+    ensure_model_call_allowed,
     lookup,
     metadata,
     native,
@@ -274,10 +275,12 @@ class CachedModel(Model):
                 request={"metadata": model_settings.metadata},
             )
         except UncacheableResponseError as exc:
+            ensure_model_call_allowed(self._cache, result.key)
             log.debug("agent-cache: entry %s is not a Responses output, calling the model: %s", result.key, exc)
             return None
         if data.get("status") != "completed":
             # The SDK's Responses model raises on an incomplete response; a hit cannot stand for that.
+            ensure_model_call_allowed(self._cache, result.key)
             log.debug("agent-cache: entry %s is an incomplete response, calling the model", result.key)
             return None
         stored = native(result.metadata, FORMAT)
@@ -304,6 +307,7 @@ class CachedModel(Model):
             "prompt": prompt,
         }
         if conversation_id is not None:  # server-side state that changes between calls: never cached
+            ensure_model_call_allowed(self._cache, None)
             return await self.model.get_response(
                 system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **ids
             )
@@ -339,6 +343,7 @@ class CachedModel(Model):
         }
 
         if conversation_id is not None:  # server-side state that changes between calls: never cached
+            ensure_model_call_allowed(self._cache, None)
             return self.model.stream_response(
                 system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **ids
             )

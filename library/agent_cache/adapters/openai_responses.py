@@ -46,7 +46,17 @@ from agent_cache.normalizer import BinaryNormalizer, default_normalizer
 from agent_cache.types import ContentBlock, LlmCacheParams, LlmCacheResult
 
 from ._blocks import is_omitted, materialize, passthrough_params
-from ._caching import Answer, UncacheableResponseError, answer_of, blocks_of, lookup, save, tokens, with_client_headers
+from ._caching import (
+    Answer,
+    UncacheableResponseError,
+    answer_of,
+    blocks_of,
+    ensure_model_call_allowed,
+    lookup,
+    save,
+    tokens,
+    with_client_headers,
+)
 from ._responses_format import (
     EventAssembler,
     build_response,
@@ -225,12 +235,14 @@ async def cached_create(
     params = await prepare_params(with_client_headers(request, create), options)
     # A conversation's server-side content changes between calls, so its id can't key an answer: pass through.
     if request.get("conversation") is not None:
+        ensure_model_call_allowed(cache, None)
         return await create(**request)  # type: ignore[no-any-return]
     # A background request expects a queued response to poll, never a finished one from the cache.
     if request.get("background") is not True:
         result = await lookup(cache, params)
         if result.hit and (data := _hit_data(result, params, request)) is not None:
             return ReplayStream(replay_events(data), build_response(data)) if stream else build_response(data)
+    ensure_model_call_allowed(cache, None)  # only_if_cached: a background request, or a hit that cannot be this
     response = await create(**request)
     if stream:
 

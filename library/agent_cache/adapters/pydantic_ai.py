@@ -46,6 +46,7 @@ from ._caching import (
     UncacheableResponseError,
     answer_of,
     blocks_of,
+    ensure_model_call_allowed,
     foreign_finish,
     lookup,
     metadata,
@@ -459,6 +460,7 @@ class CachedModel(WrapperModel):
                 metadata=result.metadata,
             )
         except AgentCacheUsageError as exc:
+            ensure_model_call_allowed(self.cache, result.key)
             log.debug("agent-cache: entry %s is not a Pydantic AI response, calling the model: %s", result.key, exc)
             return None
 

@@ -67,6 +67,11 @@ class LlmCache:
         policy = self._models.for_model(model)
         return self._ctx.ttl.resolve("llm", ttl, policy.ttl if policy else None)
 
+    def control_in_force(self, control: CacheControl | None = None) -> CacheControl | None:
+        """The cache control a call made now runs under: the ``cache.control(...)`` scope's, merged with
+        ``control`` (None: no control). Adapters read it to honour ``only_if_cached`` before calling a model."""
+        return self._ctx.control_now(control)
+
     # ── model policies (see tiers._model_policy) ─────────────────────────────
 
     async def set_model_policy(self, pattern: str, policy: ModelPolicy) -> None:
