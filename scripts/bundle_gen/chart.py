@@ -194,7 +194,8 @@ fullnameOverride: ""
 # More than one replica needs peering (on by default): the oldest replica works, the others wait and the next oldest
 # takes over when it stops (peering.priority auto).
 replicaCount: 1
-# Extra arguments (e.g. --verbose, --namespace team-a) and environment variables for the operator container.
+# Extra arguments (e.g. --verbose) and environment variables for the operator container. To watch only some
+# namespaces use watchNamespaces, which the RBAC and the peering objects follow (--namespace here would not).
 extraArgs: []
 extraEnv: []
 
