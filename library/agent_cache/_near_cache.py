@@ -24,6 +24,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -98,17 +99,21 @@ class _Node:
 
 
 class _Entry:
-    __slots__ = ("expires_at", "node", "raw", "size")
+    __slots__ = ("expires_at", "node", "size", "value")
 
-    def __init__(self, raw: bytes, expires_at: float, size: int, node: _Node) -> None:
-        self.raw = raw
+    def __init__(self, value: Any, expires_at: float, size: int, node: _Node) -> None:
+        self.value = value
         self.expires_at = expires_at
         self.size = size
         self.node = node
 
 
 class NearCache:
-    """L1 in front of ``backend`` for whole-entry reads (``lookup`` then, on a miss, ``read``)."""
+    """L1 in front of ``backend`` for whole-entry reads (``lookup`` then, on a miss, ``read``).
+
+    L1 keeps each entry as ``decode(stored bytes)`` -> (value, its size in bytes), decoded once when it enters;
+    ``lookup`` returns that shared value: callers must copy what they hand out and may change.
+    """
 
     def __init__(
         self,
@@ -118,8 +123,10 @@ class NearCache:
         max_bytes: int,
         max_ttl_s: float | None,
         listener: NearCacheListener | None = None,
+        decode: Callable[[bytes], tuple[Any, int]] = lambda raw: (raw, len(raw)),
     ) -> None:
         self._backend = backend
+        self._decode = decode
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_ttl_s = max_ttl_s
@@ -140,8 +147,8 @@ class NearCache:
     def entries(self) -> int:
         return len(self._entries)
 
-    def lookup(self, key: str) -> bytes | None:
-        """The entry's stored bytes if L1 may answer for ``key`` now, else None (then call :meth:`read`)."""
+    def lookup(self, key: str) -> Any:
+        """The decoded entry if L1 may answer for ``key`` now, else None (then call :meth:`read`)."""
         entry = self._entries.get(key)
         if entry is not None:
             link = entry.node.link
@@ -152,7 +159,7 @@ class NearCache:
                     if now < entry.expires_at:
                         self._entries.move_to_end(key)
                         self.listener.near_lookup(True)
-                        return entry.raw
+                        return entry.value
                     self._remove(key)  # expired on the server too
         self.listener.near_lookup(False)
         return None
@@ -203,11 +210,15 @@ class NearCache:
         ttl_s = pttl / 1000 if pttl >= 0 else None
         if self.max_ttl_s is not None:
             ttl_s = self.max_ttl_s if ttl_s is None else min(ttl_s, self.max_ttl_s)
-        size = len(raw) + len(key) + _ENTRY_OVERHEAD
-        if size > self.max_bytes or self.max_entries <= 0:
+        try:
+            value, size = self._decode(raw)
+        except Exception:
+            return  # a corrupt entry: the caller's own decoding reports it
+        size += len(key) + _ENTRY_OVERHEAD
+        if size > self.max_bytes:
             return
         self._remove(key)
-        self._entries[key] = _Entry(raw, float("inf") if ttl_s is None else sent_at + ttl_s, size, node)
+        self._entries[key] = _Entry(value, float("inf") if ttl_s is None else sent_at + ttl_s, size, node)
         node.keys.add(key)
         self.bytes += size
         evicted = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -183,6 +184,7 @@ class InvalidationLink:
         self._on_invalidate = on_invalidate
         self._on_lost = on_lost
         self._sock: socket.socket | None = None
+        self._poll = select.poll()  # readable or closed, asked without raising (cheaper than recv's EAGAIN)
         self._parser = RespParser()
         self._pings: collections.deque[float] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,6 +217,7 @@ class InvalidationLink:
         self.client_id = int(client_id)
         self.trusted_until = time.monotonic() + trust_s  # the server just answered on this stream
         self._loop = loop
+        self._poll.register(sock.fileno(), select.POLLIN)
         loop.add_reader(sock.fileno(), self.drain)
 
     async def _request(self, loop: asyncio.AbstractEventLoop, command: tuple[str | int, ...]) -> Any:
@@ -235,7 +238,7 @@ class InvalidationLink:
     def drain(self) -> None:
         """Apply every message already received (a non-blocking read: nothing waiting costs one syscall)."""
         sock = self._sock
-        if sock is None:
+        if sock is None or not self._poll.poll(0):
             return
         received = False
         while True:
@@ -303,6 +306,8 @@ class InvalidationLink:
         self._pings.clear()
         if sock is None:
             return
+        with contextlib.suppress(KeyError, ValueError):
+            self._poll.unregister(sock.fileno())
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(sock.fileno())
@@ -320,6 +325,7 @@ class TrackedReader(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = RespParser()
         self._waiting: collections.deque[tuple[asyncio.Future[Any], int, list[Any], float]] = collections.deque()
+        self._outbox: list[bytes] = []  # requests of this loop iteration, written together (one syscall)
         self._closed = False
 
     @classmethod
@@ -360,9 +366,20 @@ class TrackedReader(asyncio.Protocol):
         if transport is None or self._closed:
             future.set_exception(LinkLostError("tracked connection closed"))
             return future
-        transport.write(b"".join(encode_command(*command) for command in commands))
+        data = b"".join(encode_command(*command) for command in commands)
+        if not self._waiting:
+            transport.write(data)  # idle: no reason to wait
+        else:
+            if not self._outbox:
+                future.get_loop().call_soon(self._flush)
+            self._outbox.append(data)
         self._waiting.append((future, len(commands), [], time.monotonic()))
         return future
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        if self._transport is not None and outbox:
+            self._transport.write(b"".join(outbox))
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser

@@ -17,9 +17,12 @@ from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
+import orjson
+
 from ._backend import Backend
 from ._breaker import CircuitBreaker
 from ._cancellation import current_cancelling, raise_if_cancel_requested
+from ._codec import decode_entry
 from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
 from ._keys import KeyLayout, encode_segment
@@ -42,6 +45,12 @@ log = logging.getLogger("agent_cache")
 
 _STOP_GRACE_S = 5.0
 _LAST_FLUSH_S = 1.0
+
+
+def _l1_entry(raw: bytes) -> tuple[dict[str, Any], int]:
+    """An LLM/tool entry as the near-cache keeps it: decoded once, sized as its uncompressed JSON."""
+    entry = decode_entry(raw)
+    return entry, len(orjson.dumps(entry))
 
 
 def _validate_storage(compress_above: int | None, level: int) -> None:
@@ -104,6 +113,7 @@ class AgentCache:
                 max_bytes=near.max_bytes,
                 max_ttl_s=near.max_ttl_s,
                 listener=self.telemetry,
+                decode=_l1_entry,
             )
         )
         context = TierContext(

@@ -9,6 +9,7 @@ Valkey failures fail open (a miss, a skipped store) unless the cache was built w
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,19 +141,18 @@ class LlmCache:
                     span.set_attribute("cache.skipped", "not_cacheable")
                     ctx.bypassed("llm", "not_cacheable")
                     return LlmCacheResult(hit=False, key=key)
-                near, level = ctx.near, "l2"
+                near, level, entry = ctx.near, "l2", None
                 try:
                     if near is None:
                         raw = await ctx.backend.get(key)
-                    elif (raw := near.lookup(key)) is not None:
-                        level = "l1"
+                    elif (entry := near.lookup(key)) is not None:
+                        raw, level = None, "l1"  # decoded already
                     else:
                         raw = await near.read(key)
                 except BackendError as exc:
                     if not ctx.fail_open:
                         raise
                     return LlmCacheResult(hit=False, key=key, error=ctx.failed_open("llm", "check", exc, span))
-                entry = None
                 if raw is not None:
                     try:
                         entry = decode_entry(raw)
@@ -176,14 +176,17 @@ class LlmCache:
                 else:
                     deferred.cost, deferred.label = cost, label
                 tokens = entry.get("tokens") or {}
+                blocks, meta = entry.get("contentBlocks"), entry.get("meta")
+                if level == "l1" and (blocks is not None or meta is not None):
+                    blocks, meta = copy.deepcopy((blocks, meta))  # L1's entry is shared: the caller may change these
                 return LlmCacheResult(
                     hit=True,
                     response=entry["response"],
-                    content_blocks=entry.get("contentBlocks"),
+                    content_blocks=blocks,
                     key=key,
                     input_tokens=int(tokens.get("input", 0)),
                     output_tokens=int(tokens.get("output", 0)),
-                    metadata=entry.get("meta"),
+                    metadata=meta,
                 )
 
     def _count(self, hit: bool, model: str, cost: Any) -> None:

@@ -140,13 +140,12 @@ class ToolCache:
                 if not self._cacheable(tool_name):
                     span.set_attribute("cache.skipped", "not_cacheable")
                     return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
-                entry = None
-                near, level = ctx.near, "l2"
+                near, level, entry = ctx.near, "l2", None
                 try:
                     if near is None:
                         raw = await ctx.backend.get(key)
-                    elif (raw := near.lookup(key)) is not None:
-                        level = "l1"
+                    elif (entry := near.lookup(key)) is not None:
+                        raw, level = None, "l1"  # decoded already
                     else:
                         raw = await near.read(key)
                 except BackendError as exc:
