@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from ._backend import Backend, Subscription, subscribe
 from ._cancellation import current_cancelling, raise_if_cancel_requested
 from ._errors import AgentCacheError, ConfigurationError
+from ._loop_lock import LoopLock
 from .config import CacheConfig, changed_channel, forget_instance, new_instance_id, parse_applied, record_instance
 from .telemetry import Telemetry
 
@@ -34,12 +35,12 @@ class LiveConfig:
         self._apply = apply
         self.instance_id = new_instance_id()
         self.version: str | None = None
-        self._refreshing = asyncio.Lock()
+        self._refreshing = LoopLock()
         self._subscription: Subscription | None = None
 
     async def refresh(self) -> None:
         """Read the config and apply it if its version changed; a malformed one keeps the last good."""
-        async with self._refreshing:  # pub/sub and the interval must not apply concurrently
+        async with self._refreshing.held():  # pub/sub and the interval must not apply concurrently
             raw = await self._backend.command("HGETALL", self._config_key)
             try:
                 applied = parse_applied(raw or {})

@@ -8,7 +8,6 @@ process. Field names are BetterDB Monitor's: ``llm:hits``, ``tool:{t}:hits``, ``
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections import Counter as _Counter
@@ -16,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from ._backend import Backend, as_text
 from ._keys import decode_segment
+from ._loop_lock import LoopLock
 from ._scripts import FLUSH_STATS
 from .types import (
     AgentCacheStats,
@@ -61,7 +61,7 @@ class StatsBuffer:
         self._unsent: tuple[str, _Counter[str]] | None = None  # a batch of unknown outcome, retried as is
         self._on_pending = on_pending
         self._on_dropped = on_dropped
-        self._flushing = asyncio.Lock()
+        self._flushing = LoopLock()  # one flush at a time, in whichever loop uses the cache
 
     def add(self, field: str, amount: int = 1) -> None:
         pending = self._pending
@@ -79,7 +79,7 @@ class StatsBuffer:
         return len(self._pending) + (len(self._unsent[1]) if self._unsent is not None else 0)
 
     async def flush(self) -> None:
-        async with self._flushing:
+        async with self._flushing.held():
             if self._unsent is not None:
                 await self._send(*self._unsent)
                 self._unsent = None
