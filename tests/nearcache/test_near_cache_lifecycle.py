@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from valkey.asyncio import Valkey
 
-from agent_cache import AgentCache, NearCacheOptions
+from agent_cache import AgentCache, LlmStoreOptions, NearCacheOptions
 from agent_cache.acl import acl_rule
 from tests.lifecycle.programs import run_program
 from tests.servers import ServerHandle
@@ -24,7 +24,7 @@ PARAMS = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
 FORGETFUL = """
     import asyncio, os
     from valkey.asyncio import Valkey
-    from agent_cache import AgentCache, NearCacheOptions
+    from agent_cache import AgentCache, LlmStoreOptions, NearCacheOptions
 
     cache = AgentCache(client=Valkey(port=int(os.environ["VALKEY_PORT"])), name="forgetful_near",
                        near_cache=NearCacheOptions())
@@ -50,9 +50,10 @@ def test_program_that_never_closes_exits(valkey_server: ServerHandle, tmp_path: 
         assert "Task was destroyed but it is pending" not in outcome.stderr, outcome.stderr
 
 
-async def l1_hits(cache: AgentCache, reads: int = 20) -> int:
-    """Store, then read ``reads`` times; how many reads L1 answered (a Prometheus-free count via spans' level)."""
-    await cache.llm.store(PARAMS, "answer")
+async def l1_hits(cache: AgentCache, reads: int = 20, store: bool = True) -> int:
+    """(Store, then) read ``reads`` times; how many times L1 held the entry right after a read."""
+    if store:
+        await cache.llm.store(PARAMS, "answer")
     hits = 0
     for _ in range(reads):
         assert (await cache.llm.check(PARAMS)).response == "answer"
@@ -119,6 +120,26 @@ async def test_entry_is_never_served_past_its_valkey_ttl(valkey_server: ServerHa
         assert cache._near.lookup(key) is not None
         await asyncio.sleep(0.35)
         assert cache._near.lookup(key) is None  # max_ttl_s passed: L1 no longer answers, Valkey does
+    finally:
+        await cache.close()
+        await client.aclose()
+
+
+async def test_an_l1_hit_hands_out_copies(valkey_server: ServerHandle) -> None:
+    """L1 keeps one decoded entry; a caller changing the metadata or blocks of its result changes no later hit."""
+    client = Valkey.from_url(valkey_server.url)
+    cache = AgentCache(client=client, name="copies", near_cache=NearCacheOptions(), **_QUIET)
+    blocks = [{"type": "text", "text": "answer"}]
+    try:
+        await cache.llm.store_multipart(PARAMS, blocks, LlmStoreOptions(metadata={"source": "docs"}))
+        assert await l1_hits(cache, store=False) >= 10
+        first = await cache.llm.check(PARAMS)
+        assert first.metadata is not None and first.content_blocks is not None
+        first.metadata["source"] = "changed"
+        first.content_blocks[0]["text"] = "changed"
+        again = await cache.llm.check(PARAMS)
+        assert again.metadata == {"source": "docs"}
+        assert again.content_blocks == blocks
     finally:
         await cache.close()
         await client.aclose()
