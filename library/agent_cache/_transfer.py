@@ -8,9 +8,11 @@ JSON Lines, UTF-8, one object per line:
 * one line per entry: ``{"tier": "llm", "model": "gpt-4o", "hash": "<64 hex>", "ttl_ms": 3599000,
   "value": "<base64>"}`` or ``{"tier": "tool", "tool": "get_weather", "hash": ..., "ttl_ms": ..., "value": ...}``.
   ``value`` is the stored bytes exactly (base64), so compressed entries stay compressed and nothing is re-encoded;
-  ``ttl_ms`` is the time the entry had left when it was read (null: no expiry); an LLM entry listed by a framework
-  adapter's index (LangChain's ``clear()``) names it in ``"adapters": ["langchain"]``;
-* last line, the trailer: ``{"end": true, "entries": 2}``, so a file cut short is told from a complete one.
+  ``ttl_ms`` is the time the entry had left when it was read (null: no expiry);
+* after the entries, one line per member of a framework adapter's index (LangChain's ``clear()`` deletes what its
+  index lists): ``{"tier": "llm", "adapter": "langchain", "hash": "<64 hex>"}``;
+* last line, the trailer: ``{"end": true, "entries": 2, "listings": 1}``, so a file cut short is told from a
+  complete one.
 
 The key itself is not in the file: ``hash`` is the part after the cache's prefix, and the tenant of an entry is
 inside that hash, so an import under another name (``--name``) keeps every tenant's entries apart as before.
@@ -23,7 +25,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ._codec import decode_entry
@@ -75,23 +77,36 @@ class Record:
     hash: str
     value: bytes
     ttl_ms: int | None
-    adapters: tuple[str, ...] = field(default=())
 
     def line(self) -> str:
-        document: dict[str, Any] = {
-            "tier": self.tier,
-            "model" if self.tier == "llm" else "tool": self.name,
-            "hash": self.hash,
-            "ttl_ms": self.ttl_ms,
-            "value": base64.b64encode(self.value).decode("ascii"),
-        }
-        if self.adapters:
-            document["adapters"] = list(self.adapters)
-        return _dumps(document)
+        return _dumps(
+            {
+                "tier": self.tier,
+                "model" if self.tier == "llm" else "tool": self.name,
+                "hash": self.hash,
+                "ttl_ms": self.ttl_ms,
+                "value": base64.b64encode(self.value).decode("ascii"),
+            }
+        )
 
 
-def trailer_line(entries: int) -> str:
-    return _dumps({"end": True, "entries": entries})
+@dataclass(frozen=True)
+class Listing:
+    """An LLM entry (its hash) that a framework adapter's index lists, e.g. LangChain's."""
+
+    adapter: str
+    hash: str
+
+    @property
+    def tier(self) -> str:
+        return "llm"
+
+    def line(self) -> str:
+        return _dumps({"tier": "llm", "adapter": self.adapter, "hash": self.hash})
+
+
+def trailer_line(entries: int, listings: int = 0) -> str:
+    return _dumps({"end": True, "entries": entries, "listings": listings})
 
 
 def _dumps(document: Mapping[str, Any]) -> str:
@@ -122,12 +137,13 @@ class Reader:
         self.line_number = 0
         self.header: Header | None = None
         self.entries = 0
+        self.listings = 0
         self.ended = False
 
     def fail(self, message: str) -> TransferFormatError:
         return TransferFormatError(f"{self.where}:{self.line_number}: {message}")
 
-    def feed(self, raw: str) -> Record | None:
+    def feed(self, raw: str) -> Record | Listing | None:
         """The record on this line (None for the header, the trailer or a blank line)."""
         self.line_number += 1
         text = raw.strip()
@@ -147,6 +163,12 @@ class Reader:
         if document.get("end") is True:
             self._trailer(document)
             return None
+        if "adapter" in document:
+            listing = self._listing(document)
+            self.listings += 1
+            return listing
+        if self.listings:
+            raise self.fail("an entry after the adapter listings: entries come first")
         record = self._record(document)
         self.entries += 1
         return record
@@ -183,10 +205,23 @@ class Reader:
         return Header(cache, tuple(tiers), exported_at, version)
 
     def _trailer(self, document: dict[str, Any]) -> None:
-        count = document.get("entries")
+        count, listings = document.get("entries"), document.get("listings", 0)
         if count != self.entries:
             raise self.fail(f"the end line counts {count!r} entries but {self.entries:,} came before it")
+        if listings != self.listings:
+            raise self.fail(f"the end line counts {listings!r} listings but {self.listings:,} came before it")
         self.ended = True
+
+    def _listing(self, document: dict[str, Any]) -> Listing:
+        assert self.header is not None
+        adapter, digest = document.get("adapter"), document.get("hash")
+        if document.get("tier") != "llm" or "llm" not in self.header.tiers:
+            raise self.fail(f"an adapter listing belongs to the llm tier, got tier {document.get('tier')!r}")
+        if not isinstance(adapter, str) or not adapter:
+            raise self.fail(f"adapter must be a non-empty string, got {adapter!r}")
+        if not isinstance(digest, str) or not is_hash(digest):
+            raise self.fail(f"hash must be 64 lowercase hex digits, got {digest!r}")
+        return Listing(adapter, digest)
 
     def _record(self, document: dict[str, Any]) -> Record:
         assert self.header is not None
@@ -200,7 +235,7 @@ class Reader:
         if not isinstance(name, str) or not name:
             raise self.fail(f"{name_field} must be a non-empty string, got {name!r}")
         digest = document.get("hash")
-        if not isinstance(digest, str) or not _HASH.fullmatch(digest):
+        if not isinstance(digest, str) or not is_hash(digest):
             raise self.fail(f"hash must be 64 lowercase hex digits, got {digest!r}")
         ttl_ms = document.get("ttl_ms")
         if ttl_ms is not None and (not isinstance(ttl_ms, int) or isinstance(ttl_ms, bool) or ttl_ms <= 0):
@@ -216,11 +251,4 @@ class Reader:
             decode_entry(value)
         except CorruptEntryError as exc:
             raise self.fail(f"value is not a cache entry: {exc}") from None
-        adapters = document.get("adapters", [])
-        if (
-            not isinstance(adapters, list)
-            or not all(isinstance(a, str) and a for a in adapters)
-            or (adapters and tier != "llm")
-        ):
-            raise self.fail(f"adapters must be a list of adapter names on an llm entry, got {adapters!r}")
-        return Record(tier, name, digest, value, ttl_ms, tuple(adapters))
+        return Record(tier, name, digest, value, ttl_ms)

@@ -90,15 +90,16 @@ async def test_a_round_trip_into_another_name_keeps_entries_ttls_tenants_and_ind
 ) -> None:
     path = tmp_path / "support_bot.jsonl"
     exported = export(server, path)
-    header, *records, trailer = exported["lines"]
+    header, *records, listing, trailer = exported["lines"]
     assert header["format"] == "agent-cache-export" and header["version"] == 1 and header["cache"] == NAME
-    assert trailer == {"end": True, "entries": len(records)}
+    assert trailer == {"end": True, "entries": len(records), "listings": 1}
     assert sorted(r["tier"] for r in records).count("llm") == 5 + 2 and len(records) == 7 + 10 + 1
     assert "exported 18 entries of cache support_bot (llm: 7, tool: 11)" in exported["stderr"]
-    assert [r["adapters"] for r in records if "adapters" in r] == [["langchain"]]
+    assert listing == {"tier": "llm", "adapter": "langchain", "hash": KeyLayout(NAME).llm(listing["hash"])[-64:]}
 
     report = import_(server, path, "--name", COPY)
     assert (report["imported"], report["kept_existing"], report["by_tier"]) == (18, 0, {"llm": 7, "tool": 11})
+    assert report["adapter_listings"] == 1
     source, copy = KeyLayout(NAME), KeyLayout(COPY)
     for record in records:  # the very bytes, under the new name, with at most the TTL they had
         if record["tier"] == "llm":
@@ -115,7 +116,9 @@ async def test_a_round_trip_into_another_name_keeps_entries_ttls_tenants_and_ind
         with cache.tenant("acme"):
             assert (await cache.llm.check(TENANT_QUESTION)).response == "Enterprise."
             assert (await cache.tool.check("get_weather", {"city": "Sofia"})).hit
-        assert await server.client.zcard(copy.adapter_index("langchain")) == 1
+        assert await server.client.zrange(copy.adapter_index("langchain"), 0, -1) == [
+            copy.llm(listing["hash"]).encode()
+        ]
         # The indexes were rebuilt: invalidation finds every imported entry, and only those.
         assert await cache.tool.invalidate_by_tool("get_weather") == 4
         assert await cache.llm.invalidate_by_model("claude-sonnet-4-5") == 2
@@ -162,14 +165,14 @@ def _lines(path: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda lines: lines[:-1], ":19: the file ends without its end line: it was cut short after 18 entries"),
+        (lambda lines: lines[:-1], ":20: the file ends without its end line: it was cut short after 18 entries"),
         (lambda lines: [*lines[:3], "{oops", *lines[3:]], ":4: not JSON (Expecting property name"),
         (lambda lines: ["[]", *lines[1:]], ":1: expected a JSON object, got list"),
         (lambda lines: [lines[0].replace('"version":1', '"version":9'), *lines[1:]], ":1: header: version 9 was"),
         (lambda lines: [lines[0], lines[1].replace('"hash":"', '"hash":"}'), *lines[2:]], ":2: hash must be 64"),
         (lambda lines: [lines[0], lines[1].replace('"value":"', '"value":"!'), *lines[2:]], ":2: value is not base64"),
         (lambda lines: [lines[0], lines[1].replace('"tier":"', '"tier":"x'), *lines[2:]], ":2: tier must be one of"),
-        (lambda lines: [*lines, lines[1]], ":21: a line after the end line"),
+        (lambda lines: [*lines, lines[1]], ":22: a line after the end line"),
         (lambda lines: [lines[0], *lines[2:]], "the end line counts 18 entries but 17 came before it"),
         (lambda lines: [lines[0].replace('"cache":"', '"cache":"a b'), *lines[1:]], ":1: header: cache name 'a b"),
         (lambda lines: [*lines[:2], "\udcff", *lines[2:]], ":3: not UTF-8 text"),

@@ -20,12 +20,14 @@ from .._backend import Backend, as_text
 from .._codec import decode_entry
 from .._errors import CorruptEntryError
 from .._keys import KeyLayout, decode_segment
-from .._transfer import TIERS, Header, Record, TransferFormatError, is_hash, parse_tiers, trailer_line
+from .._transfer import TIERS, Header, Listing, Record, TransferFormatError, is_hash, parse_tiers, trailer_line
 from ..tiers.llm import model_registry_key
 from ._connection import Session, add_connection_options, add_name_option, run_command
 from ._readers import resolve_name, server_time_ms
 from ._terminal import EXIT_CODES_HELP, CommandError, ExitCode
 
+ADAPTER = "adapter"
+"""The kind of :class:`Source` that lists LLM entries a framework adapter stored (no entries of its own)."""
 PAGE = 500
 """Index members read (and entries fetched in one pipeline) at a time."""
 
@@ -100,6 +102,7 @@ def index_scan_pattern(*families: NamedKeys) -> str:
 @dataclass
 class Source:
     tier: str
+    """``llm``, ``tool`` or :data:`ADAPTER`."""
     name: str
     index: str
     entry_key: Callable[[str], str]
@@ -111,6 +114,8 @@ class Source:
 @dataclass
 class Counts:
     exported: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TIERS, 0))
+    listings: int = 0
+    """Members of framework adapters' indexes (LangChain's), written after the entries."""
     gone: int = 0
     """Listed in an index, but expired or evicted before it was read."""
     corrupt: int = 0
@@ -120,16 +125,16 @@ def _tool_digest(member: str) -> str | None:
     return member if is_hash(member) else None
 
 
-async def sources(backend: Backend, keys: KeyLayout, tiers: tuple[str, ...]) -> tuple[list[Source], list[str]]:
-    """The indexes to read (and the names of the framework adapters whose indexes exist)."""
+async def sources(backend: Backend, keys: KeyLayout, tiers: tuple[str, ...]) -> list[Source]:
+    """The indexes to read, in order: models' and tools' (entries), then framework adapters' (listings)."""
     found: list[Source] = []
+    llm_prefix = keys.llm_prefix
+
+    def llm_digest(member: str) -> str | None:
+        digest = member[len(llm_prefix) :]
+        return digest if member.startswith(llm_prefix) and is_hash(digest) else None
+
     if "llm" in tiers:
-        llm_prefix = keys.llm_prefix
-
-        def llm_digest(member: str) -> str | None:
-            digest = member[len(llm_prefix) :]
-            return digest if member.startswith(llm_prefix) and is_hash(digest) else None
-
         for model in sorted(as_text(m) for m in await backend.command("ZRANGE", model_registry_key(keys), 0, -1)):
             found.append(Source("llm", model, keys.model_index(model), lambda member: member, llm_digest))
     tool_indexes, adapter_indexes = NamedKeys(keys.tool_index), NamedKeys(keys.adapter_index)
@@ -144,7 +149,10 @@ async def sources(backend: Backend, keys: KeyLayout, tiers: tuple[str, ...]) -> 
         for tool in sorted(tools):  # a set: SCAN may return a key twice
             prefix = keys.tool_prefix(tool)
             found.append(Source("tool", tool, keys.tool_index(tool), prefix.__add__, _tool_digest))
-    return found, sorted(adapters) if "llm" in tiers else []
+    if "llm" in tiers:
+        for adapter in sorted(adapters):
+            found.append(Source(ADAPTER, adapter, keys.adapter_index(adapter), lambda member: member, llm_digest))
+    return found
 
 
 async def index_pages(backend: Backend, index: str) -> AsyncIterator[list[str]]:
@@ -171,39 +179,36 @@ async def export(
     tiers: tuple[str, ...],
     write: Callable[[str], None],
     advance: Callable[[int], None],
-    found: tuple[list[Source], list[str]] | None = None,
+    found: list[Source] | None = None,
 ) -> Counts:
-    """Write the header, every live entry of ``tiers`` and the trailer; ``found``: :func:`sources`' answer."""
+    """Write the header, every live entry of ``tiers``, the adapters' listings and the trailer; ``found``:
+    :func:`sources`' answer, if already read."""
     counts = Counts()
-    found_sources, adapters = found if found is not None else await sources(backend, keys, tiers)
+    found = found if found is not None else await sources(backend, keys, tiers)
     write(Header(keys.name, tiers, int(await server_time_ms(backend))).line())
-    adapter_indexes = [(adapter, keys.adapter_index(adapter)) for adapter in adapters]
-    for source in found_sources:
-        listing = adapter_indexes if source.tier == "llm" else []  # only LLM entries are in adapters' indexes
+    for source in found:
         async for members in index_pages(backend, source.index):
-            await _export_page(backend, source, members, listing, write, counts)
+            if source.tier == ADAPTER:  # which entries the adapter stored: its clear() deletes only those
+                listed = [Listing(source.name, digest) for member in members if (digest := source.digest(member))]
+                for listing in listed:
+                    write(listing.line())
+                counts.listings += len(listed)
+            else:
+                await _export_page(backend, source, members, write, counts)
             advance(len(members))
-    write(trailer_line(sum(counts.exported.values())))
+    write(trailer_line(sum(counts.exported.values()), counts.listings))
     return counts
 
 
 async def _export_page(
-    backend: Backend,
-    source: Source,
-    members: list[str],
-    adapter_indexes: list[tuple[str, str]],
-    write: Callable[[str], None],
-    counts: Counts,
+    backend: Backend, source: Source, members: list[str], write: Callable[[str], None], counts: Counts
 ) -> None:
-    """One pipeline (GET, PTTL and the adapters' ZSCORE of each entry) for a page of index members."""
+    """One pipeline (GET and PTTL of each entry) for a page of index members."""
     wanted = [(digest, source.entry_key(member)) for member in members if (digest := source.digest(member))]
-    commands: list[tuple[str, tuple[Any, ...]]] = []
-    for _, key in wanted:
-        commands += [("GET", (key,)), ("PTTL", (key,)), *(("ZSCORE", (index, key)) for _, index in adapter_indexes)]
+    commands = [command for _, key in wanted for command in (("GET", (key,)), ("PTTL", (key,)))]
     replies = iter(await backend.pipeline(commands) if commands else [])
     for digest, _ in wanted:
         value, ttl = next(replies), int(next(replies))
-        listed_by = tuple(name for name, _ in adapter_indexes if next(replies) is not None)
         if value is None or ttl == -2:
             counts.gone += 1
             continue
@@ -213,7 +218,7 @@ async def _export_page(
         except CorruptEntryError:
             counts.corrupt += 1
             continue
-        write(Record(source.tier, source.name, digest, raw, None if ttl < 0 else ttl, listed_by).line())
+        write(Record(source.tier, source.name, digest, raw, None if ttl < 0 else ttl).line())
         counts.exported[source.tier] += 1
 
 
@@ -253,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             out.write(line + "\n")
 
         found = await sources(session.backend, keys, tiers)
-        total = await total_members(session.backend, [source.index for source in found[0]])
+        total = await total_members(session.backend, [source.index for source in found])
         with progress_bar(session, "exporting", total) as advance:
             counts = await export(session.backend, keys, tiers, write, advance, found)
         try:

@@ -1,9 +1,10 @@
 """``agent-cache import``: write the entries of an ``agent-cache export`` file into a cache, indexes included.
 
 Entries go in through the tiers' own index scripts: an LLM entry is SET, then listed in its model's index
-(``KEY_INDEX_ADD``), the registry of models (``MODEL_REGISTRY_ADD``) and the framework adapters' indexes that listed
-it, in the order the LLM tier writes them; a tool entry goes through the tool tier's ``SET_INDEXED``. So
-``invalidate_by_model``/``invalidate_by_tool``, ``llm.clear()`` and LangChain's ``clear()`` find imported entries.
+(``KEY_INDEX_ADD``) and the registry of models (``MODEL_REGISTRY_ADD``), in the order the LLM tier writes them; a tool
+entry goes through the tool tier's ``SET_INDEXED``; the file's adapter listings put the entries a framework adapter
+stored back in its index (``KEY_INDEX_ADD``, with the entry's TTL). So ``invalidate_by_model``/``invalidate_by_tool``,
+``llm.clear()`` and LangChain's ``clear()`` find imported entries.
 
 An entry whose key already exists is kept (the cache's own answer to the same request wins over the file's) unless
 ``--overwrite``; importing the same file twice therefore changes nothing the second time. TTLs: each entry gets the
@@ -24,7 +25,7 @@ from typing import IO, Any
 from .._backend import Backend
 from .._keys import KeyLayout
 from .._scripts import MODEL_REGISTRY_ADD, SET_INDEXED, Script
-from .._transfer import TIERS, Header, Reader, Record, TransferFormatError, parse_tiers
+from .._transfer import TIERS, Header, Listing, Reader, Record, TransferFormatError, parse_tiers
 from ..tiers.llm import _CLOCK_MARGIN_MS, index_command, model_registry_key
 from ._connection import Session, add_connection_options, run_command
 from ._readers import server_time_ms
@@ -103,6 +104,8 @@ class Outcome:
     expired: int = 0
     """Their TTL ran out since the export."""
     skipped_tier: int = 0
+    listed: int = 0
+    """Entries listed again in a framework adapter's index (LangChain's)."""
 
 
 @contextlib.contextmanager
@@ -119,7 +122,7 @@ def _lines(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def _records(handle: IO[bytes], reader: Reader) -> Iterator[Record]:
+def _records(handle: IO[bytes], reader: Reader) -> Iterator[Record | Listing]:
     for raw in handle:
         try:
             line = raw.decode("utf-8")
@@ -148,7 +151,27 @@ class Importer:
         self.dry_run: bool = args.dry_run
         self.outcome = Outcome()
 
-    async def write(self, batch: list[Record]) -> None:
+    async def write(self, batch: list[Record | Listing]) -> None:
+        await self._write_entries([item for item in batch if isinstance(item, Record)])
+        await self._write_listings([item for item in batch if isinstance(item, Listing)])
+
+    async def _write_listings(self, listings: list[Listing]) -> None:
+        """List entries in their adapter's index, scored by their TTL in the target; a key not there is skipped."""
+        if self.dry_run or not listings:
+            self.outcome.listed += len(listings)
+            return
+        keys = [self.keys.llm(listing.hash) for listing in listings]
+        ttls = await self.backend.pipeline([("PTTL", (key,)) for key in keys])
+        commands = [
+            index_command(self.keys.adapter_index(listing.adapter), key, None if ttl == -1 else math.ceil(ttl / 1000))
+            for listing, key, ttl in zip(listings, keys, map(int, ttls), strict=True)
+            if ttl != -2
+        ]
+        if commands:
+            await self.backend.pipeline(commands)
+        self.outcome.listed += len(commands)
+
+    async def _write_entries(self, batch: list[Record]) -> None:
         elapsed = max(0, int(await server_time_ms(self.backend)) - self.header.exported_at_ms)
         live: list[tuple[Record, int | None, str]] = []
         for record in batch:
@@ -204,7 +227,6 @@ class Importer:
             listed.append(
                 Backend.script_command(MODEL_REGISTRY_ADD, registry, (record.name, ttl_s or "", _CLOCK_MARGIN_MS))
             )
-            listed += [index_command(self.keys.adapter_index(adapter), key, ttl_s) for adapter in record.adapters]
         if listed:  # after the entries, as the LLM tier orders them: no index lists a key that was never written
             await self.backend.pipeline(listed)
 
@@ -236,6 +258,7 @@ def _report(session: Session, args: argparse.Namespace, name: str, outcome: Outc
                 "replaced": outcome.replaced,
                 "expired": outcome.expired,
                 "skipped_tier": outcome.skipped_tier,
+                "adapter_listings": outcome.listed,
             }
         )
         return
@@ -273,10 +296,10 @@ def run(args: argparse.Namespace) -> int:
             name = args.name or reader.header.cache
             importer = Importer(session.backend, KeyLayout(name), reader.header, args)
             outcome = importer.outcome
-            total = checked.entries if checked is not None else None
+            total = checked.entries + checked.listings if checked is not None else None
             try:
                 with progress_bar(session, "importing", total) as advance:
-                    batch: list[Record] = [first] if first is not None else []
+                    batch: list[Record | Listing] = [first] if first is not None else []
                     for record in records:
                         batch.append(record)
                         if len(batch) >= BATCH:
@@ -299,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     return run_command(args, body)
 
 
-async def _flush(importer: Importer, batch: list[Record], only: tuple[str, ...], advance: Any) -> None:
+async def _flush(importer: Importer, batch: list[Record | Listing], only: tuple[str, ...], advance: Any) -> None:
     wanted = [record for record in batch if record.tier in only]
     importer.outcome.skipped_tier += len(batch) - len(wanted)
     if wanted:
