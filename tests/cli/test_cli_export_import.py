@@ -3,6 +3,7 @@ and a cluster; existing entries are kept unless --overwrite; a bad file is refus
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -238,3 +239,26 @@ def test_an_empty_cache_exports_a_valid_empty_file(valkey_url: str, tmp_path: Pa
     path.write_text(done.stdout)
     again = agent_cache("import", "--url", valkey_url, "-f", str(path), "--json")
     assert again.returncode == 3 and json.loads(again.stdout)["name"] == "nothing_here"
+
+
+async def test_many_entries_page_through_indexes_and_batches(
+    valkey_client: Any, valkey_url: str, tmp_path: Path
+) -> None:
+    """More entries than a page (500): ZSCAN pages, import batches, and a bad line after two batches."""
+    async with make_cache(valkey_client) as cache:
+        await asyncio.gather(*(cache.tool.store("search", {"q": i}, f'{{"hits": {i}}}') for i in range(1201)))
+        await asyncio.gather(*(cache.llm.store({"model": "m", "messages": [str(i)]}, "a") for i in range(1201)))
+    server = Server(valkey_client, ("--url", valkey_url))
+    path = tmp_path / "e.jsonl"
+    lines = export(server, path)["lines"]
+    assert len({(line["tier"], line["hash"]) for line in lines[1:-1]}) == len(lines) - 2 == 2402  # no repeats
+    cut = "".join(f"{json.dumps(line)}\n" for line in lines[: 1 + 1100]) + "{\n"
+    done = agent_cache("import", *server.args, "-f", "-", "--name", COPY, stdin=cut)
+    assert done.returncode == 2 and "stdin:1102: not JSON" in done.stderr, done.stderr
+    assert "1,000 entries were written before it" in done.stderr
+    assert len(await all_keys(valkey_client, f"{COPY}:llm:*")) == 1000
+    report = import_(server, path, "--name", COPY)
+    assert (report["imported"], report["kept_existing"]) == (1402, 1000)
+    async with make_cache(valkey_client, COPY) as copy:
+        assert await copy.llm.invalidate_by_model("m") == 1201
+        assert await copy.tool.invalidate_by_tool("search") == 1201
