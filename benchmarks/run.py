@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--competitor", default=competitor.PACKAGE, help="pip requirement to install if missing")
     parser.add_argument("--no-install", action="store_true", help="fail instead of pip-installing the competitor")
     parser.add_argument("--only", default="", help="run only these throughput operations (comma-separated names)")
-    parser.add_argument("--skip", default="", help="phases to skip: throughput,concurrent,scale,memory,keys")
+    parser.add_argument("--skip", default="", help="phases to skip: throughput,concurrent,scale,memory,keys,near")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--markdown", type=Path, help="write the Markdown report here too")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -141,6 +141,19 @@ async def _run(args: argparse.Namespace, command: str, competitor_version: str) 
             if "throughput" not in skip:
                 progress("round trips per operation")
                 results["round_trips"] = await _round_trips(server.url, workload, _selected(OPERATIONS, args.only))
+
+            if "near" not in skip:
+                from benchmarks.near import run_near
+
+                await admin.flushall()
+                results["near_cache"] = await run_near(
+                    server.url,
+                    workload,
+                    ops=args.ops,
+                    rounds=args.rounds,
+                    concurrency=args.concurrency,
+                    progress=progress,
+                )
 
             if "scale" not in skip:
                 sizes = [int(part) for part in args.scale.split(",") if part.strip()]

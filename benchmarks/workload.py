@@ -141,9 +141,15 @@ def _pool_client(url: str, connection_class: type | None = None) -> Valkey:
 
 
 def make_ours(
-    url: str, name: str, *, storage: dict[str, Any] | None = None, connection_class: type | None = None
+    url: str,
+    name: str,
+    *,
+    storage: dict[str, Any] | None = None,
+    connection_class: type | None = None,
+    near_cache: dict[str, Any] | None = None,
 ) -> Subject:
-    """Our cache with default settings (``storage`` overrides the storage options, e.g. compression off)."""
+    """Our cache with default settings (``storage`` overrides the storage options, e.g. compression off;
+    ``near_cache`` turns the in-process L1 on with those options)."""
     from agent_cache import AgentCache, LlmStoreOptions, TelemetryOptions, TierDefaults, ToolStoreOptions
 
     client = _pool_client(url, connection_class)
@@ -157,6 +163,7 @@ def make_ours(
         },
         telemetry=TelemetryOptions(registry=CollectorRegistry()),
         **({"storage": storage} if storage is not None else {}),
+        **({"near_cache": near_cache} if near_cache is not None else {}),
     )
 
     async def close() -> None:
@@ -164,7 +171,7 @@ def make_ours(
         await client.aclose()
 
     return Subject(
-        label="agent-cache",
+        label="agent-cache" if near_cache is None else "agent-cache, near-cache",
         cache=cache,
         client=client,
         llm_options=lambda: LlmStoreOptions(tokens={"input": 800, "output": 500}),

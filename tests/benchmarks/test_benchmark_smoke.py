@@ -70,7 +70,14 @@ def test_the_benchmark_runs_and_reports_every_operation_for_both_libraries(tmp_p
     assert labels == [THEIRS, OURS, f"{OURS}, {UNCOMPRESSED}"]
     assert all(figure["bytes_per_entry"] > 0 for figure in results["memory"])
     assert results["key_derivation"]["ours_us"] > 0
+    near = results["near_cache"]
+    for mode in ("sequential", "concurrent"):
+        for name in ("llm.check hit", "tool.check hit"):
+            assert set(near[mode]["ops"][name]) == {"near", "ours", "get", "theirs"}
+        assert set(near[mode]["ops"]["llm.check miss"]) == {"near", "ours"}
+    assert near["memory"]["entries"] > 0  # the near-cache did fill: its rows measured L1, not Valkey
+    assert near["memory_bounded"]["bytes"] <= near["memory_bounded"]["max_bytes"]
 
     text = report.read_text()
-    assert "python -m benchmarks" in text and "Targets (issue 6)" in text
+    assert "python -m benchmarks" in text and "Targets (issue 6)" in text and "Near-cache (L1)" in text
     assert completed.stdout == text
