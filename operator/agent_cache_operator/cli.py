@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import re
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,6 +61,38 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(ENV_PREFIX + name, default)
 
 
+def _checked(
+    env: str, what: str, convert: Callable[[str], float], valid: Callable[[float], bool]
+) -> Callable[[str], float]:
+    """An argparse ``type`` for an option also read from ``AGENT_CACHE_OPERATOR_<env>``. Defaults stay strings,
+    so argparse checks a value from the environment (the chart's way) like one on the command line: a bad one is a
+    usage error naming both, never a traceback."""
+
+    def check(text: str) -> float:
+        try:
+            value = convert(text.strip())
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and valid(value)):
+            raise argparse.ArgumentTypeError(f"must be {what} (also read from {ENV_PREFIX}{env}), got {text!r}")
+        return value
+
+    return check
+
+
+def _port(env: str) -> Callable[[str], float]:
+    # An empty value (the chart's way of leaving one out) is 0: none, as it always was.
+    return _checked(env, "a port number from 0 (none) to 65535", _port_number, lambda port: 0 <= port <= 65535)
+
+
+def _port_number(text: str) -> int:
+    return int(text) if text else 0
+
+
+def _seconds(env: str) -> Callable[[str], float]:
+    return _checked(env, "a number of seconds above 0", float, lambda seconds: seconds > 0)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agent-cache-operator",
@@ -91,26 +124,28 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--peering-lifetime",
-        type=int,
-        default=int(_env("PEERING_LIFETIME", "60") or 60),
+        type=_checked("PEERING_LIFETIME", "a whole number of seconds from 1", int, lambda seconds: seconds >= 1),
+        default=_env("PEERING_LIFETIME") or "60",
         help="seconds a replica that stopped without saying goodbye (killed, node lost) still counts as working: "
         "the standby takes over after at most this long",
     )
-    p.add_argument("--liveness-port", type=int, default=int(_env("LIVENESS_PORT", "8080") or 0), help="0: none")
-    p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090") or 0), help="0: none")
+    p.add_argument(
+        "--liveness-port", type=_port("LIVENESS_PORT"), default=_env("LIVENESS_PORT", "8080"), help="0: none"
+    )
+    p.add_argument("--metrics-port", type=_port("METRICS_PORT"), default=_env("METRICS_PORT", "9090"), help="0: none")
     p.add_argument("--bind-address", default=_env("BIND_ADDRESS", "0.0.0.0"), help="for liveness and metrics")
     p.add_argument(
         "--resync-interval",
-        type=float,
-        default=float(_env("RESYNC_SECONDS", "30") or 30),
+        type=_seconds("RESYNC_SECONDS"),
+        default=_env("RESYNC_SECONDS") or "30",
         help="seconds between re-assertions of the config and stats refreshes",
     )
-    p.add_argument("--retry-base", type=float, default=float(_env("RETRY_BASE_SECONDS", "1") or 1))
-    p.add_argument("--retry-max", type=float, default=float(_env("RETRY_MAX_SECONDS", "60") or 60))
+    p.add_argument("--retry-base", type=_seconds("RETRY_BASE_SECONDS"), default=_env("RETRY_BASE_SECONDS") or "1")
+    p.add_argument("--retry-max", type=_seconds("RETRY_MAX_SECONDS"), default=_env("RETRY_MAX_SECONDS") or "60")
     p.add_argument(
         "--delete-retries",
-        type=int,
-        default=int(_env("DELETE_RETRIES", "5") or 5),
+        type=_checked("DELETE_RETRIES", "a whole number from 0", int, lambda retries: retries >= 0),
+        default=_env("DELETE_RETRIES") or "5",
         help="Valkey cleanup attempts on deletion before giving up",
     )
     p.add_argument("-v", "--verbose", action="store_true")
@@ -192,8 +227,6 @@ def _serve_metrics(metrics: OperatorMetrics, address: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     command = parser()
     args = command.parse_args(argv)
-    if args.peering_lifetime < 1:
-        command.error(f"argument --peering-lifetime: must be at least 1 second, got {args.peering_lifetime}")
     try:
         import kopf
     except ImportError:  # pragma: no cover - the console script is installed with the extra

@@ -6,11 +6,14 @@ passes (and so fails the suite) as soon as the fix lands, and its marker must th
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.lifecycle.programs import run_program
+from tests.operator.conftest import OPERATOR
 from tests.servers import ServerHandle
 
 pytestmark = pytest.mark.valkey
@@ -54,3 +57,38 @@ def test_one_cache_serves_loop_after_loop_with_concurrent_calls(valkey_server: S
     assert "done" in outcome.stdout
     assert "escaped" not in outcome.stdout, outcome.stdout
     assert "bound to a different event loop" not in outcome.stderr, outcome.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ((), {"AGENT_CACHE_OPERATOR_METRICS_PORT": "90x"}, "AGENT_CACHE_OPERATOR_METRICS_PORT), got '90x'"),
+        ((), {"AGENT_CACHE_OPERATOR_RESYNC_SECONDS": "30s"}, "AGENT_CACHE_OPERATOR_RESYNC_SECONDS), got '30s'"),
+        ((), {"AGENT_CACHE_OPERATOR_PEERING_LIFETIME": "1m"}, "argument --peering-lifetime"),
+        (("--liveness-port", "70000"), {}, "argument --liveness-port: must be a port number from 0 (none) to 65535"),
+        (("--resync-interval", "0"), {}, "argument --resync-interval: must be a number of seconds above 0"),
+        (("--retry-base", "nan"), {}, "argument --retry-base"),
+        (("--delete-retries", "-1"), {}, "argument --delete-retries"),
+    ],
+)
+def test_operator_options_from_the_environment_are_checked_like_flags(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    """The chart sets the operator's options as environment variables; a typo there (or a port out of range on
+    the command line) ended in a Python traceback (ValueError at import of the parser, OverflowError from bind)
+    instead of one usage error line and exit 2. A zero resync interval was accepted too."""
+    if OPERATOR is None:
+        pytest.skip('the agent-cache-operator command is not installed: pip install -e ".[dev]"')
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(("AGENT_CACHE_OPERATOR_", "KUBE"))}
+    result = subprocess.run(
+        [OPERATOR, *args],
+        capture_output=True,
+        text=True,
+        env={**clean, "HOME": str(tmp_path), **env},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("agent-cache-operator: error: ") and expected in last, last
