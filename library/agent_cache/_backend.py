@@ -236,6 +236,25 @@ class Backend:
     async def command(self, name: str, *args: EncodableArg) -> Any:
         return await self._call(name, self.client.execute_command, name, *args)
 
+    async def info(self, *sections: str) -> dict[str, Any]:
+        """``INFO sections`` of every primary, by node address (``host:port``): one entry when standalone.
+        A node's reply is the client's parsed mapping (or the raw text from a client that does not parse it)."""
+        if not self.is_cluster:
+            reply = await self.command("INFO", *sections)
+            pool = getattr(self.client, "connection_pool", None)
+            kwargs = getattr(pool, "connection_kwargs", {})
+            node = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+            return {str(node): reply}
+
+        async def send() -> Any:
+            return await self.client.execute_command("INFO", *sections, target_nodes=self.client.PRIMARIES)
+
+        replies = await self._call("INFO", send)
+        if isinstance(replies, dict) and replies and all(isinstance(v, dict | str | bytes) for v in replies.values()):
+            return {as_text(node): reply for node, reply in replies.items()}
+        primaries = self.client.get_primaries()  # a one-primary cluster: the reply is that node's own mapping
+        return {primaries[0].name if primaries else "": replies}
+
     async def delete_many(self, keys: Sequence[str], batch: int = 500) -> int:
         """DEL in batches; in cluster mode one pipelined DEL per key, routed by slot."""
         deleted = 0

@@ -25,6 +25,7 @@ COMMANDS = (
     "publish", "subscribe", "unsubscribe", "ping", "client|setinfo",
     "cluster|slots", "cluster|shards", "command", "readonly",
     "client|id", "client|tracking", "role",  # the near-cache: its invalidation link and tracked reads
+    "info",  # memory and eviction figures for the metrics (INFO memory stats; never CONFIG)
 )  # fmt: skip
 
 
