@@ -6,17 +6,23 @@ passes (and so fails the suite) as soon as the fix lands, and its marker must th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.lifecycle.programs import run_program
 from tests.operator.conftest import OPERATOR
+from tests.reliability.conftest import make_cache
 from tests.servers import ServerHandle
 
 pytestmark = pytest.mark.valkey
+
+PARAMS = {"model": "gpt-4o", "messages": [{"role": "user", "content": "review"}]}
 
 ONE_CACHE_LOOP_AFTER_LOOP = """
     import asyncio
@@ -92,3 +98,39 @@ def test_operator_options_from_the_environment_are_checked_like_flags(
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("agent-cache-operator: error: ") and expected in last, last
+
+
+async def test_a_follower_that_once_swallowed_a_cancellation_still_outlives_a_cancelled_leader(
+    valkey_client: Any,
+) -> None:
+    """A follower is cancelled only if someone cancelled it *while it waited*: the check used the task's whole
+    ``cancelling()`` count, so a task that had caught an earlier cancellation and gone on (a retry loop) was
+    cancelled along with the leader it joined."""
+    cache = make_cache(valkey_client)
+    started = asyncio.Event()
+    calls = 0
+
+    async def compute() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            started.set()
+            await asyncio.Event().wait()  # the leader's computation ends only by cancellation
+        return "answer"
+
+    async def follower_that_carried_on() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # an earlier cancellation, caught and not undone
+            asyncio.current_task().cancel()  # type: ignore[union-attr]
+            await asyncio.sleep(0)
+        return (await cache.llm.get_or_compute(PARAMS, compute)).response or ""
+
+    leader = asyncio.create_task(cache.llm.get_or_compute(PARAMS, compute))
+    await started.wait()
+    follower = asyncio.create_task(follower_that_carried_on())
+    for _ in range(3):
+        await asyncio.sleep(0)  # the follower has joined the flight
+    leader.cancel()
+    assert await follower == "answer"
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    await cache.close()

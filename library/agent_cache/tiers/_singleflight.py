@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .._cancellation import cancel_requested, current_cancelling
 from .._errors import BackendError
 from .._scripts import RELEASE_LOCK
 from ._context import TierContext
@@ -51,6 +52,7 @@ class SingleFlight(Generic[T]):
 
         A caller that is cancelled takes no one with it: the callers that joined its flight start over (one
         of them leads the next)."""
+        task, cancelling = current_cancelling()  # what counts is a cancellation of this call, not an old one
         while True:
             shared = self._inflight.get(key)
             if shared is None:
@@ -58,8 +60,7 @@ class SingleFlight(Generic[T]):
             try:
                 value, _ = await asyncio.shield(shared)
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if shared.cancelled() and (task is None or not task.cancelling()):
+                if shared.cancelled() and not cancel_requested(task, cancelling):
                     continue  # the leader went away, not us: lead or join the next flight
                 raise
             self._ctx.telemetry.coalesced(self._tier, "local")
