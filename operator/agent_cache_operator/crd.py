@@ -270,6 +270,34 @@ def _spec_schema() -> dict[str, Any]:
                     },
                 },
             },
+            "modelPolicies": {
+                "type": "object",
+                "description": "Per model name glob (gpt-4o*; an exact name or the pattern with the most literal "
+                "characters wins): its TTL (over the tier TTLs), cacheable: false to never cache it, the finish "
+                "reasons whose answers are cached (e.g. [stop, tool_calls] refuses truncated answers) and whether "
+                "empty answers are. Overrides the agents' own policy of the same pattern; they keep the others.",
+                "maxProperties": _MAX_KEYS,
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "ttl": _ttl("TTL of these models' answers, in seconds."),
+                        "cacheable": {"type": "boolean", "default": True},
+                        "cacheFinishReasons": {
+                            "type": "array",
+                            "description": "Store only answers that stopped for one of these reasons "
+                            "(stop, tool_calls, length, stop_sequence, refusal...). Unset: any.",
+                            "maxItems": 32,
+                            "x-kubernetes-list-type": "set",
+                            "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                        },
+                        "cacheEmpty": {
+                            "type": "boolean",
+                            "default": True,
+                            "description": "false: an answer with no text and no other content is not stored.",
+                        },
+                    },
+                },
+            },
             "costOverrides": {
                 "type": "object",
                 "description": "Prices per model (dollars per 1000 tokens) used for the dollars-saved figures.",
