@@ -3,8 +3,10 @@ and a cluster; existing entries are kept unless --overwrite; a bad file is refus
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,9 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from valkey.asyncio import Valkey
 
 from agent_cache import LlmStoreOptions, ToolStoreOptions
+from agent_cache._backend import Backend
 from agent_cache._keys import KeyLayout
+from agent_cache._transfer import Reader
+from agent_cache.commands.export import export as export_cache
+from agent_cache.commands.import_ import Importer
 from agent_cache.tiers.llm import index_command
 from tests.cli.conftest import NAME, Populated, make_cache, populate
 from tests.cli.running import agent_cache, run_in_pty, strip_ansi
@@ -262,3 +271,81 @@ async def test_many_entries_page_through_indexes_and_batches(
     async with make_cache(valkey_client, COPY) as copy:
         assert await copy.llm.invalidate_by_model("m") == 1201
         assert await copy.tool.invalidate_by_tool("search") == 1201
+
+
+# ── hunting: awkward names, tenants and cache names that are prefixes of each other ───────────────────────────────
+
+_CACHES = ("fl", "fl:x", "fl.x")
+_NAMES = st.one_of(
+    st.sampled_from(("x", "acme:x", "{t}", "*", "a%3Ax", "é", "%01")), st.text("ab:{}%*é\\ ", min_size=1, max_size=4)
+)
+_STORES = st.lists(
+    st.tuples(
+        st.sampled_from(_CACHES),
+        st.sampled_from(("", "acme", "acme:x", "{t}")),
+        st.sampled_from(("llm", "tool")),
+        _NAMES,  # the model or the tool
+        st.sampled_from(("hi", "acme:x")),
+        st.sampled_from((None, 60, 3600)),
+    ),
+    max_size=12,
+)
+
+
+async def _transfer(client: Any, source: str, target: str) -> list[str]:
+    """Export cache ``source`` and import the lines into ``target``, in process; returns the lines."""
+    lines: list[str] = []
+    await export_cache(Backend(client), KeyLayout(source), ("llm", "tool"), lines.append, lambda _: None)
+    reader = Reader("e.jsonl")
+    items = [item for line in lines if (item := reader.feed(line)) is not None]
+    reader.finish()
+    assert reader.header is not None
+    options = argparse.Namespace(overwrite=False, dry_run=False)
+    importer = Importer(Backend(client), KeyLayout(target), reader.header, options)
+    await importer.write(items)
+    return lines
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stores=_STORES)
+def test_a_copy_answers_every_request_as_its_source_did(valkey_server: Any, stores: list[Any]) -> None:
+    """Every (cache, tenant, request) stored answers the same from the copy and nothing else does; a cache's export
+    holds none of the entries of a cache whose name it prefixes; the copy's indexes find every imported entry."""
+
+    async def scenario() -> None:
+        client = Valkey.from_url(valkey_server.url, decode_responses=False)
+        await client.flushall()
+        caches = {name: make_cache(client, name) for name in (*_CACHES, *(f"copy.{n}" for n in _CACHES))}
+        try:
+            stored: dict[tuple[str, str, str, str, str], str] = {}
+            for number, (name, tenant, tier, what, prompt, ttl) in enumerate(stores):
+                cache, answer = caches[name], f"answer {number}"
+                with cache.tenant(tenant) if tenant else contextlib.nullcontext():
+                    if tier == "llm":
+                        await cache.llm.store({"model": what, "messages": [prompt]}, answer, LlmStoreOptions(ttl=ttl))
+                    else:
+                        await cache.tool.store(what, {"q": prompt}, answer, ToolStoreOptions(ttl=ttl))
+                stored[(name, tenant, tier, what, prompt)] = answer
+            for name in _CACHES:
+                lines = await _transfer(client, name, f"copy.{name}")
+                assert len(lines) - 2 == len([key for key in stored if key[0] == name])  # no other cache's entries
+            for (name, tenant, tier, what, prompt), answer in stored.items():
+                copy = caches[f"copy.{name}"]
+                with copy.tenant(tenant) if tenant else contextlib.nullcontext():
+                    if tier == "llm":
+                        found = (await copy.llm.check({"model": what, "messages": [prompt]})).response
+                    else:
+                        found = (await copy.tool.check(what, {"q": prompt})).response
+                assert found == answer, (name, tenant, tier, what, prompt)
+            for name in _CACHES:
+                copy, mine = caches[f"copy.{name}"], [key for key in stored if key[0] == name]
+                for tier, what in {(key[2], key[3]) for key in mine}:
+                    expected = len([key for key in mine if key[2:4] == (tier, what)])
+                    invalidate = copy.llm.invalidate_by_model if tier == "llm" else copy.tool.invalidate_by_tool
+                    assert await invalidate(what) == expected, (name, tier, what)
+        finally:
+            for cache in caches.values():
+                await cache.close()
+            await client.aclose()
+
+    asyncio.run(scenario())
