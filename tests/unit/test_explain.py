@@ -114,7 +114,18 @@ _JSON = st.recursive(
 )
 _REQUESTS = st.fixed_dictionaries(
     {"model": st.sampled_from(["gpt-4o", "claude"])},
-    optional={"messages": _JSON, "temperature": _JSON, "stream": _JSON, "seed": _JSON, "tools": _JSON},
+    optional={
+        "messages": _JSON,
+        "temperature": _JSON,
+        "stream": _JSON,
+        "seed": _JSON,
+        "tools": _JSON,
+        "extra_headers": st.dictionaries(
+            st.sampled_from(["Authorization", "anthropic-beta", "Anthropic-Beta", "x-request-id", "x-feature"]),
+            st.none() | st.sampled_from(["a", "b"]),
+            max_size=3,
+        ),
+    },
 )
 
 
