@@ -43,6 +43,9 @@ async def _faults(cache: AgentCache, client: Valkey) -> None:
         return '{"temp": 21}'
 
     await asyncio.gather(*(cache.tool.get_or_compute("get_weather", {"city": "Oslo"}, slow) for _ in range(4)))
+    # A lookup skipped on purpose (per-request cache control): bypass_total.
+    with cache.control(no_cache=True):
+        await cache.tool.check("get_weather", {"city": "Oslo"})
     await asyncio.sleep(2.5)
     await client.delete("__betterdb:caches", f"{CACHE}:__config")
     await apply_config(client, CACHE, CacheConfig.from_spec(SPEC), source="live-test")
