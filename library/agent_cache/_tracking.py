@@ -19,9 +19,10 @@ import collections
 import contextlib
 import select
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 INVALIDATE_CHANNEL = b"__redis__:invalidate"
@@ -125,6 +126,8 @@ class Endpoint:
     password: str | None = None
     db: int = 0
     connect_timeout_s: float = 2.0
+    tls: ssl.SSLContext | None = field(default=None, compare=False)
+    """The TLS context of the user's own connections (None: plain TCP)."""
 
     @property
     def name(self) -> str:
@@ -133,20 +136,28 @@ class Endpoint:
     @classmethod
     def from_connection_kwargs(cls, kwargs: Mapping[str, Any], connection_class: Any = None) -> Endpoint:
         """The endpoint of a valkey-py connection pool's (or cluster node's) ``connection_kwargs``."""
-        class_name = getattr(connection_class, "__name__", "")
-        if "SSL" in class_name or kwargs.get("ssl"):
-            raise TrackingRefusedError("TLS connections are not supported by the near-cache yet")
-        if kwargs.get("credential_provider") is not None:
-            raise TrackingRefusedError("a credential_provider is not supported by the near-cache yet")
+        tls = None
+        if "SSL" in getattr(connection_class, "__name__", ""):
+            # The client's own connection class builds the context, so certificates, CA and checks are the same.
+            context = getattr(connection_class(**kwargs), "ssl_context", None)
+            tls = context.get() if context is not None else None
+            if not isinstance(tls, ssl.SSLContext):
+                raise TrackingRefusedError(f"cannot take the TLS settings of {connection_class.__name__}")
+        username, password = kwargs.get("username") or None, kwargs.get("password") or None
+        provider = kwargs.get("credential_provider")
+        if provider is not None:
+            credentials = tuple(provider.get_credentials())
+            username, password = (None, *credentials) if len(credentials) == 1 else credentials[:2]
         timeout = kwargs.get("socket_connect_timeout") or kwargs.get("socket_timeout") or 2.0
         return cls(
             host=str(kwargs.get("host") or "127.0.0.1"),
             port=int(kwargs.get("port") or 6379),
             path=kwargs.get("path") or None,
-            username=kwargs.get("username") or None,
-            password=kwargs.get("password") or None,
+            username=username,
+            password=password,
             db=int(kwargs.get("db") or 0),
             connect_timeout_s=float(timeout),
+            tls=tls,
         )
 
     def handshake(self) -> list[tuple[str | int, ...]]:
@@ -155,6 +166,32 @@ class Endpoint:
         if self.password is not None:
             commands.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
         return commands
+
+
+async def _io(loop: asyncio.AbstractEventLoop, sock: socket.socket, operation: Callable[..., Any], *args: Any) -> Any:
+    """``operation(*args)`` on a non-blocking (maybe TLS) socket, waiting for it to be ready as often as needed
+    (asyncio's sock_* helpers refuse TLS sockets)."""
+    while True:
+        try:
+            return operation(*args)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            ready = loop.add_reader
+            remove = loop.remove_reader
+        except ssl.SSLWantWriteError:
+            ready = loop.add_writer
+            remove = loop.remove_writer
+        waiter: asyncio.Future[None] = loop.create_future()
+        fd = sock.fileno()
+        ready(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            remove(fd)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 _REFUSALS = ("NOPERM", "ERR unknown", "ERR Unknown", "ERR syntax", "ERR wrong number")
@@ -205,6 +242,11 @@ class InvalidationLink:
                 await loop.sock_connect(sock, endpoint.path or (endpoint.host, endpoint.port))
                 if family != socket.AF_UNIX:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if endpoint.tls is not None:
+                    sock = self._sock = endpoint.tls.wrap_socket(
+                        sock, server_hostname=endpoint.host, do_handshake_on_connect=False
+                    )
+                    await _io(loop, sock, sock.do_handshake)
                 for command in endpoint.handshake():
                     _refusal(command, await self._request(loop, command))
                 client_id = await self._request(loop, ("CLIENT", "ID"))
@@ -221,12 +263,15 @@ class InvalidationLink:
         loop.add_reader(sock.fileno(), self.drain)
 
     async def _request(self, loop: asyncio.AbstractEventLoop, command: tuple[str | int, ...]) -> Any:
-        assert self._sock is not None
-        await loop.sock_sendall(self._sock, encode_command(*command))
+        sock = self._sock
+        assert sock is not None
+        data = memoryview(encode_command(*command))
+        while data:
+            data = data[await _io(loop, sock, sock.send, data) :]
         while True:
             for value in self._parser.values():
                 return value
-            data = await loop.sock_recv(self._sock, _RECV_BYTES)
+            data = await _io(loop, sock, sock.recv, _RECV_BYTES)
             if not data:
                 raise LinkLostError(f"{command[0]}: connection closed")
             self._parser.feed(data)
@@ -241,10 +286,10 @@ class InvalidationLink:
         if sock is None or not self._poll.poll(0):
             return
         received = False
-        while True:
+        while True:  # until the socket (and, with TLS, its decrypted buffer) is empty
             try:
                 data = sock.recv(_RECV_BYTES)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except OSError as exc:
                 self._lose(f"invalidation link failed: {exc}")
@@ -254,8 +299,6 @@ class InvalidationLink:
                 return
             self._parser.feed(data)
             received = True
-            if len(data) < _RECV_BYTES:
-                break
         if received:
             self._dispatch()
 
@@ -283,7 +326,7 @@ class InvalidationLink:
             return
         try:
             sock.send(b"*1\r\n$4\r\nPING\r\n")
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return  # a full send buffer: the unanswered pings will say whether the link is dead
         except OSError as exc:
             self._lose(f"invalidation link failed: {exc}")
@@ -336,9 +379,9 @@ class TrackedReader(asyncio.Protocol):
         reader = cls(on_lost)
         async with asyncio.timeout(endpoint.connect_timeout_s):
             if endpoint.path:
-                await loop.create_unix_connection(lambda: reader, endpoint.path)
+                await loop.create_unix_connection(lambda: reader, endpoint.path, ssl=endpoint.tls)
             else:
-                await loop.create_connection(lambda: reader, endpoint.host, endpoint.port)
+                await loop.create_connection(lambda: reader, endpoint.host, endpoint.port, ssl=endpoint.tls)
             try:
                 setup = [*endpoint.handshake()]
                 if endpoint.db:

@@ -143,3 +143,19 @@ async def test_an_l1_hit_hands_out_copies(valkey_server: ServerHandle) -> None:
     finally:
         await cache.close()
         await client.aclose()
+
+
+async def test_a_credential_provider_authenticates_the_near_cache_too(valkey_server: ServerHandle) -> None:
+    from valkey.credentials import UsernamePasswordCredentialProvider
+
+    admin = Valkey.from_url(valkey_server.url)
+    await admin.execute_command("ACL", "SETUSER", "near_cp", "reset", "on", ">pw", *acl_rule("credp").split())
+    client = Valkey.from_url(valkey_server.url, credential_provider=UsernamePasswordCredentialProvider("near_cp", "pw"))
+    cache = AgentCache(client=client, name="credp", near_cache=NearCacheOptions(), **_QUIET)
+    try:
+        assert await l1_hits(cache) >= 10
+    finally:
+        await cache.close()
+        await client.aclose()
+        await admin.execute_command("ACL", "DELUSER", "near_cp")
+        await admin.aclose()
