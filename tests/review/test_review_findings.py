@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agent_cache import AgentCache, ConfigRefreshOptions, DiscoveryOptions, ToolPolicy
 from tests.lifecycle.programs import run_program
 from tests.operator.conftest import OPERATOR
 from tests.reliability.conftest import make_cache
@@ -134,3 +135,36 @@ async def test_a_follower_that_once_swallowed_a_cancellation_still_outlives_a_ca
     with pytest.raises(asyncio.CancelledError):
         await leader
     await cache.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tiers/tool.py + cache.py (in progress elsewhere): the policies hash is read only by the live-config "
+    "upkeep, so with ConfigRefreshOptions(enabled=False) (and, racing it, in the first moments of every new "
+    "process) a tool another instance set cacheable=False is cached and served",
+)
+async def test_a_tool_set_not_cacheable_elsewhere_is_never_served_from_the_cache(valkey_client: Any) -> None:
+    """docs/api.md: "A tool whose policy says cacheable: false is never cached ... get_or_compute calls the tool
+    every time"; set_policy: "every instance of this cache picks it up". An instance that ignores the live config
+    (``ConfigRefreshOptions(enabled=False)``) never reads the policies hash, so it caches ``send_email`` and the
+    second call sends nothing."""
+    app = AgentCache(client=valkey_client, name="review_policy", discovery=DiscoveryOptions(enabled=False))
+    await app.tool.set_policy("send_email", ToolPolicy(cacheable=False))
+    await app.close()
+    worker = AgentCache(
+        client=valkey_client,
+        name="review_policy",
+        discovery=DiscoveryOptions(enabled=False),
+        config_refresh=ConfigRefreshOptions(enabled=False),
+    )
+    sent = 0
+
+    async def send_email() -> str:
+        nonlocal sent
+        sent += 1
+        return "sent"
+
+    for _ in range(3):
+        await worker.tool.get_or_compute("send_email", {"to": "a@example.com"}, send_email)
+    await worker.close()
+    assert sent == 3
