@@ -41,13 +41,80 @@ FORGETFUL = """
 """
 
 
-def test_program_that_never_closes_exits(valkey_server: ServerHandle, tmp_path: Path) -> None:
-    for run in range(3):
-        outcome = run_program(FORGETFUL, tmp_path, valkey_server.port, name=f"near_{run}.py")
+POLLER = """
+    import asyncio, os
+    from valkey.asyncio import Valkey
+    from agent_cache import AgentCache
+
+    cache = AgentCache(client=Valkey(port=int(os.environ["VALKEY_PORT"]), socket_timeout=5), name="near_poller",
+                       near_cache={})
+    params = {"model": "m", "messages": [{"role": "user", "content": "poll"}]}
+
+    async def poll():
+        while True:
+            try:
+                if not (await cache.llm.check(params)).hit:
+                    await cache.llm.store(params, "a")
+            except Exception:
+                pass
+
+    async def main():
+        asyncio.get_running_loop().create_task(poll())
+        await asyncio.sleep(0.5)  # the link arms, L1 answers: poll() never suspends on a hit
+        print("main done")
+
+    asyncio.run(main())
+    print("exited main")
+"""
+
+SYNC = """
+    import os, time
+    from agent_cache import SyncAgentCache
+
+    cache = SyncAgentCache(f"valkey://127.0.0.1:{os.environ['VALKEY_PORT']}", name="near_sync", near_cache={})
+    params = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+    cache.llm.store(params, "a")
+    for _ in range(20):
+        assert cache.llm.check(params).hit
+        time.sleep(0.02)
+    print("exited main")
+"""
+
+LOOP_CLOSED = """
+    import asyncio, os
+    from valkey.asyncio import Valkey
+    from agent_cache import AgentCache
+
+    async def main():
+        cache = AgentCache(client=Valkey(port=int(os.environ["VALKEY_PORT"])), name="near_abandoned", near_cache={})
+        params = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+        await cache.llm.store(params, "a")
+        for _ in range(10):
+            await cache.llm.check(params)
+            await asyncio.sleep(0.02)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()  # nothing cancelled: asyncio reports the tasks it destroys; the process must still end
+    print("exited main")
+"""
+
+
+@pytest.mark.parametrize("program", ["forgetful", "poller", "sync"])
+def test_program_that_never_closes_exits(valkey_server: ServerHandle, tmp_path: Path, program: str) -> None:
+    source = {"forgetful": FORGETFUL, "poller": POLLER, "sync": SYNC}[program]
+    for run in range(2):
+        outcome = run_program(source, tmp_path, valkey_server.port, name=f"near_{program}_{run}.py")
         assert outcome.returncode == 0, f"exit {outcome.returncode}\n{outcome.stdout}\n{outcome.stderr}"
         assert "exited main" in outcome.stdout
         assert "Traceback" not in outcome.stderr, outcome.stderr
         assert "Task was destroyed but it is pending" not in outcome.stderr, outcome.stderr
+
+
+def test_loop_closed_with_the_heartbeat_running_exits(valkey_server: ServerHandle, tmp_path: Path) -> None:
+    outcome = run_program(LOOP_CLOSED, tmp_path, valkey_server.port)
+    assert outcome.returncode == 0, outcome.stderr
+    assert "exited main" in outcome.stdout
 
 
 async def l1_hits(cache: AgentCache, reads: int = 20, store: bool = True) -> int:
