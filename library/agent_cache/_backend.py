@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ._autopipeline import AutoPipeline
@@ -266,7 +266,7 @@ class Backend:
                 deleted += int(await self.command("DEL", *chunk))
         return deleted
 
-    async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[str]:
+    async def scan(self, pattern: str, count: int = 1000) -> AsyncGenerator[str, None]:
         """SCAN every primary for keys matching ``pattern`` (only flush() needs this)."""
         nodes = self.client.get_primaries() if self.is_cluster else [None]
         for node in nodes:
