@@ -1,6 +1,7 @@
 """TTL precedence — pure.
 
-LLM:     per call > config tier TTL > config defaultTTL > code ``tier_defaults`` > code ``default_ttl`` > none
+LLM:     per call > model policy > config tier TTL > config defaultTTL > code ``tier_defaults`` > code ``default_ttl``
+         > none
 Tool:    per call > tool policy > (the same chain as LLM)
 Session: ``set`` per call > (the same chain); reads slide the TTL to the tier's value (without one, reads
          don't touch the TTL).
