@@ -11,7 +11,7 @@ import pytest
 from agent_cache.cli import build_parser
 from tests.cli.running import agent_cache
 
-OPERATOR_COMMANDS = ("stats", "top", "tools", "invalidate", "config", "caches", "flush")
+OPERATOR_COMMANDS = ("stats", "top", "tools", "invalidate", "config", "caches", "flush", "export", "import")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -31,8 +31,8 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 
 
 COMMANDS = _commands()
-LOCAL_COMMANDS = {name: _subparsers(build_parser())[name] for name in ("demo", "server")}
-"""Commands that start their own server: no connection options."""
+LOCAL_COMMANDS = {name: _subparsers(build_parser())[name] for name in ("demo", "server", "explain")}
+"""Commands with no connection options: they start their own server, or (explain) need none."""
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS.keys() | LOCAL_COMMANDS.keys()))
