@@ -30,6 +30,8 @@ from typing import Any, ParamSpec, Protocol, Self, TypeVar
 from ._errors import AgentCacheUsageError
 from ._keys import KeyLayout
 from .cache import AgentCache
+from .tiers._control import ControlScope
+from .tiers._model_policy import ModelPolicy
 from .tiers.llm import Computed
 from .types import (
     AgentCacheOptions,
@@ -233,6 +235,11 @@ class SyncAgentCache:
         """
         return self._cache.tenant(tenant)
 
+    def control(self, **flags: bool) -> ControlScope:
+        """Apply a cache control to the calls this thread makes in the block (as :meth:`AgentCache.control`):
+        ``with cache.control(refresh=True): cache.llm.get_or_compute(params, ask)``."""
+        return self._cache.control(**flags)
+
     def ensure_discovery_ready(self) -> None:
         """Block until this instance has registered with discovery (see :meth:`AgentCache.ensure_discovery_ready`)."""
         self.run(lambda cache: cache.ensure_discovery_ready())
@@ -305,6 +312,16 @@ class SyncLlmCache:
 
     def invalidate_by_model(self, model: str) -> int:
         return self._owner.run(lambda cache: cache.llm.invalidate_by_model(model))
+
+    def set_model_policy(self, pattern: str, policy: ModelPolicy) -> None:
+        """See :meth:`LlmCache.set_model_policy`: a policy for the models the glob ``pattern`` matches."""
+        self._owner.run(lambda cache: cache.llm.set_model_policy(pattern, policy))
+
+    def get_model_policy(self, model: str) -> ModelPolicy | None:
+        async def policy(cache: AgentCache) -> ModelPolicy | None:
+            return cache.llm.get_model_policy(model)
+
+        return self._owner.run(policy)
 
     def clear(self) -> int:
         return self._owner.run(lambda cache: cache.llm.clear())

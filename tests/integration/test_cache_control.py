@@ -186,3 +186,17 @@ async def test_a_refresh_whose_answer_the_model_policy_refuses_drops_the_stale_e
     assert result.response == "cut sh"
     assert await backend_client.exists(cache.llm.key(PARAMS)) == 0  # neither the old nor the truncated answer
     assert bypassed(observed, "finish_reason") == 1
+
+
+def test_sync_cache_scopes_reach_calls_on_the_cache_thread(valkey_server: Any) -> None:
+    from agent_cache import SyncAgentCache
+
+    with SyncAgentCache(valkey_server.url, name="sync_control") as cache:
+        cache.llm.set_model_policy("gpt-4o*", ModelPolicy(ttl=30))
+        assert cache.llm.get_model_policy("gpt-4o") == ModelPolicy(ttl=30)
+        cache.llm.store(PARAMS, "cached")
+        with cache.control(no_cache=True):
+            assert not cache.llm.check(PARAMS).hit  # the scope travels with the call to the cache's loop
+        with cache.control(only_if_cached=True):
+            assert cache.llm.get_or_compute({**PARAMS, "model": "other"}, lambda: "never").response is None
+        assert cache.llm.check(PARAMS).hit
