@@ -231,6 +231,19 @@ class NearCache:
             self.listener.near_evicted(evicted)
         self.listener.near_size(len(self._entries), self.bytes)
 
+    def resize(self, max_entries: int, max_bytes: int) -> None:
+        """New limits (a live config's); entries beyond them are evicted at once, least recently used first."""
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        evicted = 0
+        while self._entries and (len(self._entries) > max_entries or self.bytes > max_bytes):
+            oldest, entry = self._entries.popitem(last=False)
+            entry.node.keys.discard(oldest)
+            self.bytes -= entry.size
+            evicted += 1
+        if evicted:
+            self.listener.near_evicted(evicted)
+            self.listener.near_size(len(self._entries), self.bytes)
+
     # ── invalidation ─────────────────────────────────────────────────────────
 
     def _remove(self, key: str) -> bool:

@@ -19,6 +19,7 @@ The document is the config part of an ``AgentCache`` resource's ``spec`` (camelC
     toolPolicies: {get_weather: {ttl: 600}, send_email: {cacheable: false}}
     modelPolicies: {"gpt-4o*": {ttl: 7200, cacheFinishReasons: [stop, tool_calls]}, o1-preview: {cacheable: false}}
     costOverrides: {gpt-4o: {inputPer1k: 0.0025, outputPer1k: 0.01}}
+    nearCache: {enabled: true, maxEntries: 10000, maxBytes: 67108864}
 
 Model policies go to ``{name}:__model_policies`` the same way (``tiers._model_policy``).
 
@@ -55,7 +56,8 @@ from .tiers._model_policy import (
 from .tiers.tool import owned_policies_key, policy_document
 from .types import ModelCost, ToolPolicy
 
-CONFIG_KEYS = ("defaultTTL", "tiers", "toolPolicies", "modelPolicies", "costOverrides")
+CONFIG_KEYS = ("defaultTTL", "tiers", "toolPolicies", "modelPolicies", "costOverrides", "nearCache")
+NEAR_CACHE_FIELDS = ("enabled", "maxEntries", "maxBytes")
 
 
 def _ttl_at(value: object, path: str) -> int | None:
@@ -90,7 +92,12 @@ _KNOWN_BELOW = {
 def unknown_config_fields(spec: Mapping[str, Any], path: str = "spec") -> list[str]:
     """Paths of the keys inside the config keys that ``CacheConfig.from_spec`` would pass over — typos such as
     ``spec.tiers.llm.tll`` or ``spec.toolPolicies.send_email.cachable``. Pure."""
-    unknown = []
+    near = spec.get("nearCache")
+    unknown = (
+        [f"{path}.nearCache.{key}" for key in sorted(map(str, near)) if key not in NEAR_CACHE_FIELDS]
+        if isinstance(near, Mapping)
+        else []
+    )
     for section, known in _KNOWN_BELOW.items():
         entries = spec.get(section)
         if not isinstance(entries, Mapping):
@@ -102,6 +109,37 @@ def unknown_config_fields(spec: Mapping[str, Any], path: str = "spec") -> list[s
 
 
 @dataclass(frozen=True)
+class NearCacheSetting:
+    """The platform's switch for the in-process near-cache (``spec.nearCache``); unset limits keep the code's."""
+
+    enabled: bool = True
+    max_entries: int | None = None
+    max_bytes: int | None = None
+
+    @classmethod
+    def from_spec(cls, value: object, path: str) -> NearCacheSetting:
+        document = _mapping_at(value, path)
+        enabled = document.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigurationError(f"{path}.enabled must be true or false, got {enabled!r}")
+        limits: dict[str, int | None] = {}
+        for key in ("maxEntries", "maxBytes"):
+            limit = document.get(key)
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+                raise ConfigurationError(f"{path}.{key} must be a positive integer, got {limit!r}")
+            limits[key] = limit
+        return cls(enabled, limits["maxEntries"], limits["maxBytes"])
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"enabled": self.enabled}
+        if self.max_entries is not None:
+            spec["maxEntries"] = self.max_entries
+        if self.max_bytes is not None:
+            spec["maxBytes"] = self.max_bytes
+        return spec
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     """The platform-owned part of a cache's configuration."""
 
@@ -110,6 +148,8 @@ class CacheConfig:
     tool_policies: Mapping[str, ToolPolicy] = field(default_factory=dict)
     cost_overrides: Mapping[str, ModelCost] = field(default_factory=dict)
     model_policies: Mapping[str, ModelPolicy] = field(default_factory=dict)
+    near_cache: NearCacheSetting | None = None
+    """The near-cache switch (None: the application's own ``near_cache`` option decides)."""
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], path: str = "spec") -> CacheConfig:
@@ -152,6 +192,9 @@ class CacheConfig:
             tool_policies=policies,
             cost_overrides=costs,
             model_policies=models,
+            near_cache=None
+            if spec.get("nearCache") is None
+            else NearCacheSetting.from_spec(spec["nearCache"], f"{path}.nearCache"),
         )
 
     def to_spec(self) -> dict[str, Any]:
@@ -171,6 +214,8 @@ class CacheConfig:
                 model: {"inputPer1k": c.input_per_1k, "outputPer1k": c.output_per_1k}
                 for model, c in sorted(self.cost_overrides.items())
             }
+        if self.near_cache is not None:
+            spec["nearCache"] = self.near_cache.to_spec()
         return spec
 
     def canonical(self) -> str:

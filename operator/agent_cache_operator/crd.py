@@ -311,6 +311,17 @@ def _spec_schema() -> dict[str, Any]:
                     },
                 },
             },
+            "nearCache": {
+                "type": "object",
+                "description": "The agents' in-process near-cache (L1) of LLM and tool entries, kept coherent by "
+                "Valkey's client tracking: switch it on or off for every instance, and its limits (unset: the "
+                "agents' own near_cache option decides). Running instances adopt a change with the live config.",
+                "properties": {
+                    "enabled": {"type": "boolean", "default": True},
+                    "maxEntries": {"type": "integer", "minimum": 1, "maximum": 100_000_000},
+                    "maxBytes": {"type": "integer", "minimum": 1, "maximum": 2**40},
+                },
+            },
             "monitoring": _monitoring_schema(),
             "deletionPolicy": {
                 "type": "string",
