@@ -1,7 +1,9 @@
 """LangChain ``BaseCache`` on the LLM tier: ``ChatOpenAI(cache=BetterDBLlmCache(cache))``.
 
 The key is LangChain's own pair: the serialized prompt and ``llm_string`` — the model's serialized
-configuration plus the call's parameters (stop sequences, bound tools, ``tool_choice``, temperature...).
+configuration plus the call's parameters (stop sequences, bound tools, ``tool_choice``, temperature...). The
+prompt leaves out each message's ``id``, ``response_metadata`` and ``usage_metadata`` (:func:`prompt_for_key`):
+a conversation replayed with other response ids or token counts is the same request.
 The reference keyed on the prompt and a few parsed fields only, so two models bound to different tools
 shared answers. Entries go through ``cache.llm`` (stats, metrics, spans and cost accounting count them),
 under the model name parsed from ``llm_string`` when it has one.
@@ -12,7 +14,8 @@ Generations are stored with LangChain's serializer (``dumps``) and revived with 
 
 Sync (``invoke``) and async (``ainvoke``) both work when the adapter wraps a :class:`SyncAgentCache`; an
 :class:`AgentCache` serves the async methods only (its connections belong to its event loop).
-Valkey trouble never fails the model call: a lookup then misses and an update is skipped, with a warning.
+Valkey trouble, or a prompt that cannot be a key (a lone surrogate in a completion prompt), never fails the model
+call: a lookup then misses and an update is skipped, with a warning.
 ``clear()`` removes only what LangChain stored, through the adapter's own index (no keyspace scan) — of every
 tenant, like ``invalidate_by_model``: inside ``cache.tenant(...)`` lookups and updates are the tenant's own.
 """
@@ -26,11 +29,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent_cache._backend import as_text
-from agent_cache._errors import BackendError, ConfigurationError
+from agent_cache._errors import BackendError, ConfigurationError, SerializationError
 from agent_cache._ttl import validate_ttl
 from agent_cache.sync import cache_runner
-from agent_cache.tiers.llm import index_command
+from agent_cache.tiers.llm import drop_key_index, index_command
 from agent_cache.types import LlmStoreOptions
 
 from ._caching import ensure_model_call_allowed
@@ -52,7 +54,7 @@ log = logging.getLogger("agent_cache.adapters")
 ADAPTER = "langchain"
 FALLBACK_MODEL = "langchain"
 _MODEL_FIELDS = ("model_name", "model", "model_id", "deployment_name", "azure_deployment")
-_CLEAR_BATCH = 500
+_MESSAGE_NOISE = ("id", "response_metadata", "usage_metadata")
 
 
 def model_from_llm_string(llm_string: str) -> str:
@@ -61,15 +63,9 @@ def model_from_llm_string(llm_string: str) -> str:
     ``llm_string`` is ``<json of the model>---<repr of sorted params>`` for serializable models and the
     params repr alone otherwise. Falls back to the model's ``_type`` and then to ``"langchain"``.
     """
-    head, _, params_repr = llm_string.rpartition("---")
-    candidates: list[dict[str, Any]] = []
-    if head:
-        try:
-            serialized = json.loads(head)
-        except ValueError:
-            serialized = None
-        if isinstance(serialized, dict) and isinstance(serialized.get("kwargs"), dict):
-            candidates.append(serialized["kwargs"])
+    params_repr = llm_string.rpartition("---")[2]
+    model_kwargs = _model_kwargs(llm_string)
+    candidates: list[dict[str, Any]] = [model_kwargs] if model_kwargs else []
     try:
         params = ast.literal_eval(params_repr)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
@@ -89,11 +85,65 @@ def model_from_llm_string(llm_string: str) -> str:
     return match.group(1) if match else FALLBACK_MODEL
 
 
+def _model_kwargs(llm_string: str) -> dict[str, Any]:
+    """The serialized model's kwargs at the head of ``llm_string`` (empty for a model LangChain cannot dump)."""
+    head, _, _ = llm_string.rpartition("---")
+    try:
+        serialized = json.loads(head) if head else None
+    except (ValueError, RecursionError):
+        return {}
+    kwargs = serialized.get("kwargs") if isinstance(serialized, dict) else None
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _is_serialized_message(item: Any) -> bool:
+    """A message as LangChain's ``dumps`` writes it: ``{"lc": 1, "type": "constructor", "id": [..., "messages",
+    "<class>"], "kwargs": {...}}``."""
+    if not isinstance(item, dict) or item.get("lc") != 1 or item.get("type") != "constructor":
+        return False
+    path = item.get("id")
+    return (
+        isinstance(path, list)
+        and len(path) >= 2
+        and path[-2] == "messages"
+        and all(isinstance(part, str) for part in path)
+        and isinstance(item.get("kwargs"), dict)
+    )
+
+
+def prompt_for_key(prompt: str, llm_string: str = "") -> str:
+    """The part of LangChain's prompt string that changes the answer.
+
+    A chat model's prompt is its messages serialized by ``dumps``: each message's ``id``, ``response_metadata``
+    (response and request ids, timestamps, the provider's model name) and ``usage_metadata`` are transport noise
+    no provider reads back, so they are dropped from the top level of each message's ``kwargs`` — and nowhere else:
+    content, tool calls (with their arguments), tool results and ``additional_kwargs`` are what the model reads.
+    A completion model's plain-text prompt is returned as is, and so is everything when the model sends the previous
+    response's id from ``response_metadata`` (``ChatOpenAI(use_previous_response_id=True)``).
+    """
+    if not prompt.startswith("[{"):
+        return prompt
+    try:
+        messages = json.loads(prompt)
+    except (ValueError, RecursionError):
+        return prompt
+    if not isinstance(messages, list) or not all(_is_serialized_message(m) for m in messages):
+        return prompt
+    if _model_kwargs(llm_string).get("use_previous_response_id"):
+        return prompt
+    for message in messages:
+        fields = message["kwargs"]
+        for name in _MESSAGE_NOISE:
+            fields.pop(name, None)
+    return json.dumps(messages)  # as LangChain writes it: a prompt without noise keys as it always did
+
+
 def cache_params(prompt: str, llm_string: str) -> dict[str, Any]:
-    """LLM-tier params for one lookup: the whole ``llm_string`` takes part in the key."""
+    """LLM-tier params for one lookup: the prompt without transport noise (:func:`prompt_for_key`) and the whole
+    ``llm_string``."""
     return {
         "model": model_from_llm_string(llm_string),
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": [{"role": "user", "content": prompt_for_key(prompt, llm_string)}],
         "llm_string": llm_string,
     }
 
@@ -180,7 +230,8 @@ class BetterDBLlmCache(BaseCache):
     async def _lookup(self, cache: AgentCache, prompt: str, llm_string: str) -> list[Generation] | None:
         try:
             result = await cache.llm.check(cache_params(prompt, llm_string))
-        except BackendError as exc:
+        except (BackendError, SerializationError) as exc:  # Valkey trouble, or a prompt that cannot be a key
+            ensure_model_call_allowed(cache, None)
             log.warning("agent-cache %s: LangChain lookup treated as a miss: %s", cache.name, exc)
             return None
         if not result.hit or result.response is None:
@@ -210,7 +261,7 @@ class BetterDBLlmCache(BaseCache):
         try:
             key = await cache.llm.store(params, dumps(generations), options)
             await self._index(cache, key, params["model"])
-        except BackendError as exc:
+        except (BackendError, SerializationError) as exc:
             log.warning("agent-cache %s: LangChain update skipped: %s", cache.name, exc)
 
     async def _index(self, cache: AgentCache, key: str, model: str) -> None:
@@ -219,17 +270,10 @@ class BetterDBLlmCache(BaseCache):
         await cache.backend.write([index_command(cache.keys.adapter_index(ADAPTER), key, ttl)])
 
     async def _clear(self, cache: AgentCache) -> int:
-        backend, index = cache.backend, cache.keys.adapter_index(ADAPTER)
-        deleted = 0
-        while True:
-            members = await backend.command("ZRANGE", index, 0, _CLEAR_BATCH - 1)
-            if not members:
-                return deleted
-            keys = [as_text(m) for m in members]
-            deleted += await backend.delete_many(keys)
-            await backend.command("ZREM", index, *keys)
+        # Unlisted before deleted (stores list after writing): an entry stored meanwhile is deleted or still listed.
+        return await drop_key_index(cache.backend, cache.keys.adapter_index(ADAPTER))
 
 
 AgentCacheLangChainCache = BetterDBLlmCache
 
-__all__ = ["AgentCacheLangChainCache", "BetterDBLlmCache", "cache_params", "model_from_llm_string"]
+__all__ = ["AgentCacheLangChainCache", "BetterDBLlmCache", "cache_params", "model_from_llm_string", "prompt_for_key"]
