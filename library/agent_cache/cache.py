@@ -128,6 +128,7 @@ class AgentCache:
             compress_above=storage.compress_above_bytes,
             compression_level=storage.compression_level,
             near=self._near,
+            max_names=telemetry_options.max_names,
         )
         self._tenant = context.tenant
         self._control = context.control
@@ -154,7 +155,8 @@ class AgentCache:
     def tenant(self, tenant: str) -> Iterator[None]:
         """Scope every operation in this block (and the tasks it starts) to ``tenant``.
 
-        Tenants never read each other's LLM/tool entries or session threads; stats stay shared.
+        Tenants never read each other's LLM/tool entries or session threads; the cache's stats count them all,
+        and ``stats().per_tenant`` and the ``tenant_*`` metrics count each tenant (up to ``max_names`` of them).
         ``with cache.tenant("acme"): await cache.llm.check(params)``
         """
         token = self._tenant.set(encode_segment(tenant, "tenant"))

@@ -3,7 +3,9 @@
 Counters are buffered in-process and flushed with one pipelined round trip at least once a second and on
 close, so a cache hit costs one round trip, not two or three. A flush that fails puts its counts back,
 so no increment is lost; ``stats()`` flushes first, so it reflects every completed operation of this
-process. Field names are BetterDB Monitor's: ``llm:hits``, ``tool:{t}:hits``, ``cost_saved_micros`` ...
+process. Field names are BetterDB Monitor's: ``llm:hits``, ``tool:{t}:hits``, ``cost_saved_micros`` ...; the
+per-tenant family is ours: ``tenant:{t}:llm:hits``, ``tenant:{t}:tool:misses``, ``tenant:{t}:cost_saved_micros`` ...
+(tools and tenants beyond a cache's ``max_names`` are counted as ``other``: see ``_cardinality``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .types import (
     AgentCacheStats,
     Recommendation,
     SessionStats,
+    TenantStats,
     TierStats,
     ToolEffectivenessEntry,
     ToolStats,
@@ -32,6 +35,12 @@ LONG_TTL_SECONDS = 3600
 
 _MARKER_TTL_S = 3600  # how long a retried batch is recognised as already applied
 _TOOL_FIELD = re.compile(r"tool:([^:]+):(hits|misses|cost_saved_micros)")
+_TENANT_FIELD = re.compile(r"tenant:([^:]+):(llm:hits|llm:misses|tool:hits|tool:misses|cost_saved_micros)")
+
+
+def tenant_stat_field(encoded_tenant: str, counter: str) -> str:
+    """Per-tenant field of the stats hash, ``tenant:{tenant}:{counter}`` (the tenant percent-encoded)."""
+    return f"tenant:{encoded_tenant}:{counter}"
 
 
 MAX_PENDING_FIELDS = 10_000
@@ -61,6 +70,8 @@ class StatsBuffer:
         self._unsent: tuple[str, _Counter[str]] | None = None  # a batch of unknown outcome, retried as is
         self._on_pending = on_pending
         self._on_dropped = on_dropped
+        if on_dropped is not None:
+            on_dropped(0)  # the drop counter exists (at 0) from the start: dashboards and alerts see "none dropped"
         self._flushing = LoopLock()  # one flush at a time, in whichever loop uses the cache
 
     def add(self, field: str, amount: int = 1) -> None:
@@ -115,7 +126,27 @@ def parse_stats(raw: Mapping[bytes | str, bytes | str], tool_ttl: Callable[[str]
         session=SessionStats(reads=fields.get("session:reads", 0), writes=fields.get("session:writes", 0)),
         cost_saved_micros=fields.get("cost_saved_micros", 0),
         per_tool=dict(sorted(per_tool.items())),
+        per_tenant=_per_tenant(fields),
     )
+
+
+def _per_tenant(fields: Mapping[str, int]) -> dict[str, TenantStats]:
+    per_tenant: dict[str, TenantStats] = {}
+    for name, value in fields.items():
+        match = _TENANT_FIELD.fullmatch(name)
+        if match is None:
+            continue
+        tenant = decode_segment(match.group(1))
+        entry = per_tenant.get(tenant)
+        if entry is None:
+            entry = per_tenant[tenant] = TenantStats(llm=TierStats(0, 0), tool=TierStats(0, 0), cost_saved_micros=0)
+        counter = match.group(2)
+        if counter == "cost_saved_micros":
+            entry.cost_saved_micros = value
+        else:
+            tier, outcome = counter.split(":")
+            setattr(entry.llm if tier == "llm" else entry.tool, outcome, value)
+    return dict(sorted(per_tenant.items()))
 
 
 def recommend(hit_rate: float, ttl: int | None) -> Recommendation:

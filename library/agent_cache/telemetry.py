@@ -79,6 +79,21 @@ COST_SAVED = MetricSpec(
     ("cache_name", "tier", "model", "tool_name"),
     unit="dollars",
 )
+TENANT_REQUESTS = MetricSpec(
+    "tenant_requests_total",
+    "counter",
+    "LLM and tool lookups made inside cache.tenant(...), by tenant and result; tenants past "
+    'TelemetryOptions.max_names (default 100) are counted as tenant="other".',
+    ("cache_name", "tier", "result", "tenant"),
+)
+TENANT_COST_SAVED = MetricSpec(
+    "tenant_cost_saved_total",
+    "counter",
+    "Estimated dollars saved by the hits of lookups made inside cache.tenant(...), by tenant (past "
+    'TelemetryOptions.max_names tenants: tenant="other").',
+    ("cache_name", "tier", "tenant"),
+    unit="dollars",
+)
 STORED_BYTES = MetricSpec(
     "stored_bytes_total",
     "counter",
@@ -183,6 +198,8 @@ METRICS: tuple[MetricSpec, ...] = (
     REQUESTS,
     OPERATION_DURATION,
     COST_SAVED,
+    TENANT_REQUESTS,
+    TENANT_COST_SAVED,
     STORED_BYTES,
     ACTIVE_SESSIONS,
     ERRORS,
@@ -248,6 +265,8 @@ class _MetricFamilies:
         self.requests = make(REQUESTS)
         self.duration = make(OPERATION_DURATION)
         self.cost_saved = make(COST_SAVED)
+        self.tenant_requests = make(TENANT_REQUESTS)
+        self.tenant_cost_saved = make(TENANT_COST_SAVED)
         self.stored_bytes = make(STORED_BYTES)
         self.active_sessions = make(ACTIVE_SESSIONS)
         self.errors = make(ERRORS)
@@ -388,6 +407,13 @@ class Telemetry:
     def cost_saved(self, tier: str, dollars: float, model: str = "", tool_name: str = "") -> None:
         if dollars > 0:
             self._child(self._families.cost_saved, tier, model, tool_name).inc(dollars)
+
+    def tenant_request(self, tier: str, hit: bool, tenant: str) -> None:
+        self._child(self._families.tenant_requests, tier, "hit" if hit else "miss", tenant).inc()
+
+    def tenant_cost_saved(self, tier: str, dollars: float, tenant: str) -> None:
+        if dollars > 0:
+            self._child(self._families.tenant_cost_saved, tier, tenant).inc(dollars)
 
     def stored_bytes(self, tier: str, size: int) -> None:
         self._child(self._families.stored_bytes, tier).inc(size)

@@ -114,6 +114,10 @@ class TelemetryOptions:
     """prometheus_client registry; None uses prometheus_client's default REGISTRY."""
     tracer_provider: TracerProvider | None = None
     """OpenTelemetry tracer provider; None uses the global one (a no-op until the host app sets one)."""
+    max_names: int = 100
+    """Distinct tenants, tool names and model names (each kind apart) this instance counts under their own name in
+    metric labels and the stats hash; later new ones are counted as ``other``, so invented names cannot explode
+    cardinality."""
 
 
 @dataclass
@@ -369,12 +373,27 @@ class ToolStats:
 
 
 @dataclass
+class TenantStats:
+    """One tenant's LLM and tool lookups (made inside ``cache.tenant(...)``) and the dollars its hits saved."""
+
+    llm: TierStats
+    tool: TierStats
+    cost_saved_micros: int
+
+    @property
+    def cost_saved(self) -> float:
+        return self.cost_saved_micros / 1_000_000
+
+
+@dataclass
 class AgentCacheStats:
     llm: TierStats
     tool: TierStats
     session: SessionStats
     cost_saved_micros: int
     per_tool: dict[str, ToolStats]
+    per_tenant: dict[str, TenantStats] = field(default_factory=dict)
+    """Per tenant (as given to ``cache.tenant``); past ``TelemetryOptions.max_names`` tenants the rest are ``other``."""
 
     @property
     def cost_saved(self) -> float:

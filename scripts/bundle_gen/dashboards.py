@@ -30,6 +30,7 @@ from .grafana import (
 )
 from .operator_dashboard import operator
 from .promql import by, series
+from .tenant_panels import tenant_panels
 
 # ── overview ───────────────────────────────────────────────────────────────────
 
@@ -357,13 +358,14 @@ def overview() -> dict[str, Any]:
     return build_dashboard(
         "agent-cache-overview",
         "agent-cache / Overview",
-        "Hit rates, dollars saved, latency, storage, sessions, errors and live config of agent-cache caches.",
+        "Hit rates, dollars saved, latency, storage, sessions, tenants, errors and live config of agent-cache caches.",
         [
             ("Summary", summary),
             ("Traffic and savings", traffic),
             ("Latency", latency),
             ("Storage and sessions", storage),
             ("Near-cache (L1)", near),
+            ("Tenants and stats counters", tenant_panels(s)),
             ("Errors", errors),
             ("Live config", config),
         ],

@@ -69,6 +69,8 @@ async def drive(url: str, registry: CollectorRegistry, stop: threading.Event) ->
             seed = 0
             while not stop.is_set():
                 await run_workload(cache, requests=40, users=4, speed=0.02, seed=seed)
+                with cache.tenant("acme"):  # the per-tenant series (agent_cache_tenant_*)
+                    await run_workload(cache, requests=10, users=2, speed=0.02, seed=seed % 3)
                 seed += 1
     finally:
         await client.aclose()

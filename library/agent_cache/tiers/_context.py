@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from opentelemetry.trace import Span
 
 from .._backend import Backend
+from .._cardinality import DEFAULT_MAX_NAMES, validate_max_names
 from .._codec import pack_entry
 from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, CorruptEntryError
 from .._keys import KeyLayout, decode_segment
@@ -18,6 +19,7 @@ from .._near_cache import NearCache
 from .._ttl import TtlPolicy
 from ..stats import StatsBuffer
 from ..telemetry import OperationTimer, Telemetry
+from ._accounting import LookupAccounting
 from ._control import CacheControl, effective
 
 log = logging.getLogger("agent_cache")
@@ -57,7 +59,15 @@ class TierContext:
         default_factory=lambda: ContextVar("agent_cache_control", default=None)
     )
     """The cache control scope of the current task: see ``AgentCache.control``."""
+    max_names: int = DEFAULT_MAX_NAMES
+    """Distinct tenants, tools and models counted under their own name (``TelemetryOptions.max_names``)."""
+    accounting: LookupAccounting = field(init=False, repr=False)
+    """Counts LLM and tool lookups (stats hash, metrics, per tenant) with names bounded by ``max_names``."""
     _timers: dict[tuple[str, str], OperationTimer] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        validate_max_names(self.max_names, "telemetry.max_names")
+        self.accounting = LookupAccounting(self.stats, self.telemetry, self.tenant, self.max_names)
 
     @property
     def scope(self) -> str:

@@ -190,16 +190,8 @@ class LlmCache:
                 )
 
     def _count(self, hit: bool, model: str, cost: Any) -> None:
-        """Record one lookup's outcome: the stats hash, the requests metric and, on a hit, the dollars saved."""
-        ctx = self._ctx
-        ctx.telemetry.request("llm", hit)
-        if not hit:
-            ctx.stats.add("llm:misses")
-            return
-        ctx.stats.add("llm:hits")
-        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
-            ctx.stats.add("cost_saved_micros", round(cost * 1_000_000))
-            ctx.telemetry.cost_saved("llm", float(cost), model=model)
+        """Record one lookup's outcome: stats hash (tier, tenant), requests metric, on a hit the dollars saved."""
+        self._ctx.accounting.llm(hit, model, cost)
 
     def _cacheable(self, model: Any) -> bool:
         policy = self._models.for_model(model)

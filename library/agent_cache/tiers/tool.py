@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from .._backend import as_text
 from .._codec import decode_entry, encode_entry
 from .._errors import AgentCacheUsageError, BackendError, CorruptEntryError
-from .._keys import KeyLayout, tool_hash, tool_stat_field
+from .._keys import KeyLayout, tool_hash
 from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED, SET_TOOL_POLICY
 from .._ttl import validate_ttl
 from ..types import ToolCacheResult, ToolPolicy, ToolStoreOptions
@@ -31,16 +31,13 @@ _NAMES_CACHED = 1024
 
 
 class _ToolNames:
-    """The key parts and stats fields of one tool name, encoded once instead of on every call."""
+    """The key parts of one tool name, encoded once instead of on every call (stats fields: ``ctx.accounting``)."""
 
-    __slots__ = ("cost_saved", "hits", "index", "misses", "prefix")
+    __slots__ = ("index", "prefix")
 
     def __init__(self, keys: KeyLayout, tool_name: str) -> None:
         self.prefix = keys.tool_prefix(tool_name)
         self.index = keys.tool_index(tool_name)
-        self.hits = tool_stat_field(tool_name, "hits")
-        self.misses = tool_stat_field(tool_name, "misses")
-        self.cost_saved = tool_stat_field(tool_name, "cost_saved_micros")
 
 
 def policy_document(policy: ToolPolicy) -> dict[str, Any]:
@@ -133,7 +130,7 @@ class ToolCache:
         the outcome is not counted but left there, for a caller that counts one outcome per logical request."""
         ctx = self._ctx
         with ctx.measured("tool", "check"):
-            names, _, key = entry_key or self._entry_key(tool_name, args)
+            _, _, key = entry_key or self._entry_key(tool_name, args)
             with ctx.telemetry.span("agent_cache.tool.check") as span:
                 if span.is_recording():
                     span.set_attributes({"cache.key": key, "cache.tool_name": tool_name})
@@ -164,29 +161,17 @@ class ToolCache:
                 span.set_attribute("cache.level", level)
                 if entry is None:
                     if deferred is None:
-                        self._count(names, tool_name, False, None)
+                        self._count(tool_name, False, None)
                     return ToolCacheResult(hit=False, tool_name=tool_name, key=key)
                 if deferred is None:
-                    self._count(names, tool_name, True, entry.get("cost"))
+                    self._count(tool_name, True, entry.get("cost"))
                 else:
                     deferred.cost = entry.get("cost")
                 return ToolCacheResult(hit=True, tool_name=tool_name, response=entry["response"], key=key)
 
-    def _count(self, names: _ToolNames, tool_name: str, hit: bool, cost: Any) -> None:
-        """Record one lookup's outcome: the stats hash (tier and tool), the requests metric, dollars saved."""
-        ctx = self._ctx
-        ctx.telemetry.request("tool", hit, tool_name)
-        if not hit:
-            ctx.stats.add("tool:misses")
-            ctx.stats.add(names.misses)
-            return
-        ctx.stats.add("tool:hits")
-        ctx.stats.add(names.hits)
-        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
-            micros = round(cost * 1_000_000)
-            ctx.stats.add("cost_saved_micros", micros)
-            ctx.stats.add(names.cost_saved, micros)
-            ctx.telemetry.cost_saved("tool", float(cost), tool_name=tool_name)
+    def _count(self, tool_name: str, hit: bool, cost: Any) -> None:
+        """Record one lookup's outcome: stats hash (tier, tool, tenant), requests metric, dollars saved."""
+        self._ctx.accounting.tool(hit, tool_name, cost)
 
     async def store(
         self,
@@ -245,7 +230,7 @@ class ToolCache:
                 if ctx.near is not None:
                     await ctx.near.settle(key)  # other processes' L1 copies are invalidated once we return
             ctx.telemetry.stored_bytes("tool", stored_size)
-            ctx.telemetry.tool_ttl(tool_name, ttl)
+            ctx.accounting.tool_ttl(tool_name, ttl)
             return key
 
     async def get_or_compute(
@@ -262,7 +247,7 @@ class ToolCache:
         cacheable (``cacheable: false``) is computed on every call, never coalesced, stored or counted.
         Cache controls as for ``cache.llm.get_or_compute`` (``only_if_cached``: a miss, ``response=None``)."""
         entry_key = self._entry_key(tool_name, args)  # derived once for every lookup and the store
-        names, _, key = entry_key
+        _, _, key = entry_key
         wanted = self._ctx.control_now(control)
         if not self._cacheable(tool_name):
             if wanted is not None and wanted.only_if_cached:
@@ -287,9 +272,9 @@ class ToolCache:
             (result, found), _ = await self._flights.run(key, lookup, compute_and_store)
         except Exception as exc:
             if not isinstance(exc, BackendError):  # Valkey failed (on_error="raise"): no lookup outcome
-                self._count(names, tool_name, False, None)  # the call missed; computing it failed
+                self._count(tool_name, False, None)  # the call missed; computing it failed
             raise
-        self._count(names, tool_name, result.hit, found.cost)  # one outcome per call, however long it waited
+        self._count(tool_name, result.hit, found.cost)  # one outcome per call, however long it waited
         return result
 
     async def _get_or_compute_controlled(
