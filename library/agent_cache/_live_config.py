@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from ._backend import Backend, Subscription, subscribe
 from ._cancellation import current_cancelling, raise_if_cancel_requested
-from ._errors import AgentCacheError, ConfigurationError
+from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
 from ._loop_lock import LoopLock
 from .config import CacheConfig, changed_channel, forget_instance, new_instance_id, parse_applied, record_instance
 from .telemetry import Telemetry
@@ -75,10 +75,10 @@ class LiveConfig:
                 subscription = self._subscription = await subscribe(self._backend, changed_channel(self._name))
                 try:
                     backoff = 0.5
-                    await self.refresh()  # catch up on anything announced while we were not listening
+                    await self._refresh_keeping_subscription()  # catch up on what was announced meanwhile
                     while not closed():
                         if await subscription.next_message(wait_s=1.0) is not None:
-                            await self.refresh()
+                            await self._refresh_keeping_subscription()
                 finally:
                     self._subscription = None
                     await self._close_quietly(subscription)
@@ -92,6 +92,16 @@ class LiveConfig:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _refresh_keeping_subscription(self) -> None:
+        """Refresh on an announcement. A config (or tool policy) that cannot be applied is logged and counted, and
+        the subscription stays: dropping it would only resubscribe and fail again, twice a second, for as long as
+        the data stays bad. Only a failure of Valkey itself ends the subscription."""
+        try:
+            await self.refresh()
+        except (AgentCacheUsageError, ConfigurationError) as exc:
+            self._telemetry.config_refresh_failed()
+            log.warning("agent-cache %s: could not apply the live config: %s", self._name, exc)
 
     async def _close_quietly(self, subscription: Subscription) -> None:
         """Close a subscription on the way out; a failure to close must not replace why we are leaving
