@@ -396,14 +396,7 @@ async def test_a_request_that_differs_where_the_model_reads_gets_its_own_answer(
     assert driven.calls() == 2
 
 
-async def test_a_request_that_differs_only_in_transport_noise_is_a_hit(
-    driven: Driven, request: pytest.FixtureRequest
-) -> None:
-    if request.node.callspec.params["driven"] == "langchain":
-        # LangChain's own prompt string holds each earlier message's id, response_metadata and usage_metadata.
-        request.applymarker(
-            pytest.mark.xfail(reason="the LangChain adapter keys on LangChain's prompt as is", strict=True)
-        )
+async def test_a_request_that_differs_only_in_transport_noise_is_a_hit(driven: Driven) -> None:
     first = await driven.ask(BASE)
     assert await driven.ask(NOISY) == first
     assert driven.calls() == 1

@@ -7,21 +7,26 @@ calls, so "hit" means the model was not called.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
 
 from agent_cache import AgentCache, AgentCacheUsageError, LlmStoreOptions, SyncAgentCache
-from agent_cache.adapters.langchain import BetterDBLlmCache, cache_params, model_from_llm_string
+from agent_cache._backend import Backend
+from agent_cache.adapters.langchain import BetterDBLlmCache, cache_params, model_from_llm_string, prompt_for_key
 from tests.frameworks.conftest import open_sync_cache
 
 
@@ -199,3 +204,81 @@ def test_the_whole_llm_string_is_in_the_key() -> None:
     tools = "[('_type', 'x'), ('model_name', 'gpt-4o'), ('stop', None), ('tools', ['a'])]"
     assert cache_params("p", base)["llm_string"] == base
     assert cache_params("p", base) != cache_params("p", tools)
+
+
+def _conversation(
+    noise: int, *, args_id: int = 1001, result_id: int = 1001, content: str = "Where is order 1001?"
+) -> str:
+    """LangChain's prompt string for one conversation; fields named like the noise also sit where the model reads."""
+    reply = AIMessage(
+        "",
+        tool_calls=[{"name": "get_order", "args": {"id": args_id, "usage_metadata": 1}, "id": "call_1"}],
+        additional_kwargs={"response_metadata": "kept"},
+        id=f"run-{noise}",
+        response_metadata={"id": f"chatcmpl-{noise}", "created": noise},
+        usage_metadata={"input_tokens": noise, "output_tokens": 5, "total_tokens": noise + 5},
+    )
+    result = json.dumps({"id": result_id, "response_metadata": {"id": "r"}})
+    return dumps([HumanMessage(content, id=f"h-{noise}"), reply, ToolMessage(result, tool_call_id="call_1")])
+
+
+def test_the_key_drops_only_each_messages_own_noise() -> None:
+    base = prompt_for_key(_conversation(0))
+    assert prompt_for_key(_conversation(1)) == base  # ids, response metadata and usage of the messages
+    assert "chatcmpl" not in base and "run-0" not in base and "h-0" not in base
+    for other in (_conversation(0, args_id=2002), _conversation(0, result_id=2002), _conversation(0, content="x")):
+        assert prompt_for_key(other) != base  # the same names inside arguments, results and content count
+    assert '"response_metadata": "kept"' in base and '"usage_metadata": 1' in base
+
+
+def test_prompts_that_are_not_a_message_list_are_keyed_as_they_are() -> None:
+    noisy = _conversation(1)
+    for text in ("Where is my order?", '[{"id": 1, "kwargs": {"id": 2}}]', "[{not json", noisy[:-1]):
+        assert prompt_for_key(text) == text
+    responses_chain = '{"lc": 1, "type": "constructor", "kwargs": {"use_previous_response_id": true}}---[]'
+    assert prompt_for_key(noisy, responses_chain) == noisy  # the previous response's id is sent to the model
+    assert prompt_for_key(noisy, "[('_type', 'x')]") != noisy
+
+
+def test_a_prompt_that_cannot_be_a_key_calls_the_model_uncached(
+    standalone_sync_cache: SyncAgentCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    llm = FakeListLLM(responses=["first", "second"], cache=BetterDBLlmCache(standalone_sync_cache))
+    with caplog.at_level(logging.WARNING, logger="agent_cache.adapters"):
+        assert llm.invoke("Where is my order \udc80?") == "first"  # a lone surrogate: no canonical JSON
+        assert llm.invoke("Where is my order \udc80?") == "second"  # nothing was stored
+    assert "treated as a miss" in caplog.text and "update skipped" in caplog.text
+    assert standalone_sync_cache.stats().llm.hits == 0
+
+
+@pytest.mark.parametrize("moment", ["before_delete", "after_delete"])
+async def test_clear_never_leaves_an_entry_stored_meanwhile_unlisted(
+    agent_cache: AgentCache, backend_client: Any, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    lc_cache = BetterDBLlmCache(agent_cache)
+    prompt, llm_string = dumps([HumanMessage("q")]), "[('_type', 'fake'), ('model_name', 'gpt-4o')]"
+    await lc_cache.aupdate(prompt, llm_string, [ChatGeneration(message=AIMessage("old"))])
+    key = agent_cache.llm.key(cache_params(prompt, llm_string))
+    index = agent_cache.keys.adapter_index("langchain")
+    real_delete_many = Backend.delete_many
+    stored_again = False
+
+    async def delete_many(self: Backend, keys: Any, batch: int = 500) -> int:
+        nonlocal stored_again
+        if not stored_again and moment == "before_delete":
+            stored_again = True
+            await lc_cache.aupdate(prompt, llm_string, [ChatGeneration(message=AIMessage("new"))])
+        deleted = await real_delete_many(self, keys, batch)
+        if not stored_again and moment == "after_delete":
+            stored_again = True
+            await lc_cache.aupdate(prompt, llm_string, [ChatGeneration(message=AIMessage("new"))])
+        return deleted
+
+    monkeypatch.setattr(Backend, "delete_many", delete_many)
+    await lc_cache.aclear()
+    assert stored_again
+    if await backend_client.exists(key):
+        assert await backend_client.zscore(index, key) is not None, "a live LangChain entry fell out of its index"
+    monkeypatch.undo()
+    await lc_cache.aclear()
+    assert await backend_client.exists(key) == 0
