@@ -3,11 +3,27 @@ is the default, a live config's ``nearCache`` (the operator's ``spec.nearCache``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
+from ._codec import decode_entry
 from ._near_cache import NearCache
 from .config import NearCacheSetting
 from .types import NearCacheOptions
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is optional (agent-cache[fast])
+    orjson = None  # type: ignore[assignment]
+
+
+def l1_entry(raw: bytes) -> tuple[dict[str, Any], int]:
+    """An LLM/tool entry as the near-cache keeps it: decoded once, sized as its uncompressed JSON."""
+    entry = decode_entry(raw)
+    if orjson is not None:
+        return entry, len(orjson.dumps(entry))
+    return entry, len(json.dumps(entry, separators=(",", ":")).encode())
 
 
 def effective_options(code: NearCacheOptions | None, live: NearCacheSetting | None) -> NearCacheOptions | None:
