@@ -27,6 +27,7 @@ from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
 from ._keys import KeyLayout, encode_segment
 from ._live_config import LiveConfig
+from ._memory import MemoryWatch
 from ._near_cache import NearCache
 from ._ttl import TIERS, TtlPolicy
 from .config import CacheConfig
@@ -140,6 +141,8 @@ class AgentCache:
             Discovery(self._backend, options.name, self._heartbeat_s) if options.discovery.enabled else None
         )
         self.live_config = LiveConfig(self._backend, options.name, self.telemetry, self._apply_config)
+        # Valkey's memory and eviction figures, every 10 s or every stats flush if that is longer (see _memory).
+        self._memory = MemoryWatch(self._backend, self.telemetry, options.name, options.stats_flush_interval_s)
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._started_at = now_iso()
@@ -325,6 +328,8 @@ class AgentCache:
                 async with asyncio.timeout(interval):
                     await self._stopping.wait()
             await self._attempt("flush stats counters", self._stats.flush())
+            if not self._closed:
+                await self._attempt("read Valkey's memory figures", self._memory.read_if_due(time.monotonic()))
 
     @staticmethod
     def _raise_if_cancelled(error: BaseException) -> None:

@@ -193,6 +193,39 @@ NEAR_REFUSED = MetricSpec(
     "Times Valkey refused client tracking (ACL, old server, proxy): the near-cache stays off in that process.",
     ("cache_name",),
 )
+# Valkey's own figures from INFO (see _memory): the server's, shared by every cache on it; node is a primary's address.
+VALKEY_USED = MetricSpec(
+    "valkey_memory_used_bytes",
+    "gauge",
+    "Memory Valkey uses (INFO used_memory), per primary.",
+    ("cache_name", "node"),
+    unit="bytes",
+)
+VALKEY_MAX = MetricSpec(
+    "valkey_memory_max_bytes",
+    "gauge",
+    "Valkey's memory limit (INFO maxmemory; 0: no limit), per primary.",
+    ("cache_name", "node"),
+    unit="bytes",
+)
+VALKEY_POLICY = MetricSpec(
+    "valkey_maxmemory_policy_info",
+    "gauge",
+    "1 for the maxmemory-policy a primary runs with (noeviction: writes fail once memory is full).",
+    ("cache_name", "node", "policy"),
+)
+VALKEY_EVICTED = MetricSpec(
+    "valkey_evicted_keys_total",
+    "counter",
+    "Keys Valkey evicted to stay within maxmemory (INFO evicted_keys), counted since this process started.",
+    ("cache_name", "node"),
+)
+VALKEY_EXPIRED = MetricSpec(
+    "valkey_expired_keys_total",
+    "counter",
+    "Keys Valkey removed because their TTL ran out (INFO expired_keys), counted since this process started.",
+    ("cache_name", "node"),
+)
 
 METRICS: tuple[MetricSpec, ...] = (
     REQUESTS,
@@ -216,6 +249,11 @@ METRICS: tuple[MetricSpec, ...] = (
     NEAR_ENTRIES,
     NEAR_BYTES,
     NEAR_REFUSED,
+    VALKEY_USED,
+    VALKEY_MAX,
+    VALKEY_POLICY,
+    VALKEY_EVICTED,
+    VALKEY_EXPIRED,
 )
 
 # Span name -> attributes it carries.
@@ -283,6 +321,8 @@ class _MetricFamilies:
         self.near_entries = make(NEAR_ENTRIES)
         self.near_bytes = make(NEAR_BYTES)
         self.near_refused = make(NEAR_REFUSED)
+        self.valkey_memory = [make(spec) for spec in (VALKEY_USED, VALKEY_MAX, VALKEY_EVICTED, VALKEY_EXPIRED)]
+        self.valkey_policy = make(VALKEY_POLICY)
 
 
 _families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _MetricFamilies]] = weakref.WeakKeyDictionary()
@@ -458,6 +498,28 @@ class Telemetry:
         """The L1's size now (set as it changes, so a scrape never calls into the cache)."""
         self._child(self._families.near_entries).set(entries)
         self._child(self._families.near_bytes).set(size)
+
+    def valkey_memory(
+        self, node: str, used: int, maximum: int, policy: str, previous_policy: str | None, evicted: int, expired: int
+    ) -> None:
+        """One primary's INFO figures (``evicted``/``expired``: keys removed since the last reading)."""
+        used_family, max_family, evicted_family, expired_family = self._families.valkey_memory
+        used_family.labels(self.cache_name, node).set(used)
+        max_family.labels(self.cache_name, node).set(maximum)
+        evicted_family.labels(self.cache_name, node).inc(evicted)
+        expired_family.labels(self.cache_name, node).inc(expired)
+        if previous_policy is not None and previous_policy != policy:
+            with contextlib.suppress(KeyError):
+                self._families.valkey_policy.remove(self.cache_name, node, previous_policy)
+        self._families.valkey_policy.labels(self.cache_name, node, policy).set(1)
+
+    def forget_valkey_node(self, node: str, policy: str) -> None:
+        """A primary that left (failover, resharding): its series go."""
+        for family in self._families.valkey_memory:
+            with contextlib.suppress(KeyError):
+                family.remove(self.cache_name, node)
+        with contextlib.suppress(KeyError):
+            self._families.valkey_policy.remove(self.cache_name, node, policy)
 
     def config_version(self, previous: str | None, current: str | None) -> None:
         family = self._families.config_info

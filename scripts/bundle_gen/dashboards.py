@@ -28,6 +28,7 @@ from .grafana import (
     quantile_query,
     recommendation_query,
 )
+from .memory_panels import memory_row
 from .operator_dashboard import operator
 from .promql import by, series
 from .tenant_panels import tenant_panels
@@ -365,6 +366,7 @@ def overview() -> dict[str, Any]:
             ("Latency", latency),
             ("Storage and sessions", storage),
             ("Near-cache (L1)", near),
+            ("Valkey memory and evictions", memory_row(s)),
             ("Tenants and stats counters", tenant_panels(s)),
             ("Errors", errors),
             ("Live config", config),

@@ -26,6 +26,7 @@ from .rule_tests import (
     series_of,
 )
 
+EVICTED = "agent_cache_valkey_evicted_keys_total"
 RUNBOOK_URL = "https://github.com/agent-cache/agent-cache/blob/main/docs/runbooks.md"
 CACHE_KEYS = ("namespace", "cache_name")
 # Lookups a window must hold before a hit rate counts: a handful of early misses is not a trend.
@@ -177,6 +178,12 @@ def _no_traffic(scope: Scope) -> str:
     if scope.per_cache:  # a cache whose pods are all gone exports nothing at all
         rate = f"(\n  {rate}\n  or\n  (absent({selector}) - 1)\n)"
     return f"{rate}\n< {scope.threshold('expectedMinRequestsPerSecond')}"
+
+
+def _evicting(scope: Scope) -> str:
+    """Every instance of a cache reports its Valkey's evictions: the max per node, not the sum."""
+    evicted = series("valkey_evicted_keys_total", scope.base)
+    return f"max {by('valkey_evicted_keys_total', (*CACHE_KEYS, 'node'))} (rate({evicted}[10m])) > 0"
 
 
 def _operator_reconcile_failing(scope: Scope) -> str:
@@ -383,6 +390,30 @@ ALERTS: tuple[Alert, ...] = (
             ),
         ),
         gate="expectedMinRequestsPerSecond",
+    ),
+    Alert(
+        "AgentCacheEvicting",
+        _evicting,
+        "15m",
+        "warning",
+        "Valkey evicts cache entries: memory is full.",
+        "Valkey primary {{ $labels.node }} of cache {{ $labels.cache_name }} in {{ $labels.namespace }} evicted "
+        '{{ $value | printf "%.2f" }} keys per second over 10 minutes: entries go before their TTL and come back '
+        "as misses (and paid calls). Give Valkey more memory or shorten TTLs.",
+        (
+            Case(
+                "fires on sustained evictions, once per node however many instances report it",
+                (
+                    (series_of(EVICTED, node="10.0.0.7:6379", pod="agent-1"), "0+30x60"),
+                    (series_of(EVICTED, node="10.0.0.7:6379", pod="agent-2"), "0+30x60"),
+                ),
+                "40m",
+                (expect(node="10.0.0.7:6379", severity="warning"),),
+                "0.50",
+            ),
+            Case("quiet after a one-off burst", ((series_of(EVICTED, node="10.0.0.7:6379"), "0 500 500x60"),), "40m"),
+            Case("quiet without evictions", ((series_of(EVICTED, node="10.0.0.7:6379"), "0x60"),), "40m"),
+        ),
     ),
     Alert(
         "AgentCacheOperatorReconcileFailing",
