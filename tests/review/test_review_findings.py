@@ -24,6 +24,7 @@ from agent_cache import (
     TelemetryOptions,
     ToolPolicy,
 )
+from agent_cache.cli import build_parser
 from agent_cache.config import CacheConfig, apply_config
 from tests.lifecycle.programs import run_program
 from tests.operator.conftest import OPERATOR
@@ -240,3 +241,16 @@ async def test_one_unreadable_tool_policy_does_not_block_the_live_config(valkey_
         await cache.live_config.refresh()
     assert cache.tool.effective_ttl("search") == 77
     await cache.close()
+
+
+@pytest.mark.parametrize("command", [["server", "--port"], ["demo", "--metrics-port"]])
+@pytest.mark.parametrize("port", ["6_379", "+6379", " 6379", "\u0666\u0663\u0667\u0669", "65536", "-1"])
+def test_port_options_take_ascii_digits_only(command: list[str], port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--url's port is ASCII digits only (as urllib and valkey-py read it), but ``server --port`` and ``demo
+    --metrics-port`` went through ``int()`` (two copies of it), which takes ``6_379``, ``+6379`` and Arabic-Indic
+    digits: ``agent-cache server --port 6_379`` started a server on 6379."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*command, port])
+    assert exited.value.code == 2
+    assert "must be a port number 0-65535" in capsys.readouterr().err
+    assert build_parser().parse_args([*command, "6380"]) is not None

@@ -8,11 +8,21 @@ URL as given (``localhost:6379`` is not echoed back as ``localhost://6379``) wit
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["TLS_SCHEMES", "URL_SCHEMES", "ServerUrl", "UrlError", "parse_server_url", "redact", "unreachable_hint"]
+__all__ = [
+    "TLS_SCHEMES",
+    "URL_SCHEMES",
+    "ServerUrl",
+    "UrlError",
+    "parse_server_url",
+    "port_argument",
+    "redact",
+    "unreachable_hint",
+]
 
 TLS_SCHEMES = ("rediss", "valkeys")
 URL_SCHEMES = ("valkey", "redis", *TLS_SCHEMES, "unix")
@@ -112,6 +122,14 @@ def _port(netloc: str, where: str) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
         raise UrlError(f"{where}: the port must be a number from 1 to 65535, got {raw!r}")
     return int(raw)
+
+
+def port_argument(text: str) -> int:
+    """The ``type`` of a ``--port`` option: 0 to 65535 in ASCII digits, as in ``--url`` (``int()`` would also take
+    ``6_379``, ``+6379`` or other scripts' digits); 0 picks a free port."""
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}")
+    return int(text)
 
 
 def _database(path: str, where: str) -> int | None:

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from ._terminal import ExitCode
+from ._url import port_argument
 
 DEFAULT_PORT = 6379
 
@@ -34,16 +35,6 @@ exit codes:
 """
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "server",
@@ -56,7 +47,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--port",
-        type=_port,
+        type=port_argument,
         default=DEFAULT_PORT,
         metavar="PORT",
         help=f"port to listen on, on 127.0.0.1 only (default: {DEFAULT_PORT}; 0 picks a free port), e.g. --port 6380",

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from valkey.asyncio import Valkey
 
 from .. import AgentCache, AgentCacheError, AgentCacheOptions, AgentCacheUsageError, TelemetryOptions
-from ..commands._url import ServerUrl, UrlError, parse_server_url, unreachable_hint
+from ..commands._url import ServerUrl, UrlError, parse_server_url, port_argument, unreachable_hint
 from .report import DemoSummary
 from .workload import DEFAULT_REQUESTS, DEFAULT_USERS, TIER_DEFAULTS, WorkloadProgress, run_workload
 
@@ -95,16 +95,6 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -159,7 +149,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--metrics-port",
-        type=_port,
+        type=port_argument,
         default=DEFAULT_METRICS_PORT,
         metavar="PORT",
         help=f"serve Prometheus metrics at http://{_METRICS_HOST}:PORT/metrics while the demo runs "
