@@ -17,18 +17,16 @@ from collections.abc import Awaitable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
-
 from ._backend import Backend
 from ._breaker import CircuitBreaker
 from ._cancellation import current_cancelling, raise_if_cancel_requested
-from ._codec import decode_entry
 from ._discovery import Discovery, build_metadata, now_iso
 from ._errors import AgentCacheError, AgentCacheUsageError, ConfigurationError
 from ._keys import KeyLayout, encode_segment
 from ._live_config import LiveConfig
 from ._memory import MemoryWatch
 from ._near_cache import NearCache
+from ._near_switch import NearCacheSwitch, l1_entry
 from ._ttl import TIERS, TtlPolicy
 from .config import CacheConfig
 from .cost import CostTable
@@ -40,18 +38,12 @@ from .tiers._model_policy import model_policies_key, owned_model_policies_key
 from .tiers.llm import LlmCache
 from .tiers.session import SessionStore
 from .tiers.tool import ToolCache, owned_policies_key
-from .types import AgentCacheOptions, AgentCacheStats, ToolEffectivenessEntry
+from .types import AgentCacheOptions, AgentCacheStats, NearCacheOptions, ToolEffectivenessEntry
 
 log = logging.getLogger("agent_cache")
 
 _STOP_GRACE_S = 5.0
 _LAST_FLUSH_S = 1.0
-
-
-def _l1_entry(raw: bytes) -> tuple[dict[str, Any], int]:
-    """An LLM/tool entry as the near-cache keeps it: decoded once, sized as its uncompressed JSON."""
-    entry = decode_entry(raw)
-    return entry, len(orjson.dumps(entry))
 
 
 def _validate_storage(compress_above: int | None, level: int) -> None:
@@ -104,19 +96,6 @@ class AgentCache:
         self._stats = StatsBuffer(
             self._backend, self.keys.stats, on_pending=self._ensure_upkeep, on_dropped=self.telemetry.stats_dropped
         )
-        near = options.near_cache
-        self._near = (
-            None
-            if near is None
-            else NearCache(
-                self._backend,
-                max_entries=near.max_entries,
-                max_bytes=near.max_bytes,
-                max_ttl_s=near.max_ttl_s,
-                listener=self.telemetry,
-                decode=_l1_entry,
-            )
-        )
         context = TierContext(
             self._backend,
             self.keys,
@@ -128,8 +107,11 @@ class AgentCache:
             lock_lease_s=reliability.lock_lease_s,
             compress_above=storage.compress_above_bytes,
             compression_level=storage.compression_level,
-            near=self._near,
             max_names=telemetry_options.max_names,
+        )
+        # The near-cache: the code's near_cache option, switched by a live config's nearCache (see _near_switch).
+        self._near_switch = NearCacheSwitch(
+            options.near_cache, self._make_near, lambda near: setattr(context, "near", near)
         )
         self._tenant = context.tenant
         self._control = context.control
@@ -266,6 +248,22 @@ class AgentCache:
         self.tool.use_live_policies(config.tool_policies if config else {})
         self.llm.use_live_model_policies(config.model_policies if config else {})
         self.llm.use_cost_table(costs)
+        await self._near_switch.apply(config.near_cache if config else None)
+
+    def _make_near(self, options: NearCacheOptions) -> NearCache:
+        return NearCache(
+            self._backend,
+            max_entries=options.max_entries,
+            max_bytes=options.max_bytes,
+            max_ttl_s=options.max_ttl_s,
+            listener=self.telemetry,
+            decode=l1_entry,
+        )
+
+    @property
+    def _near(self) -> NearCache | None:
+        """The near-cache in use now (None: off)."""
+        return self._near_switch.current
 
     async def _run_upkeep(self, discovery_settled: asyncio.Future[None]) -> None:
         """Flush counters every interval; re-read config and policies, beat the heartbeat less often.
@@ -391,8 +389,7 @@ class AgentCache:
                 await self.live_config.forget()
         except AgentCacheError as exc:  # counts stay buffered; a later close() retries them
             log.warning("agent-cache %s: could not flush counters or remove the heartbeat: %s", self.name, exc)
-        if self._near is not None:
-            await self._near.close()
+        await self._near_switch.close()
         await self._backend.close()
 
     shutdown = close  # the reference package's name
