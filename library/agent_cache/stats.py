@@ -44,8 +44,9 @@ def tenant_stat_field(encoded_tenant: str, counter: str) -> str:
 
 
 MAX_PENDING_FIELDS = 10_000
-"""Distinct fields the buffer holds while flushes fail (one per tier counter, three per tool): past it, increments
-of new fields are dropped and counted, so a long outage with ever new tool names cannot grow the process."""
+"""Distinct fields the buffer holds while flushes fail (one per tier counter, three per tool, five per tenant): past
+it, increments of new fields are dropped and counted, so a long outage with ever new tool names cannot grow the
+process."""
 
 
 class StatsBuffer:

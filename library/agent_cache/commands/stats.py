@@ -1,4 +1,4 @@
-"""``agent-cache stats``: a cache's counters — hit rates per tier and per tool, session traffic, dollars saved.
+"""``agent-cache stats``: a cache's counters — hit rates per tier, tool and tenant, session traffic, dollars saved.
 
 The same numbers as ``await cache.stats()``, read from the ``{name}:__stats`` hash every instance flushes
 into, so they cover all of the cache's processes (each buffers at most about a second of counts).
@@ -18,8 +18,10 @@ _EXAMPLES = f"""\
 examples:
   agent-cache stats --url valkey://10.0.0.5:6379 --name support_bot
       tables: hits, misses and hit rate per tier and per tool, session reads/writes, dollars saved
+  agent-cache stats --name support_bot --tenants
+      also a row per tenant: lookups made inside cache.tenant(...), their hit rates and dollars saved
   agent-cache stats --name support_bot --json | jq .llm.hit_rate
-      the same as JSON (field names of AgentCacheStats) for scripts and dashboards
+      the same as JSON (field names of AgentCacheStats, per_tenant included) for scripts and dashboards
   VALKEY_PASSWORD=... agent-cache stats --url rediss://cache.internal:6380 --password-env VALKEY_PASSWORD
       a password-protected TLS server
 
@@ -40,6 +42,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print JSON on stdout instead of tables, e.g. --json | jq .cost_saved"
     )
+    parser.add_argument(
+        "--tenants",
+        action="store_true",
+        help="also a table per tenant (lookups inside cache.tenant(...)), e.g. --tenants --name support_bot",
+    )
     add_connection_options(parser)
     parser.set_defaults(run=run)
 
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json(stats_document(name, snapshot.stats))
         elif snapshot.exists:  # a table of zeros would suggest a cache that exists but saw no traffic
-            render(session, snapshot)
+            render(session, snapshot, tenants=args.tenants)
         if not snapshot.has_stats:
             session.empty_server_note()
             if snapshot.exists:
@@ -91,6 +98,15 @@ def stats_document(name: str, stats: AgentCacheStats) -> dict[str, Any]:
             }
             for tool, s in stats.per_tool.items()
         },
+        "per_tenant": {
+            tenant: {
+                "llm": _tier(s.llm),
+                "tool": _tier(s.tool),
+                "cost_saved": s.cost_saved,
+                "cost_saved_micros": s.cost_saved_micros,
+            }
+            for tenant, s in stats.per_tenant.items()
+        },
     }
 
 
@@ -106,7 +122,7 @@ def headline(snapshot: CacheSnapshot, where: str) -> str:
     return " · ".join(parts)
 
 
-def render(session: Session, snapshot: CacheSnapshot) -> None:
+def render(session: Session, snapshot: CacheSnapshot, tenants: bool = False) -> None:
     stats = snapshot.stats
     out = session.out
     out.print(headline(snapshot, session.where), markup=False)
@@ -135,3 +151,35 @@ def render(session: Session, snapshot: CacheSnapshot) -> None:
                 dollars(s.cost_saved_micros / 1_000_000),
             )
         out.print(tools)
+    if stats.per_tenant and not tenants:
+        out.print()
+        out.print(f"{len(stats.per_tenant):,} tenants counted: --tenants shows a row for each", markup=False)
+    elif stats.per_tenant:
+        out.print()
+        _render_tenants(session, stats)
+
+
+def _render_tenants(session: Session, stats: AgentCacheStats) -> None:
+    rows = table(
+        "Tenants",
+        "Tenant",
+        "LLM hits",
+        "LLM misses",
+        "LLM hit rate",
+        "Tool hits",
+        "Tool misses",
+        "Saved",
+        left=("Tenant",),
+    )
+    ranked = sorted(stats.per_tenant.items(), key=lambda item: (-(item[1].llm.total + item[1].tool.total), item[0]))
+    for tenant, s in ranked:
+        rows.add_row(
+            literal(tenant),
+            f"{s.llm.hits:,}",
+            f"{s.llm.misses:,}",
+            percent(s.llm.hit_rate if s.llm.total else None),
+            f"{s.tool.hits:,}",
+            f"{s.tool.misses:,}",
+            dollars(s.cost_saved),
+        )
+    session.out.print(rows)
