@@ -80,3 +80,24 @@ async def test_a_running_cache_adopts_the_platforms_switch(valkey_server: Server
         await cache.close()
         await client.aclose()
         await admin.aclose()
+
+
+def test_an_agentcache_resource_carries_near_cache_to_the_live_config() -> None:
+    """The CRD accepts spec.nearCache (and rejects a bad one), and the operator's config for it includes it."""
+    from agent_cache_operator.spec import parse_spec
+    from tests.operator.crd_validation import validate
+
+    def resource(**spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "agentcache.dev/v1alpha1",
+            "kind": "AgentCache",
+            "metadata": {"name": "support-bot", "namespace": "shop"},
+            "spec": {"valkey": {"host": "valkey"}, **spec},
+        }
+
+    body = resource(nearCache={"enabled": False, "maxBytes": 2**20})
+    assert validate(body) == []
+    config = parse_spec(body["spec"], "support-bot").config
+    assert config.near_cache == NearCacheSetting(enabled=False, max_bytes=2**20)
+    assert validate(resource(nearCache={"maxEntries": 0})) != []
+    assert validate(resource(nearCache={"enabled": "yes"})) != []
