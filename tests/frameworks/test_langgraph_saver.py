@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
 from agent_cache import AgentCache, AgentCacheUsageError, SyncAgentCache, TierDefaults
+from agent_cache._backend import Backend
+from agent_cache.adapters import _checkpoint_scripts as scripts
 from agent_cache.adapters.langgraph import BetterDBSaver
 from tests.frameworks.conftest import CACHE_NAME, telemetry
 from tests.servers import commands_delta, server_command_counts
@@ -211,3 +214,90 @@ def test_sync_threads_of_two_tenants_are_apart(sync_cache: SyncAgentCache) -> No
         assert graph.get_state(config).values == {}
     with sync_cache.tenant("bob"):
         assert len(graph.get_state(config).values["messages"]) == 4
+
+
+RUN = "6d1c4f0e-0000-4000-8000-000000000002"
+
+
+async def put_of_run(saver: BetterDBSaver, thread_id: str, run_id: str = RUN) -> None:
+    await saver.aput(
+        {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}, empty_checkpoint(), {"run_id": run_id}, {}
+    )
+
+
+async def holds_run(saver: BetterDBSaver, thread_id: str, run_id: str = RUN) -> bool:
+    return bool([t async for t in saver.alist({"configurable": {"thread_id": thread_id}}, filter={"run_id": run_id})])
+
+
+def put_during(monkeypatch: pytest.MonkeyPatch, script: Any, when: str, put: Any) -> list[bool]:
+    """Run ``put`` once, just before or just after the first call of ``script``: a put landing mid-delete."""
+    real_run_script = Backend.run_script
+    done: list[bool] = []
+
+    async def run_script(self: Backend, called: Any, keys: Any, args: Any) -> Any:
+        if called is script and not done and when == "before":
+            done.append(True)
+            await put()
+        result = await real_run_script(self, called, keys, args)
+        if called is script and not done and when == "after":
+            done.append(True)
+            await put()
+        return result
+
+    monkeypatch.setattr(Backend, "run_script", run_script)
+    return done
+
+
+async def assert_every_checkpoint_of_the_run_is_listed(
+    saver: BetterDBSaver, cache: AgentCache, backend_client: Any
+) -> None:
+    listed = {
+        m if isinstance(m, str) else m.decode()
+        for m in await backend_client.smembers(cache.keys.checkpoint_run_index(RUN))
+    }
+    for thread_id in ("t1", "t2"):
+        if await holds_run(saver, thread_id):
+            assert thread_id in listed, f"{thread_id} holds a checkpoint of the run but fell out of the run's index"
+
+
+@pytest.mark.parametrize(
+    ("thread_id", "when", "writer"),
+    [("t2", "before", "same"), ("t1", "before", "same"), ("t1", "after", "same"), ("t1", "after", "other")],
+    ids=["new thread", "before", "after", "after, another process"],
+)
+async def test_delete_for_runs_never_unlists_a_checkpoint_stored_meanwhile(
+    agent_cache: AgentCache,
+    backend_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    thread_id: str,
+    when: str,
+    writer: str,
+) -> None:
+    saver = BetterDBSaver(agent_cache)
+    writing = saver if writer == "same" else BetterDBSaver(agent_cache)  # another process: its own memory of runs
+    await put_of_run(writing, "t1")
+    done = put_during(monkeypatch, scripts.DELETE_RUNS, when, lambda: put_of_run(writing, thread_id))
+
+    await saver.adelete_for_runs([RUN])
+
+    assert done
+    await assert_every_checkpoint_of_the_run_is_listed(saver, agent_cache, backend_client)
+    monkeypatch.undo()
+    await saver.adelete_for_runs([RUN])
+    assert not await holds_run(saver, "t1") and not await holds_run(saver, "t2")
+
+
+async def test_delete_thread_never_unlists_a_checkpoint_stored_meanwhile(
+    agent_cache: AgentCache, backend_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = BetterDBSaver(agent_cache)
+    await put_of_run(saver, "t1")
+    done = put_during(monkeypatch, scripts.DELETE_THREAD, "after", lambda: put_of_run(saver, "t1"))
+
+    await saver.adelete_thread("t1")
+
+    assert done and await holds_run(saver, "t1")
+    await assert_every_checkpoint_of_the_run_is_listed(saver, agent_cache, backend_client)
+    monkeypatch.undo()
+    await saver.adelete_for_runs([RUN])
+    assert not await holds_run(saver, "t1")

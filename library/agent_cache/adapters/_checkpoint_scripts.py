@@ -139,11 +139,19 @@ end
 """
 
 # ARGV: ttl, '<ns>:<id>', envelope, run token ('' for none), then blob field/value pairs.
+# Returns 1 when the thread held no checkpoint of that run before (the caller lists the thread in the run's
+# index), else 0.
 PUT = Script(
     "checkpoint_put",
     _PRELUDE
     + """
 local suffix = ARGV[2]
+local first_of_run = 0
+if ARGV[4] ~= '' then
+  local run_prefix = 'r:' .. ARGV[4] .. ':'
+  local found = redis.call('ZRANGEBYLEX', ORDER, '[' .. run_prefix, '(r:' .. ARGV[4] .. ';', 'LIMIT', 0, 1)
+  if #found == 0 then first_of_run = 1 end
+end
 local previous = redis.call('HGET', DATA, 'c:' .. suffix)
 if previous then
   local run = envelope_field(previous, 'run')
@@ -157,7 +165,7 @@ for i = 5, #ARGV - 1, 2 do
   redis.call('ZADD', ORDER, 0, ARGV[i])
 end
 refresh(ARGV[1])
-return 1
+return first_of_run
 """,
 )
 

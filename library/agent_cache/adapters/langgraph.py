@@ -347,19 +347,25 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
                 args.append(f"b:{ns}:{_segment(channel, 'channel')}:{_segment(version, 'version')}")
                 args.append(_pack(self.serde.dumps_typed(values[channel])))
         with self._measured(cache, "checkpoint_put"):
+            first_of_run = await cache.backend.run_script(scripts.PUT, self._keys(cache, thread_id), args)
             if run_id:
-                await self._register_run(cache, str(run_id), thread_id)
-            await cache.backend.run_script(scripts.PUT, self._keys(cache, thread_id), args)
+                await self._register_run(cache, str(run_id), thread_id, listed=not int(first_of_run))
         return _config(thread_id, checkpoint_ns, checkpoint["id"])
 
-    async def _register_run(self, cache: AgentCache, run_id: str, thread_id: str) -> None:
-        """Add the thread to the run's index (before the checkpoint, so the index never misses one)."""
+    async def _register_run(self, cache: AgentCache, run_id: str, thread_id: str, *, listed: bool = False) -> None:
+        """Add the thread to the run's index, after its checkpoint is written.
+
+        Deleters unlist a thread before they delete its checkpoints of the run, so a checkpoint written while
+        ``delete_for_runs`` or ``delete_thread`` runs is either deleted or listed again here — never left out of
+        its run's index. ``listed``: the thread already held a checkpoint of the run (the put script says so),
+        whose listing covers this one too; then only a listing this saver has not renewed for half a TTL is.
+        """
         ttl = self._thread_ttl(cache)
         now = time.monotonic()
         tenant = cache.session.current_tenant
         pair = (tenant, run_id, thread_id)
         seen = self._registered_runs.get(pair)
-        if seen is not None and (ttl is None or now - seen < ttl / 2):
+        if listed and seen is not None and (ttl is None or now - seen < ttl / 2):
             return
         index = cache.keys.checkpoint_run_index(run_id, tenant)
         expiry: tuple[str, tuple[str | int, ...]] = ("PEXPIRE", (index, ttl * 1000)) if ttl else ("PERSIST", (index,))
@@ -420,14 +426,17 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
 
     async def _delete_thread(self, cache: AgentCache, thread_id: str | Any) -> None:
         thread_id = str(thread_id)
+        backend, keys = cache.backend, self._keys(cache, thread_id)
         with self._measured(cache, "checkpoint_delete_thread"):
-            run_members = await cache.backend.run_script(scripts.DELETE_THREAD, self._keys(cache, thread_id), ())
+            # Unlisted from its runs' indexes first, then deleted (puts write, then list): see _register_run.
+            run_members = await backend.command("ZRANGEBYLEX", keys[1], "[r:", "(r;")
             runs = {decode_segment(as_text(member).split(":")[1]) for member in run_members or ()}
             tenant = cache.session.current_tenant
             if runs:
-                await cache.backend.pipeline(
+                await backend.pipeline(
                     ("SREM", (cache.keys.checkpoint_run_index(run, tenant), thread_id)) for run in sorted(runs)
                 )
+            await backend.run_script(scripts.DELETE_THREAD, keys, ())
             for run in runs:
                 self._registered_runs.pop((tenant, run, thread_id), None)
 
@@ -438,7 +447,12 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         await self._runner.arun(lambda cache: self._delete_for_runs(cache, run_ids))
 
     async def _delete_for_runs(self, cache: AgentCache, run_ids: Sequence[str]) -> None:
-        """Costs O(threads of those runs): each run's index names its threads."""
+        """Costs O(threads of those runs): each run's index names its threads.
+
+        Each index loses exactly the threads read from it, before their checkpoints go (puts write, then list: see
+        ``_register_run``): a thread a put adds meanwhile stays listed, and so does one whose checkpoint of the run
+        lands after the delete.
+        """
         runs = sorted({str(run) for run in run_ids})
         if not runs:
             return
@@ -446,13 +460,16 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         with self._measured(cache, "checkpoint_delete_for_runs"):
             indexes = [cache.keys.checkpoint_run_index(run, tenant) for run in runs]
             members = await backend.pipeline(("SMEMBERS", (index,)) for index in indexes)
+            read = [sorted(as_text(thread) for thread in threads or ()) for threads in members]
+            unlist = [("SREM", (index, *threads)) for index, threads in zip(indexes, read, strict=True) if threads]
+            if unlist:
+                await backend.pipeline(unlist)
             by_thread: dict[str, builtins.list[str]] = {}
-            for run, threads in zip(runs, members, strict=True):
-                for thread in threads or ():
-                    by_thread.setdefault(as_text(thread), []).append(_segment(run, "run id"))
+            for run, threads in zip(runs, read, strict=True):
+                for thread in threads:
+                    by_thread.setdefault(thread, []).append(_segment(run, "run id"))
             for thread_id, tokens in by_thread.items():
                 await backend.run_script(scripts.DELETE_RUNS, self._keys(cache, thread_id), tokens)
-            await backend.delete_many(indexes)
             for run in runs:
                 for thread_id in by_thread:
                     self._registered_runs.pop((tenant, run, thread_id), None)
@@ -476,12 +493,11 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
                 pairs = [item for pair in pairs.items() for item in pair]
             if not order:
                 return
-            for member in order:
-                text = as_text(member)
-                if text.startswith("r:"):
-                    await self._register_run(cache, decode_segment(text.split(":")[1]), target)
             args = [self._thread_ttl(cache) or "", len(pairs), *pairs, *order]
             await backend.run_script(scripts.IMPORT, self._keys(cache, target), args)
+            runs = {decode_segment(as_text(m).split(":")[1]) for m in order if as_text(m).startswith("r:")}
+            for run in sorted(runs):  # listed after the write, as puts do
+                await self._register_run(cache, run, target)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._runner.run(lambda cache: self._prune(cache, thread_ids, strategy))
