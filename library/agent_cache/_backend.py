@@ -49,7 +49,10 @@ def translate_error(exc: BaseException, command: str) -> AgentCacheError:
 
 
 def as_text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """A reply as text. Bytes that are not UTF-8 (another program wrote them: the tool policies hash and the
+    discovery registry are shared) come back with ``\\xff`` escapes instead of raising in a reader that only
+    wanted the rest of the reply. Everything this library writes is UTF-8, so it reads back unchanged."""
+    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else value
 
 
 def _is_noscript(exc: BaseException) -> bool:

@@ -254,3 +254,59 @@ def test_port_options_take_ascii_digits_only(command: list[str], port: str, caps
     assert exited.value.code == 2
     assert "must be a port number 0-65535" in capsys.readouterr().err
     assert build_parser().parse_args([*command, "6380"]) is not None
+
+
+NOT_UTF8 = b"\xff\xfe"
+
+
+async def test_a_field_that_is_not_utf8_in_a_shared_hash_stops_nothing(valkey_client: Any) -> None:
+    """The tool policies hash and ``__betterdb:caches`` are written by other programs too (BetterDB Monitor, the
+    reference package, other BetterDB caches). One field name that is not UTF-8 raised a bare UnicodeDecodeError in
+    the background upkeep, which ended it for good (no more counter flushes, heartbeats or config refreshes), and in
+    ``stats()``."""
+    await valkey_client.hset("review_bytes:__tool_policies", NOT_UTF8, '{"ttl": 60}')
+    cache = AgentCache(
+        client=valkey_client,
+        name="review_bytes",
+        discovery=DiscoveryOptions(enabled=False),
+        stats_flush_interval_s=0.05,
+    )
+    for call in range(3):
+        await cache.tool.check("search", {"q": call})
+
+    async def flushed() -> bool:
+        return await valkey_client.hget("review_bytes:__stats", "tool:misses") == b"3"
+
+    for _ in range(500):  # the upkeep flushes the counters on its own (no stats() call, which also flushes)
+        if await flushed():
+            break
+        await asyncio.sleep(0.01)
+    assert await flushed(), "the upkeep never flushed the counters"
+    assert (await cache.stats()).tool.misses == 3
+    await cache.close()
+
+
+def test_the_cli_reads_a_registry_holding_a_field_that_is_not_utf8(valkey_server: ServerHandle) -> None:
+    """``agent-cache caches`` and ``stats`` read ``__betterdb:caches``, which every BetterDB product writes: a field
+    that is not UTF-8 ended both in a traceback."""
+    import valkey
+
+    client = valkey.Valkey(host=valkey_server.host, port=valkey_server.port)
+    try:
+        client.hset("__betterdb:caches", NOT_UTF8, '{"type": "agent_cache"}')
+        client.hset("__betterdb:caches", "review_cli", '{"type": "agent_cache", "prefix": "review_cli"}')
+        client.hset("review_cli:__stats", "llm:hits", 2)
+        for command in (["caches"], ["stats", "--name", "review_cli"]):
+            result = subprocess.run(
+                ["agent-cache", *command, "--url", valkey_server.url],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert "Traceback" not in result.stderr
+            assert "review_cli" in result.stdout
+    finally:
+        client.hdel("__betterdb:caches", NOT_UTF8, "review_cli")
+        client.close()
