@@ -220,7 +220,8 @@ return out
 """,
 )
 
-# Returns the thread's run members (r:...) so the caller can update the run indexes.
+# Returns the thread's run members (r:...). The saver reads them and unlists the thread from those runs' indexes
+# before it calls this, so a checkpoint put meanwhile is deleted here or listed again by its put.
 DELETE_THREAD = Script(
     "checkpoint_delete_thread",
     _PRELUDE
