@@ -41,6 +41,7 @@ from .kube import (
     SecretMissingError,
     SecretNotAllowedError,
 )
+from .memory_status import read_memory_condition
 from .metrics import OperatorMetrics
 from .outcome import Event, EventType, Failure, Resource, SyncResult
 from .spec import AgentCacheSpec, CleanupTarget, InvalidSpecError, ValkeySpec, parse_cleanup_target, parse_spec
@@ -144,7 +145,7 @@ class Reconciler:
                     f"config version {version} is live in Valkey at {spec.valkey.endpoint()} (prefix {spec.prefix})",
                 )
             )
-            await self._read_live_stats(client, resource, spec, version, desired)
+            conditions += await self._read_live_stats(client, resource, spec, version, desired)
 
         by_type = {c.type: c for c in conditions}
         conditions.insert(
@@ -191,24 +192,27 @@ class Reconciler:
 
     async def _read_live_stats(
         self, client: Any, resource: Resource, spec: AgentCacheSpec, version: str, desired: dict[str, Any]
-    ) -> None:
+    ) -> list[Condition]:
         """The figures ``kubectl get`` shows, refreshed at most once per ``stats_interval_s`` per resource: they
         change with every request, and a status write per resync would churn the API server and every watcher
-        (Prometheus has the live numbers). Best effort: a failure here keeps the previous figures."""
+        (Prometheus has the live numbers) — the MemoryPolicy condition (from INFO) with them. Best effort: a failure
+        here keeps the previous figures and condition."""
         now = self._clock()
         last = self._stats_read_at.get(resource.uid)
         if last is not None and now - last < self.stats_interval_s:
-            return
+            return []
         try:
             async with cache_view(client, spec.prefix) as cache:
                 stats = stats_status(await cache.stats())
+                memory = await read_memory_condition(cache.backend, spec.valkey.endpoint())
             instances = instances_status(await list_instances(client, spec.prefix), version)
         except (AgentCacheError, OSError) as exc:
             log.debug("could not read the live stats of %s: %s", spec.prefix, type(exc).__name__)
-            return
+            return []
         self._stats_read_at[resource.uid] = now
         desired["stats"] = replacing(resource.status.get("stats"), stats)
         desired["instances"] = instances
+        return [memory]
 
     # ── monitoring children ──────────────────────────────────────────────────
 
