@@ -200,3 +200,13 @@ def test_sync_cache_scopes_reach_calls_on_the_cache_thread(valkey_server: Any) -
         with cache.control(only_if_cached=True):
             assert cache.llm.get_or_compute({**PARAMS, "model": "other"}, lambda: "never").response is None
         assert cache.llm.check(PARAMS).hit
+
+
+async def test_an_empty_control_changes_nothing(cache: AgentCache) -> None:
+    model = Model("once", delay=0.05)
+    with cache.control():
+        results = await asyncio.gather(
+            *(cache.llm.get_or_compute(PARAMS, model, control=CacheControl()) for _ in range(3))
+        )
+    assert [r.response for r in results] == ["once"] * 3 and model.calls == 1  # still computed once, and stored
+    assert cache.llm.control_in_force(CacheControl()) is None

@@ -50,6 +50,11 @@ class CacheControl:
             )
 
     @property
+    def active(self) -> bool:
+        """Does it change anything? (``CacheControl()`` does not: calls run as without a control.)"""
+        return self.no_cache or self.no_store or self.refresh or self.only_if_cached
+
+    @property
     def skips_lookup(self) -> bool:
         return self.no_cache or self.refresh
 
@@ -75,12 +80,13 @@ def control_from(flags: Mapping[str, object]) -> CacheControl:
 
 
 def effective(scope: CacheControl | None, call: CacheControl | None) -> CacheControl | None:
-    """The control a call runs under: its scope's, its own, or both merged (None: no control at all)."""
+    """The control a call runs under: its scope's, its own, or both merged (None: none that changes anything)."""
     if call is None:
         return scope
     if not isinstance(call, CacheControl):
         raise TypeError(f"control must be a CacheControl, got {type(call).__name__}")
-    return call if scope is None else scope.merged(call)
+    combined = call if scope is None else scope.merged(call)
+    return combined if combined.active else None
 
 
 class ControlScope:
@@ -103,9 +109,8 @@ class ControlScope:
 
     def __enter__(self) -> CacheControl:
         combined = effective(self._var.get(), self._control)
-        assert combined is not None
         self._tokens.append(self._var.set(combined))
-        return combined
+        return combined or CacheControl()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
