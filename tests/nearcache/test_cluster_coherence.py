@@ -47,7 +47,7 @@ async def test_cluster_write_then_signal_then_read_is_never_stale(
 ) -> None:
     reader, writer = cluster_pair
     l1 = counted(reader)
-    done, stale = await rounds(reader, writer, 1000, tier=tier)
+    done, stale = await rounds(reader, writer, 2000, tier=tier)
     assert stale == []
     assert done >= 200
     assert l1.hits >= done // 3, f"L1 served {l1.hits} of {done} warm reads: the test proved nothing"

@@ -194,7 +194,7 @@ async def pair(valkey_server: ServerHandle) -> AsyncIterator[tuple[AgentCache, W
 async def test_write_then_signal_then_read_is_never_stale(pair: tuple[AgentCache, WriterThread], tier: str) -> None:
     reader, writer = pair
     l1 = counted(reader)
-    done, stale = await rounds(reader, writer, 1500, tier=tier)
+    done, stale = await rounds(reader, writer, 3000, tier=tier)
     assert stale == []
     assert done >= 200
     assert l1.hits >= done // 2, f"L1 served {l1.hits} of {done} warm reads: the test proved nothing"
@@ -213,7 +213,7 @@ async def test_invalidation_link_killed_is_never_stale(pair: tuple[AgentCache, W
 
             await writer.call(kill)
 
-    done, stale = await rounds(reader, writer, 1500, tier="llm", disrupt=kill_links)
+    done, stale = await rounds(reader, writer, 2000, tier="llm", disrupt=kill_links)
     assert stale == []
     assert l1.hits >= done // 4, f"L1 served {l1.hits} of {done} warm reads"
 
