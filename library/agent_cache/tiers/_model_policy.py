@@ -79,7 +79,8 @@ def finish_reasons(value: object, what: str) -> frozenset[str]:
 
 
 def validate_pattern(pattern: object, what: str = "model policy pattern") -> str:
-    """A glob is a non-empty string whose ``[`` sets are closed and not empty; the error names the pattern."""
+    """A glob is a non-empty string whose ``[`` sets are closed (``[]]`` is the set of ``]``, as in fnmatch); the
+    error names the pattern."""
     if not isinstance(pattern, str) or not pattern:
         raise AgentCacheUsageError(f"{what} must be a non-empty string, got {pattern!r}")
     if len(pattern) > MAX_PATTERN_LENGTH:
@@ -93,10 +94,8 @@ def validate_pattern(pattern: object, what: str = "model policy pattern") -> str
             if j < len(pattern) and pattern[j] == "]":
                 j += 1  # a leading ] belongs to the set
             close = pattern.find("]", j)
-            if close == -1:
+            if close == -1:  # fnmatch would match the '[' literally: almost certainly not what was meant
                 raise AgentCacheUsageError(f"{what} {pattern!r} is not a valid glob: '[' at {i} is never closed")
-            if close == i + 1 or (close == i + 2 and pattern[i + 1] == "!"):
-                raise AgentCacheUsageError(f"{what} {pattern!r} is not a valid glob: empty set at {i}")
             i = close
         i += 1
     return pattern
