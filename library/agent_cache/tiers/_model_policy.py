@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any
@@ -35,11 +35,12 @@ class ModelPolicy:
     """TTL of their entries (a per-call TTL still wins; below it, this wins over every tier default)."""
     cacheable: bool = True
     """False: never cached (``check`` is a miss without a round trip, stores do nothing)."""
-    cache_finish_reasons: frozenset[str] | None = None
+    cache_finish_reasons: Collection[str] | None = None
     """Store only answers that finished with one of these reasons (None: any). The adapters record a
     provider-neutral reason (``stop``, ``tool_calls``, ``length``, ``stop_sequence``, ``refusal``); a raw
     ``cache.llm.store`` gives it as ``LlmStoreOptions(finish_reason=...)`` or ``metadata["finish"]``, and one
-    that gives none counts as ``stop``. ``{"stop", "tool_calls"}`` refuses truncated answers (``length``)."""
+    that gives none counts as ``stop``. ``{"stop", "tool_calls"}`` refuses truncated answers (``length``). Kept as
+    a ``frozenset``."""
     cache_empty: bool = True
     """False: an answer with no text and no other content block is not stored."""
 
