@@ -210,3 +210,27 @@ async def test_an_empty_control_changes_nothing(cache: AgentCache) -> None:
         )
     assert [r.response for r in results] == ["once"] * 3 and model.calls == 1  # still computed once, and stored
     assert cache.llm.control_in_force(CacheControl()) is None
+
+
+async def test_a_cancelled_refresh_takes_no_one_with_it(cache: AgentCache) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return f"fresh {calls}"
+
+    refresh = CacheControl(refresh=True)
+    leader = asyncio.create_task(cache.llm.get_or_compute(PARAMS, slow, control=refresh))
+    await started.wait()
+    follower = asyncio.create_task(cache.llm.get_or_compute(PARAMS, slow, control=refresh))
+    await asyncio.sleep(0.05)  # the follower joins the leader's refresh
+    leader.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert (await follower).response == "fresh 2"  # it computed itself, not cancelled with the leader
+    assert (await cache.llm.check(PARAMS)).response == "fresh 2"
