@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, Protocol, Self, TypeVar
 from ._errors import AgentCacheUsageError
 from ._keys import KeyLayout
 from .cache import AgentCache
-from .tiers._control import ControlScope
+from .tiers._control import CacheControl, ControlScope
 from .tiers._model_policy import ModelPolicy
 from .tiers.llm import Computed
 from .types import (
@@ -299,16 +299,26 @@ class SyncLlmCache:
     def __init__(self, owner: SyncAgentCache) -> None:
         self._owner = owner
 
-    def check(self, params: Mapping[str, Any]) -> LlmCacheResult:
-        return self._owner.run(lambda cache: cache.llm.check(params))
+    def check(self, params: Mapping[str, Any], control: CacheControl | None = None) -> LlmCacheResult:
+        return self._owner.run(lambda cache: cache.llm.check(params, control))
 
-    def store(self, params: Mapping[str, Any], response: str, options: LlmStoreOptions | None = None) -> str:
-        return self._owner.run(lambda cache: cache.llm.store(params, response, options))
+    def store(
+        self,
+        params: Mapping[str, Any],
+        response: str,
+        options: LlmStoreOptions | None = None,
+        control: CacheControl | None = None,
+    ) -> str:
+        return self._owner.run(lambda cache: cache.llm.store(params, response, options, control))
 
     def store_multipart(
-        self, params: Mapping[str, Any], blocks: Sequence[ContentBlock], options: LlmStoreOptions | None = None
+        self,
+        params: Mapping[str, Any],
+        blocks: Sequence[ContentBlock],
+        options: LlmStoreOptions | None = None,
+        control: CacheControl | None = None,
     ) -> str:
-        return self._owner.run(lambda cache: cache.llm.store_multipart(params, blocks, options))
+        return self._owner.run(lambda cache: cache.llm.store_multipart(params, blocks, options, control))
 
     def invalidate_by_model(self, model: str) -> int:
         return self._owner.run(lambda cache: cache.llm.invalidate_by_model(model))
@@ -318,10 +328,7 @@ class SyncLlmCache:
         self._owner.run(lambda cache: cache.llm.set_model_policy(pattern, policy))
 
     def get_model_policy(self, model: str) -> ModelPolicy | None:
-        async def policy(cache: AgentCache) -> ModelPolicy | None:
-            return cache.llm.get_model_policy(model)
-
-        return self._owner.run(policy)
+        return self._owner.async_cache.llm.get_model_policy(model)
 
     def clear(self) -> int:
         return self._owner.run(lambda cache: cache.llm.clear())
@@ -331,22 +338,30 @@ class SyncLlmCache:
         params: Mapping[str, Any],
         compute: Callable[[], str | Computed] | Callable[[], Awaitable[str | Computed]],
         options: LlmStoreOptions | None = None,
+        control: CacheControl | None = None,
     ) -> LlmCacheResult:
         """A hit, or ``compute()`` stored — called once however many callers miss at once (any thread or
         process). ``compute`` is a plain function (run on a worker thread) or an async one."""
         produce = _on_loop(compute)
-        return self._owner.run(lambda cache: cache.llm.get_or_compute(params, produce, options))
+        return self._owner.run(lambda cache: cache.llm.get_or_compute(params, produce, options, control))
 
 
 class SyncToolCache:
     def __init__(self, owner: SyncAgentCache) -> None:
         self._owner = owner
 
-    def check(self, tool_name: str, args: Any) -> ToolCacheResult:
-        return self._owner.run(lambda cache: cache.tool.check(tool_name, args))
+    def check(self, tool_name: str, args: Any, control: CacheControl | None = None) -> ToolCacheResult:
+        return self._owner.run(lambda cache: cache.tool.check(tool_name, args, control))
 
-    def store(self, tool_name: str, args: Any, response: str, options: ToolStoreOptions | None = None) -> str:
-        return self._owner.run(lambda cache: cache.tool.store(tool_name, args, response, options))
+    def store(
+        self,
+        tool_name: str,
+        args: Any,
+        response: str,
+        options: ToolStoreOptions | None = None,
+        control: CacheControl | None = None,
+    ) -> str:
+        return self._owner.run(lambda cache: cache.tool.store(tool_name, args, response, options, control))
 
     def set_policy(self, tool_name: str, policy: ToolPolicy) -> None:
         self._owner.run(lambda cache: cache.tool.set_policy(tool_name, policy))
@@ -381,11 +396,12 @@ class SyncToolCache:
         args: Any,
         compute: Callable[[], str] | Callable[[], Awaitable[str]],
         options: ToolStoreOptions | None = None,
+        control: CacheControl | None = None,
     ) -> ToolCacheResult:
         """A hit, or ``compute()`` stored — called once however many callers miss at once. ``compute`` is a
         plain function (run on a worker thread) or an async one."""
         produce = _on_loop(compute)
-        return self._owner.run(lambda cache: cache.tool.get_or_compute(tool_name, args, produce, options))
+        return self._owner.run(lambda cache: cache.tool.get_or_compute(tool_name, args, produce, options, control))
 
     def cached(
         self, name: str | None = None, *, ttl: int | None = None, cost: float | None = None

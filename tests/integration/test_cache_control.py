@@ -200,6 +200,14 @@ def test_sync_cache_scopes_reach_calls_on_the_cache_thread(valkey_server: Any) -
         with cache.control(only_if_cached=True):
             assert cache.llm.get_or_compute({**PARAMS, "model": "other"}, lambda: "never").response is None
         assert cache.llm.check(PARAMS).hit
+        assert not cache.llm.check(PARAMS, CacheControl(refresh=True)).hit  # per call, as on AgentCache
+        cache.tool.store("search", {"q": 1}, "r", control=CacheControl(no_store=True))
+        assert (
+            cache.tool.get_or_compute(
+                "search", {"q": 1}, lambda: "x", control=CacheControl(only_if_cached=True)
+            ).response
+            is None
+        )
 
 
 async def test_an_empty_control_changes_nothing(cache: AgentCache) -> None:
