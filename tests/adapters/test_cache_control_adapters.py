@@ -128,3 +128,25 @@ async def test_langchain_entries_follow_the_model_policy_finish_reasons(
 
 def test_control_objects_compare_by_flags() -> None:
     assert CacheControl(no_cache=True).merged(CacheControl(no_store=True)) == CacheControl(no_cache=True, no_store=True)
+
+
+async def test_anthropic_wrapper_honours_only_if_cached_and_max_tokens_policies(
+    cache: AgentCache, provider: ProviderServer
+) -> None:
+    from anthropic import AsyncAnthropic
+
+    from agent_cache.adapters.anthropic import cached_create as anthropic_create
+    from tests.adapters.wire import anthropic_message
+
+    request = {"model": "claude-sonnet-4", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
+    await cache.llm.set_model_policy("claude-*", ModelPolicy(cache_finish_reasons={"stop", "tool_calls"}))
+    async with AsyncAnthropic(base_url=provider.url, api_key="test", max_retries=0) as sdk:
+        with cache.control(only_if_cached=True), pytest.raises(CacheMissError):
+            await anthropic_create(cache, sdk.messages.create, **request)
+        assert provider.calls() == 0
+        provider.reply_json(anthropic_message([{"type": "text", "text": "Hel"}], stop_reason="max_tokens"))
+        provider.reply_json(anthropic_message([{"type": "text", "text": "Hello!"}]))
+        for expected in ("Hel", "Hello!", "Hello!"):  # max_tokens is "length": not stored under this policy
+            message = await anthropic_create(cache, sdk.messages.create, **request)
+            assert message.content[0].text == expected  # type: ignore[union-attr]
+    assert provider.calls() == 2
