@@ -57,6 +57,7 @@ _ENTRY_OVERHEAD = 160  # bytes an entry costs beyond its key and value (tuple, d
 class NearCacheListener(Protocol):
     """Where L1 events go (Prometheus, through telemetry)."""
 
+    def near_started(self) -> None: ...
     def near_lookup(self, hit: bool) -> None: ...
     def near_invalidated(self, count: int) -> None: ...
     def near_evicted(self, count: int) -> None: ...
@@ -65,6 +66,9 @@ class NearCacheListener(Protocol):
 
 
 class _Silent:
+    def near_started(self) -> None:
+        pass
+
     def near_lookup(self, hit: bool) -> None:
         pass
 
@@ -131,6 +135,7 @@ class NearCache:
         self.max_bytes = max_bytes
         self.max_ttl_s = max_ttl_s
         self.listener: NearCacheListener = listener or _Silent()
+        self.listener.near_started()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.bytes = 0
         self._inflight: dict[str, list[int]] = {}  # key -> [reads in flight, invalidations seen meanwhile]

@@ -482,6 +482,15 @@ class Telemetry:
     def stats_dropped(self, increments: int) -> None:
         self._child(self._families.stats_dropped).inc(increments)
 
+    def near_started(self) -> None:
+        """Create the near-cache series at zero: a dashboard shows 0, not "no data", before the first event."""
+        families = self._families
+        for result in ("hit", "miss"):
+            self._child(families.near_requests, result)
+        for family in (families.near_invalidations, families.near_evictions, families.near_refused):
+            self._child(family)
+        self.near_size(0, 0)
+
     def near_lookup(self, hit: bool) -> None:
         self._child(self._families.near_requests, "hit" if hit else "miss").inc()
 

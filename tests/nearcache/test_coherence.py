@@ -33,6 +33,9 @@ class L1Counter:
     def __init__(self) -> None:
         self.hits = self.misses = 0
 
+    def near_started(self) -> None:
+        pass
+
     def near_lookup(self, hit: bool) -> None:
         if hit:
             self.hits += 1

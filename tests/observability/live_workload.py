@@ -17,7 +17,7 @@ from valkey.asyncio import Valkey
 from agent_cache import AgentCache, AgentCacheOptions, ToolStoreOptions
 from agent_cache.config import CacheConfig, apply_config, changed_channel
 from agent_cache.demo.workload import TIER_DEFAULTS, run_workload
-from agent_cache.types import ConfigRefreshOptions, DiscoveryOptions, TelemetryOptions
+from agent_cache.types import ConfigRefreshOptions, DiscoveryOptions, NearCacheOptions, TelemetryOptions
 
 CACHE = "support_bot"
 SPEC = {"tiers": {"llm": {"ttl": 3600}}, "toolPolicies": {"get_weather": {"ttl": 600}}}
@@ -60,6 +60,7 @@ async def drive(url: str, registry: CollectorRegistry, stop: threading.Event) ->
         telemetry=TelemetryOptions(registry=registry),
         discovery=DiscoveryOptions(heartbeat_interval_ms=500),
         config_refresh=ConfigRefreshOptions(interval_ms=1000),
+        near_cache=NearCacheOptions(max_entries=20),  # small: the near-cache's evictions happen for real too
     )
     try:
         await apply_config(client, CACHE, CacheConfig.from_spec(SPEC), source="live-test")
