@@ -9,15 +9,21 @@ cannot grow the stats hash or the metric series without bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from valkey.asyncio import Valkey
 
-from agent_cache import AgentCache, LlmStoreOptions, TelemetryOptions, ToolStoreOptions
+from agent_cache import AgentCache, DiscoveryOptions, LlmStoreOptions, TelemetryOptions, ToolStoreOptions
 from agent_cache._errors import ConfigurationError
 from agent_cache.types import ModelCost
 from tests.integration.conftest import MakeCache, Observed
+from tests.servers import ServerHandle
 
 pytestmark = pytest.mark.valkey
 
@@ -151,3 +157,73 @@ async def test_invented_models_and_tenants_are_bounded_too(make_cache: MakeCache
 def test_a_bad_max_names_is_refused_naming_the_option(make_cache: MakeCache, observed: Observed, bad: Any) -> None:
     with pytest.raises(ConfigurationError, match=r"telemetry\.max_names must be a whole number"):
         make_cache(telemetry=TelemetryOptions(registry=observed.registry, max_names=bad))
+
+
+# Names that collide in naive layouts (separators, braces, escapes), the overflow's own name, and unicode.
+_NAMES = st.one_of(
+    st.sampled_from(("other", "a", "a:b", "a%3Ab", "{t}")), st.text(alphabet="ab:{}%é", min_size=1, max_size=3)
+)
+_CALLS = st.lists(st.tuples(st.one_of(st.just(""), _NAMES), _NAMES, st.booleans()), min_size=1, max_size=25)
+
+
+def _model_rows(
+    calls: list[tuple[str, str, bool]], limit: int
+) -> tuple[dict[str, Counter[str]], dict[str, Counter[str]]]:
+    """The documented semantics: the first ``limit`` distinct names (in the order they are first counted) keep
+    their own row, every later one is counted as ``other`` (which a real name ``other`` shares)."""
+    kept: dict[str, list[str]] = {"tool": [], "tenant": []}
+
+    def label(kind: str, name: str) -> str:
+        if name not in kept[kind] and len(kept[kind]) < limit:
+            kept[kind].append(name)
+        return name if name in kept[kind] else "other"
+
+    tools: dict[str, Counter[str]] = {}
+    tenants: dict[str, Counter[str]] = {}
+    for tenant, tool, hit in calls:
+        outcome = "hits" if hit else "misses"
+        tools.setdefault(label("tool", tool), Counter())[outcome] += 1
+        if tenant:
+            tenants.setdefault(label("tenant", tenant), Counter())[outcome] += 1
+    return tools, tenants
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=_CALLS)
+def test_rows_follow_the_first_n_names_model_whatever_the_names(
+    valkey_server: ServerHandle, calls: list[tuple[str, str, bool]]
+) -> None:
+    limit = 2
+
+    async def run() -> tuple[Any, set[str], set[str]]:
+        client = Valkey.from_url(valkey_server.url)
+        await client.delete("model_stats:__stats")
+        registry = CollectorRegistry()
+        cache = AgentCache(
+            client=client,
+            name="model_stats",
+            telemetry=TelemetryOptions(registry=registry, max_names=limit),
+            discovery=DiscoveryOptions(enabled=False),
+        )
+        try:
+            for n, (tenant, tool, hit) in enumerate(calls):
+                with cache.tenant(tenant) if tenant else contextlib.nullcontext():
+                    if hit:
+                        await cache.tool.store(tool, {"n": n}, "r")
+                    assert (await cache.tool.check(tool, {"n": n})).hit is hit
+            stats = await cache.stats()
+        finally:
+            await cache.flush()
+            await cache.close()
+            await client.aclose()
+        samples = [s for family in registry.collect() for s in family.samples]
+        tool_labels = {s.labels["tool_name"] for s in samples if s.name == "agent_cache_requests_total"}
+        tenant_labels = {s.labels["tenant"] for s in samples if s.name == "agent_cache_tenant_requests_total"}
+        return stats, tool_labels, tenant_labels
+
+    stats, tool_labels, tenant_labels = asyncio.run(run())
+    tools, tenants = _model_rows(calls, limit)
+    assert {t: Counter(hits=s.hits, misses=s.misses) for t, s in stats.per_tool.items()} == tools
+    assert {t: Counter(hits=s.tool.hits, misses=s.tool.misses) for t, s in stats.per_tenant.items()} == tenants
+    assert tool_labels == set(tools) and len(tool_labels) <= limit + 1
+    assert tenant_labels == set(tenants) and len(tenant_labels) <= limit + 1
