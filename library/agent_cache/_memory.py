@@ -86,7 +86,13 @@ def node_memory(node: str, reply: Mapping[str, Any] | str | bytes) -> NodeMemory
 
 async def read_memory(backend: Backend) -> list[NodeMemory]:
     """One ``INFO memory stats`` per primary, parsed; raises our backend errors or :class:`MemoryInfoError`."""
-    replies = await backend.info("memory", "stats")
+    try:
+        replies = await backend.info("memory", "stats")
+    except ValkeyCommandError as exc:
+        if "syntax error" not in str(exc).lower():
+            raise
+        # Redis before 7.0 (still common on managed services) takes one section; its default INFO has both.
+        replies = await backend.info()
     return sorted((node_memory(node, reply) for node, reply in replies.items()), key=lambda n: n.node)
 
 

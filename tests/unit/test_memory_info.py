@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent_cache._memory import MemoryInfoError, MemoryWatch, NodeMemory, node_memory, parse_info_text
+from agent_cache import ValkeyCommandError
+from agent_cache._memory import MemoryInfoError, MemoryWatch, NodeMemory, node_memory, parse_info_text, read_memory
 
 RAW = (
     "# Memory\r\n"
@@ -83,3 +84,22 @@ def test_key_counts_become_deltas_baseline_first_and_restarts_start_over() -> No
 def test_interval_is_never_shorter_than_the_floor() -> None:
     assert MemoryWatch(None, Recorder(), "c", 0.05).interval_s == 10.0  # type: ignore[arg-type]
     assert MemoryWatch(None, Recorder(), "c", 30.0).interval_s == 30.0  # type: ignore[arg-type]
+
+
+class OldServer:
+    """What Redis 6 answers (its INFO takes one section): the backend's seam, as a pure stand-in."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, ...]] = []
+
+    async def info(self, *sections: str) -> dict[str, str]:
+        self.asked.append(sections)
+        if len(sections) > 1:
+            raise ValkeyCommandError("Valkey command INFO failed (ResponseError: syntax error)", command="INFO")
+        return {"10.0.0.1:6379": "# Memory\nused_memory:5\nmaxmemory:9\nmaxmemory_policy:allkeys-lru\n"}
+
+
+async def test_a_server_that_takes_one_info_section_gets_the_default_info() -> None:
+    server = OldServer()
+    assert await read_memory(server) == [NodeMemory("10.0.0.1:6379", 5, 9, "allkeys-lru", 0, 0)]  # type: ignore[arg-type]
+    assert server.asked == [("memory", "stats"), ()]
