@@ -15,8 +15,7 @@ from valkey.asyncio import Valkey
 
 from agent_cache import AgentCache, TelemetryOptions, _memory
 from agent_cache.acl import acl_rule
-from agent_cache.embedded import EmbeddedCluster
-from tests.servers import cluster_client
+from tests.integration.conftest import MakeCache, Observed
 
 pytestmark = pytest.mark.valkey
 
@@ -102,30 +101,32 @@ async def test_expired_keys_and_a_policy_change_show_in_the_metrics(
         await client.aclose()
 
 
-async def test_a_cluster_reports_each_primary(valkey_cluster: EmbeddedCluster) -> None:
-    client = cluster_client(valkey_cluster.startup_nodes)
-    registry = CollectorRegistry()
-    cache = cache_on(client, registry)
-    try:
-        await client.initialize()
-        primaries = sorted(node.name for node in client.get_primaries())
+async def test_every_primary_is_reported_on_each_kind_of_server(
+    make_cache: MakeCache, backend_client: Any, observed: Observed
+) -> None:
+    """Standalone Valkey, the 6-node cluster (one series per primary, none for replicas) and redis-server 7."""
+    if hasattr(backend_client, "get_primaries"):
+        await backend_client.initialize()
+        primaries = sorted(node.name for node in backend_client.get_primaries())
         assert len(primaries) == 3
+    else:
+        kwargs = backend_client.connection_pool.connection_kwargs
+        primaries = [f"{kwargs['host']}:{kwargs['port']}"]
+    make_cache(name=NAME)
 
-        def nodes() -> list[str]:
-            return sorted(
-                sample.labels["node"]
-                for metric in registry.collect()
-                if metric.name == "agent_cache_valkey_memory_used_bytes"
-                for sample in metric.samples
-            )
+    def nodes() -> list[str]:
+        return sorted(
+            sample.labels["node"]
+            for metric in observed.registry.collect()
+            if metric.name == USED
+            for sample in metric.samples
+        )
 
-        assert await until(lambda: nodes() == primaries, "one series per primary")
-        for node in primaries:
-            policy = {"cache_name": NAME, "node": node, "policy": "noeviction"}
-            assert registry.get_sample_value(POLICY, policy) == 1
-    finally:
-        await cache.close()
-        await client.aclose()
+    await until(lambda: nodes() == primaries, "one series per primary")
+    for node in primaries:
+        policy = {"cache_name": NAME, "node": node, "policy": "noeviction"}
+        assert observed.registry.get_sample_value(POLICY, policy) == 1
+        assert observed.registry.get_sample_value(EVICTED, {"cache_name": NAME, "node": node}) == 0
 
 
 async def test_a_user_without_info_keeps_caching_and_the_metrics_stay_absent(
