@@ -3,6 +3,7 @@
     AgentCacheError
     ├── AgentCacheUsageError        bad input from the caller (the message names the offending path)
     │   └── SerializationError      a value that cannot be encoded as canonical JSON
+    │       └── UnencodableTextError    text with no UTF-8 form (a lone surrogate): data, not a bug
     ├── ConfigurationError          invalid options or an invalid live config
     │   └── NameCollisionError      the cache name is registered to another kind of cache (also a usage error)
     ├── BackendError                Valkey could not serve the request
@@ -29,6 +30,11 @@ class AgentCacheUsageError(AgentCacheError, ValueError):
 
 class SerializationError(AgentCacheUsageError):
     """A value cannot be turned into canonical JSON (the message names the path inside the value)."""
+
+
+class UnencodableTextError(SerializationError):
+    """Text with no UTF-8 form (a lone surrogate) where a key needs it. Such text comes from data (a decoded
+    file, a model's output), not from the calling code, so a lookup fails open on it: a miss, as for an outage."""
 
 
 class ConfigurationError(AgentCacheError):

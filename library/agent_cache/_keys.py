@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._errors import AgentCacheUsageError, SerializationError
+from ._errors import AgentCacheUsageError, SerializationError, UnencodableTextError
 
 # Request options that never change the model's answer. Everything else in an LLM request is part of
 # the key — including options we have never heard of, so a new provider parameter can't collide.
@@ -250,7 +250,7 @@ def _utf8(text: str, path: str) -> str:
         try:
             text.encode()
         except UnicodeEncodeError as exc:
-            raise SerializationError(
+            raise UnencodableTextError(
                 f"{path} holds a lone surrogate ({text[exc.start]!r} at index {exc.start}), which is not valid "
                 "Unicode text and cannot be part of a cache key"
             ) from None

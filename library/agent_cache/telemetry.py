@@ -110,7 +110,8 @@ ACTIVE_SESSIONS = MetricSpec(
 ERRORS = MetricSpec(
     "errors_total",
     "counter",
-    "Cache operations that failed, by error kind (unavailable, timeout, command, corrupt).",
+    "Cache operations that failed, by error kind (unavailable, timeout, command, corrupt, too_large, usage; "
+    "unencodable: a request whose text has no UTF-8 form, answered as a miss).",
     ("cache_name", "tier", "operation", "error"),
 )
 

@@ -102,6 +102,10 @@ async def lookup(cache: AgentCache, params: Mapping[str, Any]) -> LlmCacheResult
         return LlmCacheResult(hit=False, error=f"serialization: {exc}")
     if not result.hit:
         ensure_model_call_allowed(cache, result.key)
+        if result.key is None and result.error:  # text with no UTF-8 form: the tier failed open
+            log.warning(
+                "agent-cache: the request cannot be a cache key, calling the provider uncached: %s", result.error
+            )
     return result
 
 

@@ -236,6 +236,8 @@ class BetterDBLlmCache(BaseCache):
             return None
         if not result.hit or result.response is None:
             ensure_model_call_allowed(cache, result.key)  # only_if_cached: LangChain would call the model
+            if result.key is None and result.error:  # text with no UTF-8 form: the tier failed open
+                log.warning("agent-cache %s: LangChain lookup treated as a miss: %s", cache.name, result.error)
             return None
         try:
             return self._revive(result.response)

@@ -13,7 +13,13 @@ from opentelemetry.trace import Span
 from .._backend import Backend
 from .._cardinality import DEFAULT_MAX_NAMES, validate_max_names
 from .._codec import pack_entry
-from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, CorruptEntryError
+from .._errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    CorruptEntryError,
+    UnencodableTextError,
+)
 from .._keys import KeyLayout, decode_segment
 from .._near_cache import NearCache
 from .._ttl import TtlPolicy
@@ -104,6 +110,15 @@ class TierContext:
             span.set_attribute("cache.error", kind)
         log.debug("agent-cache %s: %s.%s failed open: %s", self.keys.name, tier, operation, exc)
         return f"{kind}: {exc}"
+
+    def unkeyable(self, tier: str, operation: str, exc: UnencodableTextError) -> str:
+        """A request whose text has no UTF-8 form has no key: under fail-open a lookup is a miss (counted as an
+        error of kind ``unencodable``), as for an outage; otherwise ``exc`` is raised. Returns ``result.error``."""
+        if not self.fail_open:
+            raise exc
+        self.telemetry.error(tier, operation, "unencodable")
+        log.debug("agent-cache %s: %s.%s failed open: %s", self.keys.name, tier, operation, exc)
+        return f"unencodable: {exc}"
 
     def pack(self, value: str, size: int) -> tuple[str | bytes, int]:
         """What to write for an entry's JSON (compressed above the threshold) and its size in bytes."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from .._backend import Backend, as_text
 from .._codec import decode_entry, encode_entry, flatten_text, token_counts
-from .._errors import BackendError, CorruptEntryError
+from .._errors import BackendError, CorruptEntryError, UnencodableTextError
 from .._keys import KeyLayout, llm_hash
 from .._scripts import KEY_INDEX_ADD, MODEL_REGISTRY_ADD
 from ..cost import CostTable
@@ -132,7 +132,10 @@ class LlmCache:
         ctx = self._ctx
         with ctx.measured("llm", "check"):
             if key is None:
-                key = self.key(params)
+                try:
+                    key = self.key(params)
+                except UnencodableTextError as exc:
+                    return LlmCacheResult(hit=False, error=ctx.unkeyable("llm", "check", exc))
             model = params["model"]
             with ctx.telemetry.span("agent_cache.llm.check") as span:
                 if span.is_recording():
@@ -232,7 +235,16 @@ class LlmCache:
         a lookup, ``refresh`` too (concurrent refreshes of one key compute once), ``no_store`` looks up and computes
         on a miss without storing, ``only_if_cached`` returns a miss (``response=None``) without computing.
         """
-        key = self.key(params)  # derived once for every lookup and the store
+        try:
+            key = self.key(params)  # derived once for every lookup and the store
+        except UnencodableTextError as exc:
+            error = self._ctx.unkeyable("llm", "get_or_compute", exc)  # raises unless fail-open: then uncached
+            wanted = self._ctx.control_now(control)
+            if wanted is not None and wanted.only_if_cached:
+                self._ctx.bypassed("llm", "only_if_cached")
+                return LlmCacheResult(hit=False, error=error)
+            computed = await self._compute(params, compute, options, "", None, store=False)
+            return dataclasses.replace(computed, key=None, error=error)
         model = params["model"]
         wanted = self._ctx.control_now(control)
         if wanted is not None or (self._models.table and not self._cacheable(model)):

@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from .._backend import as_text
 from .._codec import decode_entry, encode_entry
-from .._errors import AgentCacheUsageError, BackendError, CorruptEntryError
+from .._errors import AgentCacheUsageError, BackendError, CorruptEntryError, UnencodableTextError
 from .._keys import KeyLayout, tool_hash
 from .._scripts import DELETE_INDEXED, DROP_INDEXED_BATCH, SET_INDEXED, SET_TOOL_POLICY
 from .._ttl import validate_ttl
@@ -130,7 +130,10 @@ class ToolCache:
         the outcome is not counted but left there, for a caller that counts one outcome per logical request."""
         ctx = self._ctx
         with ctx.measured("tool", "check"):
-            _, _, key = entry_key or self._entry_key(tool_name, args)
+            try:
+                _, _, key = entry_key or self._entry_key(tool_name, args)
+            except UnencodableTextError as exc:
+                return ToolCacheResult(hit=False, tool_name=tool_name, error=ctx.unkeyable("tool", "check", exc))
             with ctx.telemetry.span("agent_cache.tool.check") as span:
                 if span.is_recording():
                     span.set_attributes({"cache.key": key, "cache.tool_name": tool_name})
@@ -246,7 +249,15 @@ class ToolCache:
         Counts one hit or miss per call, however long it waited for another process. A tool that is not
         cacheable (``cacheable: false``) is computed on every call, never coalesced, stored or counted.
         Cache controls as for ``cache.llm.get_or_compute`` (``only_if_cached``: a miss, ``response=None``)."""
-        entry_key = self._entry_key(tool_name, args)  # derived once for every lookup and the store
+        try:
+            entry_key = self._entry_key(tool_name, args)  # derived once for every lookup and the store
+        except UnencodableTextError as exc:
+            error = self._ctx.unkeyable("tool", "get_or_compute", exc)  # raises unless fail-open: then uncached
+            wanted = self._ctx.control_now(control)
+            if wanted is not None and wanted.only_if_cached:
+                self._ctx.bypassed("tool", "only_if_cached")
+                return ToolCacheResult(hit=False, tool_name=tool_name, error=error)
+            return ToolCacheResult(hit=False, tool_name=tool_name, response=await compute(), error=error)
         _, _, key = entry_key
         wanted = self._ctx.control_now(control)
         if not self._cacheable(tool_name):
