@@ -51,7 +51,7 @@ DEAD_AFTER_S = 3.0
 """A link whose oldest PING is unanswered for this long is closed and its node's L1 flushed."""
 RETRY_S = 1.0
 """After a failed attempt to arm a node, reads go to the backend for at least this long before the next."""
-_ENTRY_OVERHEAD = 160  # bytes an entry costs beyond its key and value (tuple, dict slot, set slot)
+_ENTRY_OVERHEAD = 640  # per entry beyond its JSON and key: decoded dict and str objects, slots (tracemalloc)
 
 
 class NearCacheListener(Protocol):
