@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from valkey.asyncio import Valkey
 
 from agent_cache import AgentCache, LlmStoreOptions, NearCacheOptions
 from agent_cache.acl import acl_rule
+from agent_cache.embedded import EmbeddedValkey
 from tests.lifecycle.programs import run_program
 from tests.servers import ServerHandle
 
@@ -226,3 +228,22 @@ async def test_a_credential_provider_authenticates_the_near_cache_too(valkey_ser
         await client.aclose()
         await admin.execute_command("ACL", "DELUSER", "near_cp")
         await admin.aclose()
+
+
+async def test_valkey_down_fails_open_and_serves_nothing_from_l1(
+    valkey_server_factory: Callable[..., EmbeddedValkey],
+) -> None:
+    """Valkey killed for good: L1 must not keep answering (nobody would invalidate it); checks fail open."""
+    server = valkey_server_factory()
+    client = Valkey.from_url(server.url)
+    cache = AgentCache(client=client, name="down", near_cache=NearCacheOptions(), **_QUIET)
+    try:
+        assert await l1_hits(cache) >= 10
+        server.kill()
+        results = [await cache.llm.check(PARAMS) for _ in range(5)]
+        assert [r.hit for r in results] == [False] * 5
+        assert all(r.error for r in results)
+        assert cache._near is not None and cache._near.entries == 0
+    finally:
+        await cache.close()
+        await client.aclose()
