@@ -247,3 +247,27 @@ async def test_valkey_down_fails_open_and_serves_nothing_from_l1(
     finally:
         await cache.close()
         await client.aclose()
+
+
+async def test_a_silent_link_is_trusted_about_a_second_at_most(
+    valkey_server_factory: Callable[..., EmbeddedValkey],
+) -> None:
+    """Valkey paused (SIGSTOP): its invalidations could be stuck; once the heartbeat's trust window has passed,
+    L1 no longer answers for it (checks go to Valkey and fail open on the timeout)."""
+    server = valkey_server_factory()
+    client = Valkey.from_url(server.url)
+    cache = AgentCache(
+        client=client, name="silent", near_cache=NearCacheOptions(), reliability={"timeout_s": 0.3}, **_QUIET
+    )
+    try:
+        assert await l1_hits(cache) >= 10
+        server.pause()
+        try:
+            await asyncio.sleep(1.5)  # > the trust window (1 s after the last answered PING)
+            result = await cache.llm.check(PARAMS)
+            assert not result.hit and result.error
+        finally:
+            server.resume()
+    finally:
+        await cache.close()
+        await client.aclose()
