@@ -54,7 +54,7 @@ def test_a_bad_url_is_one_error_line_for_every_command(url: str, fragment: str) 
 )
 def test_a_bad_url_from_the_environment(command: list[str]) -> None:
     done = agent_cache(*command, env={"AGENT_CACHE_URL": "valkey://localhost:abc"})
-    assert_one_error_line(done, "--url 'valkey://localhost:abc': the port must be a number")
+    assert_one_error_line(done, "$AGENT_CACHE_URL 'valkey://localhost:abc': the port must be a number")
 
 
 @pytest.mark.parametrize(("url", "fragment"), BAD_URLS[:6])

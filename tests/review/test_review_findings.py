@@ -310,3 +310,24 @@ def test_the_cli_reads_a_registry_holding_a_field_that_is_not_utf8(valkey_server
     finally:
         client.hdel("__betterdb:caches", NOT_UTF8, "review_cli")
         client.close()
+
+
+def test_a_url_from_the_environment_is_named_as_such() -> None:
+    """With $AGENT_CACHE_URL (no --url), a bad URL was reported as "--url '...'" — an option the user never typed —
+    and a password in it drew the warning that --url is visible in the process list, which the environment is not."""
+    env = {**os.environ, "AGENT_CACHE_URL": "valkey://localhost:abc"}
+    bad = subprocess.run(["agent-cache", "caches"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: $AGENT_CACHE_URL 'valkey://localhost:abc': the port must be"), bad.stderr
+    env["AGENT_CACHE_URL"] = "valkey://:secret@127.0.0.1:1"  # nothing listens: it fails after the warning would be
+    quiet = subprocess.run(["agent-cache", "caches"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert quiet.returncode == 2 and "cannot reach Valkey" in quiet.stderr, quiet.stderr
+    assert "process list" not in quiet.stderr and "secret" not in quiet.stderr
+    typed = subprocess.run(
+        ["agent-cache", "caches", "--url", "valkey://:secret@127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "process list" in typed.stderr  # typed on the command line: the warning stays

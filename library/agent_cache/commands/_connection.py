@@ -40,7 +40,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--url",
-        default=os.environ.get(URL_ENV) or None,
+        default=None,  # then $AGENT_CACHE_URL (see _connection): messages name where the URL came from
         help=f"Valkey or Redis to use: valkey://, redis://, rediss:// or valkeys:// (TLS), e.g. "
         f"--url rediss://agent@cache.internal:6380/0 (user 'agent'). Default: ${URL_ENV}; without either, an empty "
         "embedded valkey-server is started for this command and stopped when it ends.",
@@ -172,6 +172,9 @@ def _password(args: argparse.Namespace) -> str | None:
 
 def _connection(args: argparse.Namespace, err: Console) -> _Connection:
     url: str | None = args.url
+    given_as = "--url"
+    if url is None and (from_env := os.environ.get(URL_ENV)):
+        url, given_as = from_env, f"${URL_ENV}"
     kwargs: dict[str, Any] = {"socket_connect_timeout": args.timeout, "socket_timeout": args.timeout}
     password = _password(args)
     tls = {
@@ -190,7 +193,7 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
             raise CommandError("--password-env/--password-file and --tls-* need --url", ExitCode.USAGE)
         return _Connection(None, kwargs, cluster=False)
     try:
-        parsed = parse_server_url(url)
+        parsed = parse_server_url(url, given_as)
     except UrlError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     if parsed.has_password and password is not None:
@@ -209,7 +212,8 @@ def _connection(args: argparse.Namespace, err: Console) -> _Connection:
     for option, path in tls_files.items():  # else valkey-py's "Error 2 connecting to host:port" hides which file
         if path and not os.path.isfile(path):
             raise CommandError(f"{option} {path}: no such file", ExitCode.USAGE)
-    if parsed.has_password:  # only once the options are known to be valid: a bad one is a single error line
+    # Only once the options are valid (a bad one is a single error line); the environment is not in the process list.
+    if parsed.has_password and given_as == "--url":
         err.print(
             "warning: a password in --url is visible to other users in the process list; "
             "use --password-env or --password-file",
