@@ -492,8 +492,8 @@ class Telemetry:
             self._child(family)
         self.near_size(0, 0)
 
-    def near_lookup(self, hit: bool) -> None:
-        self._child(self._families.near_requests, "hit" if hit else "miss").inc()
+    def near_lookup(self, hit: bool, count: int = 1) -> None:
+        self._child(self._families.near_requests, "hit" if hit else "miss").inc(count)
 
     def near_invalidated(self, count: int) -> None:
         self._child(self._families.near_invalidations).inc(count)

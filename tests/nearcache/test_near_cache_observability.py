@@ -41,17 +41,24 @@ async def test_l1_hits_are_counted_priced_and_traced(valkey_server: ServerHandle
 
     try:
         await cache.llm.store(PARAMS, "answer", LlmStoreOptions(tokens={"input": 100, "output": 50}))
+        near = cache._near
+        assert near is not None
         for _ in range(50):  # until tracking is armed and L1 answers
             await cache.llm.check(PARAMS)
-            if metric("agent_cache_near_cache_requests_total", result="hit"):
+            if near.lookup(cache.llm.key(PARAMS)) is not None:
                 break
             await asyncio.sleep(0.02)
+        near.report_hits()
         exporter.clear()
         hits_before = (await cache.stats()).llm.hits
         l1_before = metric("agent_cache_near_cache_requests_total", result="hit")
         saved_before = metric("agent_cache_cost_saved_total", tier="llm", model="m1", tool_name="")
         for _ in range(10):
             assert (await cache.llm.check(PARAMS)).hit
+        for _ in range(100):  # L1 hits reach the counter in batches, with the heartbeat (4 times a second)
+            if metric("agent_cache_near_cache_requests_total", result="hit") >= l1_before + 10:
+                break
+            await asyncio.sleep(0.05)
         assert metric("agent_cache_near_cache_requests_total", result="hit") == l1_before + 10
         assert (await cache.stats()).llm.hits == hits_before + 10
         assert metric("agent_cache_cost_saved_total", tier="llm", model="m1", tool_name="") == pytest.approx(
