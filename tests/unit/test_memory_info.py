@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from agent_cache import ValkeyCommandError
 from agent_cache._memory import MemoryInfoError, MemoryWatch, NodeMemory, node_memory, parse_info_text, read_memory
+from agent_cache.telemetry import Telemetry
 
 RAW = (
     "# Memory\r\n"
@@ -103,3 +105,23 @@ async def test_a_server_that_takes_one_info_section_gets_the_default_info() -> N
     server = OldServer()
     assert await read_memory(server) == [NodeMemory("10.0.0.1:6379", 5, 9, "allkeys-lru", 0, 0)]  # type: ignore[arg-type]
     assert server.asked == [("memory", "stats"), ()]
+
+
+def test_telemetry_keeps_one_policy_per_node_and_drops_a_node_that_left() -> None:
+    registry = CollectorRegistry()
+    watch = MemoryWatch(None, Telemetry("c", registry=registry), "c", 1.0)  # type: ignore[arg-type]
+    watch._export([NodeMemory("a:1", 5, 9, "noeviction", 10, 1), NodeMemory("b:1", 5, 9, "noeviction", 0, 0)])
+    watch._export([NodeMemory("a:1", 6, 9, "allkeys-lru", 15, 1), NodeMemory("b:1", 5, 9, "noeviction", 0, 0)])
+    node_a = {"cache_name": "c", "node": "a:1"}
+    assert (
+        registry.get_sample_value("agent_cache_valkey_maxmemory_policy_info", {**node_a, "policy": "noeviction"})
+        is None
+    )
+    assert (
+        registry.get_sample_value("agent_cache_valkey_maxmemory_policy_info", {**node_a, "policy": "allkeys-lru"}) == 1
+    )
+    assert registry.get_sample_value("agent_cache_valkey_evicted_keys_total", node_a) == 5
+    assert registry.get_sample_value("agent_cache_valkey_memory_used_bytes", node_a) == 6
+    watch._export([NodeMemory("b:1", 5, 9, "noeviction", 0, 0)])  # a:1 failed over: its series go
+    nodes = {s.labels["node"] for m in registry.collect() if m.name.startswith("agent_cache_valkey") for s in m.samples}
+    assert nodes == {"b:1"}
