@@ -136,7 +136,7 @@ class NearCache:
         self.max_ttl_s = max_ttl_s
         self.listener: NearCacheListener = listener or _Silent()
         self.listener.near_started()
-        self._hits_unreported = 0
+        self._hits = self._misses = 0  # lookups not yet reported to the listener
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.bytes = 0
         self._inflight: dict[str, list[int]] = {}  # key -> [reads in flight, invalidations seen meanwhile]
@@ -164,17 +164,19 @@ class NearCache:
                 if self._entries.get(key) is entry and now < link.trusted_until:
                     if now < entry.expires_at:
                         self._entries.move_to_end(key)
-                        self._hits_unreported += 1  # reported in batches (report_hits): a counter costs ~1 µs
+                        self._hits += 1  # reported in batches (report_lookups): a counter costs ~1 µs
                         return entry.value
                     self._remove(key)  # expired on the server too
-        self.listener.near_lookup(False)
+        self._misses += 1
         return None
 
-    def report_hits(self) -> None:
-        """Hand the L1 hits counted since the last report to the listener (the heartbeat does, 4 times a second)."""
-        hits, self._hits_unreported = self._hits_unreported, 0
+    def report_lookups(self) -> None:
+        """Hand the lookups counted since the last report to the listener (the heartbeat does, 4 times a second)."""
+        hits, misses, self._hits, self._misses = self._hits, self._misses, 0, 0
         if hits:
             self.listener.near_lookup(True, hits)
+        if misses:
+            self.listener.near_lookup(False, misses)
 
     # ── the miss path ────────────────────────────────────────────────────────
 
@@ -182,6 +184,7 @@ class NearCache:
         """Read ``key`` from Valkey, on a tracked connection when one is armed (then the entry may enter L1)."""
         node = self._node_for(key)
         if node is None or not node.armed:
+            self.report_lookups()  # no heartbeat may be running to report them (tracking refused, not armed yet)
             return await self._backend.get(key)
         link, reader = node.link, node.reader
         assert link is not None and reader is not None
@@ -434,7 +437,7 @@ class NearCache:
         try:
             while True:
                 await asyncio.sleep(HEARTBEAT_S)
-                self.report_hits()
+                self.report_lookups()
                 now = time.monotonic()
                 read_timeout = self._backend.timeout_s
                 for node in list(self._nodes.values()):
@@ -465,7 +468,7 @@ class NearCache:
 
     def _close_links(self) -> None:
         """Close every connection and forget every entry (synchronous: usable from the loop's shutdown)."""
-        self.report_hits()
+        self.report_lookups()
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is not None and not heartbeat.done() and heartbeat is not _current_task():
             loop = heartbeat.get_loop()

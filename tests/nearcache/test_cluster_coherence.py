@@ -50,7 +50,7 @@ async def test_cluster_write_then_signal_then_read_is_never_stale(
     done, stale = await rounds(reader, writer, 2000, tier=tier)
     assert stale == []
     assert done >= 200
-    reader._near.report_hits()  # type: ignore[union-attr]
+    reader._near.report_lookups()  # type: ignore[union-attr]
     assert l1.hits >= done // 3, f"L1 served {l1.hits} of {done} warm reads: the test proved nothing"
 
 

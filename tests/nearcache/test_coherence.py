@@ -200,7 +200,7 @@ async def test_write_then_signal_then_read_is_never_stale(pair: tuple[AgentCache
     done, stale = await rounds(reader, writer, 3000, tier=tier)
     assert stale == []
     assert done >= 200
-    reader._near.report_hits()  # type: ignore[union-attr]
+    reader._near.report_lookups()  # type: ignore[union-attr]
     assert l1.hits >= done // 2, f"L1 served {l1.hits} of {done} warm reads: the test proved nothing"
 
 
@@ -219,7 +219,7 @@ async def test_invalidation_link_killed_is_never_stale(pair: tuple[AgentCache, W
 
     done, stale = await rounds(reader, writer, 2000, tier="llm", disrupt=kill_links)
     assert stale == []
-    reader._near.report_hits()  # type: ignore[union-attr]
+    reader._near.report_lookups()  # type: ignore[union-attr]
     assert l1.hits >= done // 4, f"L1 served {l1.hits} of {done} warm reads"
 
 
@@ -251,7 +251,7 @@ async def test_valkey_restarted_is_never_stale(valkey_server_factory: Callable[.
                 await _call_retrying(writer, _restore("llm", i))
         assert stale == []
         assert restarts == 5
-        reader._near.report_hits()  # type: ignore[union-attr]
+        reader._near.report_lookups()  # type: ignore[union-attr]
         assert l1.hits >= 50
     finally:
         writer.close()

@@ -48,7 +48,7 @@ async def test_l1_hits_are_counted_priced_and_traced(valkey_server: ServerHandle
             if near.lookup(cache.llm.key(PARAMS)) is not None:
                 break
             await asyncio.sleep(0.02)
-        near.report_hits()
+        near.report_lookups()
         exporter.clear()
         hits_before = (await cache.stats()).llm.hits
         l1_before = metric("agent_cache_near_cache_requests_total", result="hit")
