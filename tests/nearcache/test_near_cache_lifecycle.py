@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from valkey.asyncio import Valkey
 
-from agent_cache import AgentCache, LlmStoreOptions, NearCacheOptions
+from agent_cache import AgentCache, LlmStoreOptions, NearCacheOptions, TelemetryOptions
 from agent_cache.acl import acl_rule
 from agent_cache.embedded import EmbeddedValkey
 from tests.lifecycle.programs import run_program
@@ -158,12 +159,21 @@ async def test_refused_tracking_turns_l1_off_with_one_log_line(
     admin = Valkey.from_url(valkey_server.url)
     rule = acl_rule("aclnear").replace("+client|tracking", "")
     client = await _user_client(admin, valkey_server.url, "near_no", rule)
-    cache = AgentCache(client=client, name="aclnear", near_cache=NearCacheOptions(), **_QUIET)
+    registry = CollectorRegistry()
+    cache = AgentCache(
+        client=client,
+        name="aclnear",
+        near_cache=NearCacheOptions(),
+        telemetry=TelemetryOptions(registry=registry),
+        **_QUIET,
+    )
     try:
         with caplog.at_level(logging.WARNING, logger="agent_cache"):
             assert await l1_hits(cache) == 0  # every read still answered, from Valkey
         assert cache._near is not None and cache._near.refused is not None
         assert "client|tracking" in cache._near.refused.lower()
+        refused = registry.get_sample_value("agent_cache_near_cache_refused_total", {"cache_name": "aclnear"})
+        assert refused == 1
         refusals = [r for r in caplog.records if "near-cache is off" in r.getMessage()]
         assert len(refusals) == 1
     finally:
