@@ -101,3 +101,19 @@ def test_an_agentcache_resource_carries_near_cache_to_the_live_config() -> None:
     assert config.near_cache == NearCacheSetting(enabled=False, max_bytes=2**20)
     assert validate(resource(nearCache={"maxEntries": 0})) != []
     assert validate(resource(nearCache={"enabled": "yes"})) != []
+
+
+def test_bad_near_cache_options_are_one_clear_error() -> None:
+    from agent_cache import AgentCacheOptions
+
+    assert AgentCacheOptions(client=None).near_cache is None  # off by default
+    assert AgentCacheOptions(client=None, near_cache={"max_entries": 5}).near_cache == NearCacheOptions(max_entries=5)
+    for bad, named in (
+        ({"max_entries": 0}, "near_cache.max_entries"),
+        ({"max_bytes": "64MB"}, "near_cache.max_bytes"),
+        ({"max_ttl_s": -1}, "near_cache.max_ttl_s"),
+        ({"max_entires": 5}, "max_entires"),
+        ("yes", "near_cache"),
+    ):
+        with pytest.raises(ConfigurationError, match=named):
+            AgentCacheOptions(client=None, near_cache=bad)
