@@ -287,3 +287,17 @@ async def test_a_silent_link_is_trusted_about_a_second_at_most(
     finally:
         await cache.close()
         await client.aclose()
+
+
+async def test_near_cache_over_a_unix_socket(
+    valkey_server_factory: Callable[..., EmbeddedValkey], tmp_path: Path
+) -> None:
+    path = str(tmp_path / "valkey.sock")
+    valkey_server_factory(args=["--unixsocket", path, "--unixsocketperm", "700"])
+    client = Valkey(unix_socket_path=path)
+    cache = AgentCache(client=client, name="unix", near_cache=NearCacheOptions(), **_QUIET)
+    try:
+        assert await l1_hits(cache) >= 10
+    finally:
+        await cache.close()
+        await client.aclose()
