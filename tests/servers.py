@@ -272,11 +272,12 @@ async def server_command_counts(client: AnyClient) -> dict[str, int]:
 
 
 def commands_delta(
-    before: dict[str, int], after: dict[str, int], *, ignore: Sequence[str] = ("info",)
+    before: dict[str, int], after: dict[str, int], *, ignore: Sequence[str] = ("info", "replconf")
 ) -> dict[str, int]:
     """Commands the server ran between two :func:`server_command_counts` snapshots.
 
-    ``info`` is ignored by default because taking the first snapshot is itself an INFO call.
+    ``info`` is ignored by default because taking the first snapshot is itself an INFO call, and ``replconf``
+    because a cluster's replicas send it to their primary on their own (acknowledging replication).
     """
     delta = {name: calls - before.get(name, 0) for name, calls in after.items() if name not in ignore}
     return {name: calls for name, calls in delta.items() if calls > 0}

@@ -177,11 +177,12 @@ class AgentCache:
     async def stats(self) -> AgentCacheStats:
         """Counters of every instance of this cache (this process's buffered counts flushed first)."""
         with self.telemetry.span("agent_cache.stats"):
-            if self.options.config_refresh.enabled and not self.tool.policies_loaded:
+            if not self.tool.policies_loaded:
                 # Upkeep loads the live config and policies in the background: load them now, so a tool's
                 # TTL (and its recommendation) never depends on which ran first. Bad data is upkeep's to report.
                 with contextlib.suppress(AgentCacheUsageError, ConfigurationError):
-                    await self.live_config.refresh()
+                    if self.options.config_refresh.enabled:
+                        await self.live_config.refresh()
                     await self.tool.refresh_policies()
                     await self.llm.refresh_model_policies()
             await self._stats.flush()
@@ -232,15 +233,23 @@ class AgentCache:
         settled = self._discovery_settled = loop.create_future()
         self._upkeep = loop.create_task(self._run_upkeep(settled), name=f"agent-cache upkeep {self.name}")
         refresh = self.options.config_refresh
-        if refresh.enabled and refresh.subscribe:
+        watcher = self._watcher
+        running = watcher is not None and watcher.get_loop() is loop and not watcher.done()
+        if refresh.enabled and refresh.subscribe and not running:  # an upkeep restarted: still one watcher
             self._watcher = loop.create_task(
                 self.live_config.watch(lambda: self._closed), name=f"agent-cache config {self.name}"
             )
 
     async def _apply_config(self, config: CacheConfig | None) -> None:
         """Swap in a live config (None: back to the code's defaults) — all of it or none of it."""
-        await self.tool.refresh_policies()  # may raise: then nothing below changed
-        await self.llm.refresh_model_policies()
+        # An outage raises here, and nothing below changes. A malformed policy (the hash is shared with Monitor
+        # and the reference package) keeps its previous value and is reported; the rest of the config applies.
+        for what, refresh in (("tool", self.tool.refresh_policies), ("model", self.llm.refresh_model_policies)):
+            try:
+                await refresh()
+            except AgentCacheUsageError as exc:
+                self.telemetry.config_refresh_failed()
+                log.warning("agent-cache %s: skipped a malformed %s policy: %s", self.name, what, exc)
         overrides = {**self.options.cost_table, **(config.cost_overrides if config else {})}
         costs = CostTable(overrides, use_default=self.options.use_default_cost_table)
         self._ttl.live_tiers = dict(config.tiers) if config else {}
@@ -305,9 +314,10 @@ class AgentCache:
         # watches the closed flag instead of relying on CancelledError alone.
         while not self._closed:
             now = time.monotonic()
-            if refresh.enabled and now >= next_refresh:
+            if now >= next_refresh:
                 next_refresh = now + refresh_every
-                if await self._attempt("re-read the live config", self.live_config.refresh()):
+                # Policies are re-read with the live config off too: set_policy reaches every instance.
+                if not refresh.enabled or await self._attempt("re-read the live config", self.live_config.refresh()):
                     await self._attempt("re-read tool policies", self.tool.refresh_policies())
                     await self._attempt("re-read model policies", self.llm.refresh_model_policies())
             if now >= next_heartbeat:
@@ -347,6 +357,11 @@ class AgentCache:
             if isinstance(exc, AgentCacheUsageError | ConfigurationError):
                 self.telemetry.config_refresh_failed()
             log.warning("agent-cache %s: could not %s: %s", self.name, what, exc)
+            return False
+        except Exception:  # a defect must not end upkeep for good (no more flushes, heartbeats or refreshes)
+            if self._closed:
+                return False
+            log.exception("agent-cache %s: could not %s", self.name, what)
             return False
         return True
 

@@ -8,12 +8,13 @@ it). The live config's policies also come with the config itself, so they win ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from .._backend import as_text
-from .._errors import AgentCacheUsageError
+from .._errors import AgentCacheUsageError, BackendError
 from .._scripts import SET_TOOL_POLICY
 from ._context import TierContext
 from ._model_policy import (
@@ -33,6 +34,7 @@ class ModelPolicies:
         self._own: dict[str, ModelPolicy] = {}  # from the hash (set_model_policy, other instances)
         self._live: Mapping[str, ModelPolicy] = {}  # from the live config: the platform's, they win per pattern
         self._writes = 0  # bumped by set so a concurrent refresh can't undo it
+        self.loaded = False  # the hash has been read since start
         self.table = ModelPolicyTable({}, {})
 
     def _rebuild(self) -> None:
@@ -59,6 +61,12 @@ class ModelPolicies:
         self._live = dict(policies)
         self._rebuild()
 
+    async def load_first(self) -> None:
+        """Read the hash before the tier's first decision about a model (see ``ToolCache._load_policies_first``):
+        an outage is the calling operation's to report, a malformed policy upkeep's."""
+        with contextlib.suppress(BackendError, AgentCacheUsageError):
+            await self.refresh()
+
     async def refresh(self) -> None:
         """Re-read every policy; a malformed one keeps its previous value (and raises after the rest apply)."""
         writes_before = self._writes
@@ -78,5 +86,6 @@ class ModelPolicies:
                     fresh[pattern] = self._own[pattern]
         self._own = fresh
         self._rebuild()
+        self.loaded = True
         if problems:
             raise AgentCacheUsageError("; ".join(problems))

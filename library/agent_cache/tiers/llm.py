@@ -137,6 +137,8 @@ class LlmCache:
                 except UnencodableTextError as exc:
                     return LlmCacheResult(hit=False, error=ctx.unkeyable("llm", "check", exc))
             model = params["model"]
+            if not self._models.loaded:
+                await self._models.load_first()
             with ctx.telemetry.span("agent_cache.llm.check") as span:
                 if span.is_recording():
                     span.set_attributes({"cache.key": key, "cache.model": model})
@@ -247,6 +249,8 @@ class LlmCache:
             return dataclasses.replace(computed, key=None, error=error)
         model = params["model"]
         wanted = self._ctx.control_now(control)
+        if not self._models.loaded:
+            await self._models.load_first()
         if wanted is not None or (self._models.table and not self._cacheable(model)):
             return await self._get_or_compute_controlled(params, compute, options, key, wanted)
 
@@ -356,6 +360,8 @@ class LlmCache:
             if wanted is not None and wanted.no_store:
                 ctx.bypassed("llm", "no_store")
                 return key
+            if not self._models.loaded:
+                await self._models.load_first()
             policy = self._models.for_model(model)
             finish = store_finish(options)
             if policy is not None:

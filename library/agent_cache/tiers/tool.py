@@ -130,6 +130,8 @@ class ToolCache:
         the outcome is not counted but left there, for a caller that counts one outcome per logical request."""
         ctx = self._ctx
         with ctx.measured("tool", "check"):
+            if not self._loaded:
+                await self._load_policies_first()
             try:
                 _, _, key = entry_key or self._entry_key(tool_name, args)
             except UnencodableTextError as exc:
@@ -200,6 +202,8 @@ class ToolCache:
         ctx = self._ctx
         options = options or ToolStoreOptions()
         with ctx.measured("tool", "store"):
+            if not self._loaded:
+                await self._load_policies_first()
             names, digest, key = entry_key or self._entry_key(tool_name, args)
             wanted = ctx.control_now(control)
             if wanted is not None and wanted.no_store:
@@ -260,6 +264,8 @@ class ToolCache:
             return ToolCacheResult(hit=False, tool_name=tool_name, response=await compute(), error=error)
         _, _, key = entry_key
         wanted = self._ctx.control_now(control)
+        if not self._loaded:
+            await self._load_policies_first()
         if not self._cacheable(tool_name):
             if wanted is not None and wanted.only_if_cached:
                 self._ctx.bypassed("tool", "only_if_cached")
@@ -389,6 +395,14 @@ class ToolCache:
         self._loaded = True
         if problems:
             raise AgentCacheUsageError("; ".join(problems))
+
+    async def _load_policies_first(self) -> None:
+        """Read the policies hash before this instance decides anything about a tool: a tool that another
+        instance (or Monitor) set ``cacheable: false`` is never cached here, in the first moments of a process
+        or with the live config off. A Valkey outage is the calling operation's to report (it tries again next
+        time); a malformed policy is upkeep's (the others apply)."""
+        with contextlib.suppress(BackendError, AgentCacheUsageError):
+            await self.refresh_policies()
 
     async def load_policies(self) -> None:
         """Read every policy from Valkey now (the reference's name for ``refresh_policies``)."""
