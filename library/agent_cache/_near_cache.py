@@ -236,28 +236,26 @@ class NearCache:
         self._entries[key] = _Entry(value, float("inf") if ttl_s is None else sent_at + ttl_s, size, node)
         node.keys.add(key)
         self.bytes += size
-        evicted = 0
-        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
-            oldest, entry = self._entries.popitem(last=False)
-            entry.node.keys.discard(oldest)
-            self.bytes -= entry.size
-            evicted += 1
-        if evicted:
-            self.listener.near_evicted(evicted)
+        self._evict_over_limits()
         self.listener.near_size(len(self._entries), self.bytes)
 
     def resize(self, max_entries: int, max_bytes: int) -> None:
         """New limits (a live config's); entries beyond them are evicted at once, least recently used first."""
         self.max_entries, self.max_bytes = max_entries, max_bytes
+        if self._evict_over_limits():
+            self.listener.near_size(len(self._entries), self.bytes)
+
+    def _evict_over_limits(self) -> int:
+        """Evict least recently used entries until both limits hold; returns how many went (and counts them)."""
         evicted = 0
-        while self._entries and (len(self._entries) > max_entries or self.bytes > max_bytes):
+        while self._entries and (len(self._entries) > self.max_entries or self.bytes > self.max_bytes):
             oldest, entry = self._entries.popitem(last=False)
             entry.node.keys.discard(oldest)
             self.bytes -= entry.size
             evicted += 1
         if evicted:
             self.listener.near_evicted(evicted)
-            self.listener.near_size(len(self._entries), self.bytes)
+        return evicted
 
     # ── invalidation ─────────────────────────────────────────────────────────
 

@@ -13,7 +13,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .._backend import as_text
 from .._errors import AgentCacheUsageError, BackendError
 from .._scripts import SET_TOOL_POLICY
 from ._context import TierContext
@@ -26,6 +25,7 @@ from ._model_policy import (
     parse_stored,
     validate_pattern,
 )
+from ._policy_hash import parse_policy_hash
 
 
 class ModelPolicies:
@@ -73,18 +73,7 @@ class ModelPolicies:
         raw = await self._ctx.backend.command("HGETALL", model_policies_key(self._ctx.keys))
         if self._writes != writes_before:
             return  # a local set raced this read; the next refresh sees both
-        pairs: Mapping[Any, Any] = raw if isinstance(raw, Mapping) else dict(zip(raw[::2], raw[1::2], strict=True))
-        fresh: dict[str, ModelPolicy] = {}
-        problems = []
-        for field, value in pairs.items():
-            pattern = as_text(field)
-            try:
-                fresh[pattern] = parse_stored(pattern, value)
-            except AgentCacheUsageError as exc:
-                problems.append(str(exc))
-                if pattern in self._own:
-                    fresh[pattern] = self._own[pattern]
-        self._own = fresh
+        self._own, problems = parse_policy_hash(raw, parse_stored, self._own)
         self._rebuild()
         self.loaded = True
         if problems:

@@ -11,7 +11,6 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-from .._backend import as_text
 from .._codec import decode_entry, encode_entry
 from .._errors import AgentCacheUsageError, BackendError, CorruptEntryError, UnencodableTextError
 from .._keys import KeyLayout, tool_hash
@@ -20,6 +19,7 @@ from .._ttl import validate_ttl
 from ..types import ToolCacheResult, ToolPolicy, ToolStoreOptions
 from ._context import TierContext
 from ._control import CacheControl
+from ._policy_hash import parse_policy_hash
 from ._singleflight import DeferredOutcome, SingleFlight
 from ._tool_decorator import cached_tool
 
@@ -380,18 +380,7 @@ class ToolCache:
         raw = await self._ctx.backend.command("HGETALL", self._ctx.keys.tool_policies)
         if self._policy_writes != writes_before:
             return  # a local set_policy raced this read; the next refresh sees both
-        pairs: Mapping[Any, Any] = raw if isinstance(raw, Mapping) else dict(zip(raw[::2], raw[1::2], strict=True))
-        fresh: dict[str, ToolPolicy] = {}
-        problems = []
-        for field, value in pairs.items():
-            tool = as_text(field)
-            try:
-                fresh[tool] = parse_policy(tool, value)
-            except AgentCacheUsageError as exc:
-                problems.append(str(exc))
-                if tool in self._policies:
-                    fresh[tool] = self._policies[tool]
-        self._policies = fresh
+        self._policies, problems = parse_policy_hash(raw, parse_policy, self._policies)
         self._loaded = True
         if problems:
             raise AgentCacheUsageError("; ".join(problems))
