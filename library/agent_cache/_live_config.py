@@ -37,6 +37,7 @@ class LiveConfig:
         self.version: str | None = None
         self._refreshing = LoopLock()
         self._subscription: Subscription | None = None
+        self._stopped: asyncio.Event | None = None  # one per watch(): an Event belongs to the loop that waits on it
 
     async def refresh(self) -> None:
         """Read the config and apply it if its version changed; a malformed one keeps the last good."""
@@ -69,6 +70,7 @@ class LiveConfig:
         event loop cancels it at shutdown when nobody called ``close()``, and then waits for it.
         """
         task, cancelling = current_cancelling()
+        stopped = self._stopped = asyncio.Event()
         backoff = 0.5
         while not closed():
             try:
@@ -90,7 +92,9 @@ class LiveConfig:
                 log.warning(
                     "agent-cache %s: config subscription lost (%s); retrying in %.1fs", self._name, exc, backoff
                 )
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):  # close() must not wait out a backoff of up to 30 s
+                    async with asyncio.timeout(backoff):
+                        await stopped.wait()
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
     async def _refresh_keeping_subscription(self) -> None:
@@ -112,7 +116,9 @@ class LiveConfig:
             log.debug("agent-cache %s: could not close the config subscription: %s", self._name, exc)
 
     async def stop_watching(self) -> None:
-        """Interrupt a blocked read; ``watch`` then sees ``closed()`` and returns."""
+        """Interrupt a blocked read or a backoff; ``watch`` then sees ``closed()`` and returns."""
+        if self._stopped is not None:
+            self._stopped.set()
         if self._subscription is not None:
             with contextlib.suppress(AgentCacheError):
                 await self._subscription.aclose()

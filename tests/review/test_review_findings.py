@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from valkey.asyncio import Valkey
 
 from agent_cache import (
     AgentCache,
@@ -421,3 +423,35 @@ def test_a_url_from_the_environment_is_named_as_such() -> None:
         check=False,
     )
     assert "process list" in typed.stderr  # typed on the command line: the warning stays
+
+
+async def test_close_during_an_outage_ends_the_watcher_without_waiting_out_its_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With Valkey unreachable the config watcher sleeps between attempts (0.5 s doubling to 30 s), and close()
+    could not interrupt the sleep: it waited its whole grace (5 s) and then cancelled the watcher."""
+    import agent_cache.cache as cache_module
+
+    with socket.socket() as probe:  # a port nothing listens on: every connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    registry = CollectorRegistry()
+    client = Valkey(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
+    cache = AgentCache(
+        client=client,
+        name="review_outage",
+        discovery=DiscoveryOptions(enabled=False),
+        telemetry=TelemetryOptions(registry=registry),
+    )
+    await cache.tool.check("t", {})  # a miss with an error; upkeep and the watcher run
+
+    def failures() -> float:
+        labels = {"cache_name": "review_outage"}
+        return registry.get_sample_value("agent_cache_config_refresh_failed_total", labels) or 0
+
+    await _until(lambda: failures() >= 1, "the watcher lost its subscription and backed off")
+    (watcher,) = [task for task in asyncio.all_tasks() if task.get_name() == "agent-cache config review_outage"]
+    monkeypatch.setattr(cache_module, "_STOP_GRACE_S", 0.2)  # shorter than the first backoff (0.5 s)
+    await cache.close()
+    assert watcher.done() and not watcher.cancelled(), "close() had to cancel the watcher mid-backoff"
+    await client.aclose()
