@@ -2,9 +2,10 @@
 
 No modules (no RedisJSON, no RediSearch): a thread's checkpoints, channel values and pending writes sit
 in one hash plus one lexically ordered sorted set that share the thread's cluster hash tag (the layout
-is in ``_checkpoint_scripts``). Every operation on a thread is one Lua script — one round trip, atomic —
-and costs O(that thread), never O(keyspace): ``get_tuple`` reads the namespace's newest checkpoint
-from the ordered set; ``list`` pages through it newest first.
+is in ``_checkpoint_scripts``, the records' encoding in ``_checkpoint_records``). Every operation on a
+thread is one Lua script — one round trip, atomic — and costs O(that thread), never O(keyspace):
+``get_tuple`` reads the namespace's newest checkpoint from the ordered set; ``list`` pages through it
+newest first.
 
 Values go through the saver's ``serde`` (LangGraph's ``JsonPlusSerializer`` by default), so LangChain
 messages, Pydantic models, dataclasses and the rest survive — the reference saver JSON-dumped
@@ -26,9 +27,7 @@ Sync methods (``graph.invoke``) need a :class:`~agent_cache.SyncAgentCache`; wit
 
 from __future__ import annotations
 
-import base64
 import builtins
-import json
 import random
 import time
 from collections import OrderedDict
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agent_cache._backend import as_text
 from agent_cache._errors import AgentCacheUsageError, ConfigurationError
-from agent_cache._keys import decode_segment, encode_segment
+from agent_cache._keys import decode_segment
 from agent_cache._ttl import validate_ttl
 from agent_cache.sync import cache_runner
 from agent_cache.tiers._context import error_kind
@@ -48,7 +47,6 @@ from . import _checkpoint_scripts as scripts
 try:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import (
-        WRITES_IDX_MAP,
         BaseCheckpointSaver,
         ChannelVersions,
         Checkpoint,
@@ -60,6 +58,18 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigurationError('BetterDBSaver needs LangGraph: pip install "agent-cache[langgraph]"') from exc
 
+from ._checkpoint_records import (
+    checkpoint_config,
+    checkpoint_tuple,
+    configurable,
+    list_bounds,
+    matches,
+    ns_segment,
+    put_args,
+    segment,
+    write_args,
+)
+
 if TYPE_CHECKING:
     from agent_cache.cache import AgentCache
     from agent_cache.sync import SyncAgentCache
@@ -68,35 +78,6 @@ ThreadTtl = int | Literal["session"] | None
 
 _PAGE = 50
 _TRACKED_RUNS = 10_000
-
-
-def _segment(value: Any, what: str) -> str:
-    return encode_segment(str(value), what)
-
-
-def _ns_segment(checkpoint_ns: str) -> str:
-    """The root namespace ("") is the empty segment; segments never contain ':', so that is unambiguous."""
-    return encode_segment(checkpoint_ns, "checkpoint_ns") if checkpoint_ns else ""
-
-
-def _pack(typed: tuple[str, bytes]) -> str:
-    kind, data = typed
-    return f"{kind}:{base64.b64encode(data).decode('ascii')}"
-
-
-def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}
-
-
-def _configurable(config: RunnableConfig | None, what: str) -> dict[str, Any]:
-    configurable = (config or {}).get("configurable") or {}
-    if configurable.get("thread_id") in (None, ""):
-        raise AgentCacheUsageError(f"{what} needs config['configurable']['thread_id']")
-    return dict(configurable)
-
-
-def _matches(metadata: Any, filter: dict[str, Any] | None) -> bool:
-    return not filter or all(metadata.get(key) == value for key, value in filter.items())
 
 
 class BetterDBSaver(BaseCheckpointSaver[str]):
@@ -146,32 +127,6 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         finally:
             cache.telemetry.duration("session", operation, time.perf_counter() - start)
 
-    def _unpack(self, text: bytes | str) -> Any:
-        kind, _, data = as_text(text).partition(":")
-        return self.serde.loads_typed((kind, base64.b64decode(data)))
-
-    def _tuple(self, thread_id: str, record: Sequence[Any]) -> CheckpointTuple:
-        suffix, raw_envelope, blobs, writes = record
-        ns_segment = as_text(suffix).partition(":")[0]
-        checkpoint_ns = decode_segment(ns_segment)
-        envelope = json.loads(as_text(raw_envelope))
-        checkpoint: Checkpoint = self._unpack(envelope["checkpoint"])
-        values = {}
-        for i in range(0, len(blobs), 2):
-            channel = as_text(blobs[i]).split(":")[2]
-            values[decode_segment(channel)] = self._unpack(blobs[i + 1])
-        checkpoint["channel_values"] = values
-        entries = [json.loads(as_text(raw)) for raw in writes]
-        entries.sort(key=lambda w: (w["path"], w["task"], w["idx"]))  # langgraph's writes_sort_key
-        parent = envelope.get("parent")
-        return CheckpointTuple(
-            config=_config(thread_id, checkpoint_ns, checkpoint["id"]),
-            checkpoint=checkpoint,
-            metadata=self._unpack(envelope["metadata"]),
-            parent_config=_config(thread_id, checkpoint_ns, parent) if parent else None,
-            pending_writes=[(w["task"], w["channel"], self._unpack(w["value"])) for w in entries],
-        )
-
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Versions with a random fraction, like LangGraph's own savers: forks never reuse a value's key."""
         number = 0 if current is None else current if isinstance(current, int) else int(current.split(".")[0])
@@ -186,7 +141,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         return await self._runner.arun(lambda cache: self._get_tuple(cache, config))
 
     async def _get_tuple(self, cache: AgentCache, config: RunnableConfig) -> CheckpointTuple | None:
-        conf = _configurable(config, "get_tuple()")
+        conf = configurable(config, "get_tuple()")
         thread_id = str(conf["thread_id"])
         checkpoint_id = conf.get("checkpoint_id")
         with self._measured(cache, "checkpoint_get"):
@@ -194,11 +149,11 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
                 scripts.GET,
                 self._keys(cache, thread_id, with_index=False),
                 (
-                    _ns_segment(conf.get("checkpoint_ns", "")),
-                    _segment(checkpoint_id, "checkpoint_id") if checkpoint_id else "",
+                    ns_segment(conf.get("checkpoint_ns", "")),
+                    segment(checkpoint_id, "checkpoint_id") if checkpoint_id else "",
                 ),
             )
-        return None if not record else self._tuple(thread_id, record)
+        return None if not record else checkpoint_tuple(self.serde, thread_id, record)
 
     # ── list ─────────────────────────────────────────────────────────────────
 
@@ -252,33 +207,25 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
             raise AgentCacheUsageError(
                 "list() needs a config with a thread_id: listing every thread would scan the whole keyspace"
             )
-        conf = _configurable(config, "list()")
+        conf = configurable(config, "list()")
         thread_id = str(conf["thread_id"])
         if limit is not None and limit <= 0:
             return
         only_id: str | None = conf.get("checkpoint_id")
         before_id: str | None = ((before or {}).get("configurable") or {}).get("checkpoint_id")
-        checkpoint_ns: str | None = conf.get("checkpoint_ns")
-        low, high = "[c:", "(c;"
-        if checkpoint_ns is not None:
-            ns = _ns_segment(checkpoint_ns)
-            low, high = f"[c:{ns}:", f"(c:{ns};"
-            if only_id:
-                low = high = f"[c:{ns}:{_segment(only_id, 'checkpoint_id')}"
-            elif before_id:
-                high = f"(c:{ns}:{_segment(before_id, 'checkpoint_id')}"
+        low, high = list_bounds(conf.get("checkpoint_ns"), only_id, before_id)
         page = min(limit, _PAGE) if limit is not None and not filter else _PAGE
         remaining = limit
         while True:
             seen, last, *records = await fetch(thread_id, high, low, page)
             for record in records:
-                item = self._tuple(thread_id, record)
+                item = checkpoint_tuple(self.serde, thread_id, record)
                 checkpoint_id = item.checkpoint["id"]
                 if only_id and checkpoint_id != only_id:
                     continue
                 if before_id and checkpoint_id >= before_id:
                     continue
-                if not _matches(item.metadata, filter):
+                if not matches(item.metadata, filter):
                     continue
                 yield item
                 if remaining is not None:
@@ -317,40 +264,16 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        conf = _configurable(config, "put()")
+        conf = configurable(config, "put()")
         thread_id = str(conf["thread_id"])
-        checkpoint_ns: str = conf.get("checkpoint_ns", "")
-        ns = _ns_segment(checkpoint_ns)
-        body: dict[str, Any] = dict(checkpoint)
-        values = body.pop("channel_values")
         stored_metadata = get_checkpoint_metadata(config, metadata)
         run_id = stored_metadata.get("run_id")
-        run = _segment(run_id, "run id") if run_id else ""
-        envelope = {
-            "parent": conf.get("checkpoint_id"),
-            "run": run or None,
-            "blobs": [
-                f"b:{ns}:{_segment(ch, 'channel')}:{_segment(v, 'version')}"
-                for ch, v in checkpoint["channel_versions"].items()
-            ],
-            "checkpoint": _pack(self.serde.dumps_typed(body)),
-            "metadata": _pack(self.serde.dumps_typed(stored_metadata)),
-        }
-        args: builtins.list[str | int] = [
-            self._thread_ttl(cache) or "",
-            f"{ns}:{_segment(checkpoint['id'], 'checkpoint_id')}",
-            json.dumps(envelope, separators=(",", ":")),
-            run,
-        ]
-        for channel, version in new_versions.items():
-            if channel in values:
-                args.append(f"b:{ns}:{_segment(channel, 'channel')}:{_segment(version, 'version')}")
-                args.append(_pack(self.serde.dumps_typed(values[channel])))
+        args = put_args(self.serde, conf, checkpoint, stored_metadata, new_versions, self._thread_ttl(cache))
         with self._measured(cache, "checkpoint_put"):
             first_of_run = await cache.backend.run_script(scripts.PUT, self._keys(cache, thread_id), args)
             if run_id:
                 await self._register_run(cache, str(run_id), thread_id, listed=not int(first_of_run))
-        return _config(thread_id, checkpoint_ns, checkpoint["id"])
+        return checkpoint_config(thread_id, conf.get("checkpoint_ns", ""), checkpoint["id"])
 
     async def _register_run(self, cache: AgentCache, run_id: str, thread_id: str, *, listed: bool = False) -> None:
         """Add the thread to the run's index, after its checkpoint is written.
@@ -392,25 +315,11 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
     ) -> None:
         """All writes of one call land together (one script); a repeated (task, index) keeps the first value,
         except the special channels (errors, interrupts...), whose latest value wins — as in LangGraph's savers."""
-        conf = _configurable(config, "put_writes()")
+        conf = configurable(config, "put_writes()")
         if not conf.get("checkpoint_id"):
             raise AgentCacheUsageError("put_writes() needs config['configurable']['checkpoint_id']")
         thread_id = str(conf["thread_id"])
-        prefix = (
-            f"w:{_ns_segment(conf.get('checkpoint_ns', ''))}:{_segment(conf['checkpoint_id'], 'checkpoint_id')}:"
-            f"{_segment(task_id, 'task id')}:"
-        )
-        args: builtins.list[str | int] = [self._thread_ttl(cache) or ""]
-        for position, (channel, value) in enumerate(writes):
-            idx = WRITES_IDX_MAP.get(channel, position)
-            entry = {
-                "task": task_id,
-                "channel": channel,
-                "path": task_path,
-                "idx": idx,
-                "value": _pack(self.serde.dumps_typed(value)),
-            }
-            args += [f"{prefix}{idx}", json.dumps(entry, separators=(",", ":")), "1" if idx < 0 else "0"]
+        args = write_args(self.serde, conf, writes, task_id, task_path, self._thread_ttl(cache))
         if len(args) == 1:
             return
         with self._measured(cache, "checkpoint_put_writes"):
@@ -467,7 +376,7 @@ class BetterDBSaver(BaseCheckpointSaver[str]):
             by_thread: dict[str, builtins.list[str]] = {}
             for run, threads in zip(runs, read, strict=True):
                 for thread in threads:
-                    by_thread.setdefault(thread, []).append(_segment(run, "run id"))
+                    by_thread.setdefault(thread, []).append(segment(run, "run id"))
             for thread_id, tokens in by_thread.items():
                 await backend.run_script(scripts.DELETE_RUNS, self._keys(cache, thread_id), tokens)
             for run in runs:
