@@ -101,7 +101,8 @@ class TierModel(RuleBasedStateMachine):
                             default_ttl=DEFAULT_TTL,
                             tier_defaults=_tier_defaults(name),
                             telemetry=TelemetryOptions(registry=self.registry),
-                            reliability={"on_error": "raise"},
+                            # Semantics, not timeouts: a loaded machine may stall a reply past the default 1 s.
+                            reliability={"on_error": "raise", "timeout_s": 10.0},
                         )
                     )
 
