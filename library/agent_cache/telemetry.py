@@ -108,6 +108,7 @@ SPANS: dict[str, tuple[str, ...]] = {
     "agent_cache.session.get": ("cache.key", "cache.thread_id", "cache.field", "cache.hit"),
     "agent_cache.session.set": ("cache.key", "cache.thread_id", "cache.field", "cache.ttl", "cache.bytes"),
     "agent_cache.session.get_all": ("cache.thread_id", "cache.field_count"),
+    "agent_cache.session.scan_fields_by_prefix": ("cache.thread_id", "cache.field_prefix", "cache.field_count"),
     "agent_cache.session.delete": ("cache.key", "cache.thread_id", "cache.field", "cache.deleted_count"),
     "agent_cache.session.destroy_thread": ("cache.thread_id", "cache.deleted_count"),
     "agent_cache.session.touch": ("cache.thread_id", "cache.touched_count_approx"),

@@ -31,7 +31,7 @@ from ._singleflight import DeferredOutcome, SingleFlight
 
 _INDEX_BATCH = 500
 _CLOCK_MARGIN_MS = 60_000  # how far the clocks of two cluster nodes may disagree
-_SPAN_NAMES = {operation: f"agent_cache.llm.{operation}" for operation in ("store", "store_multipart")}
+_SPAN_NAMES = {"store": "agent_cache.llm.store", "store_multipart": "agent_cache.llm.store_multipart"}
 
 
 @dataclass
