@@ -11,8 +11,9 @@ import pytest
 from valkey.asyncio import Valkey
 
 from agent_cache import ConfigurationError, ToolPolicy
-from agent_cache.commands.config import parse_resource
+from agent_cache.commands.config import SPEC_FIELDS, parse_resource
 from agent_cache.config import CacheConfig, apply_config, read_config
+from agent_cache_operator.crd import spec_schema
 from agent_cache_operator.spec import parse_spec
 from tests.cli.conftest import Populated, make_cache
 from tests.cli.running import agent_cache
@@ -92,6 +93,16 @@ def test_unknown_fields_are_found_at_every_level_and_foreign_api_versions_warned
     typo = RESOURCE.replace("send_email: {cacheable: false}", "send_email: {cachable: false}")
     assert parse_resource(typo, "f").unknown == ("spec.toolPolicies.send_email.cachable",)
     assert parse_resource(RESOURCE, "f").unknown == ()
+
+
+def test_every_field_of_the_crd_is_a_field_here() -> None:
+    """config apply refused spec.modelPolicies and spec.nearCache, which the CRD has, as "not AgentCache fields"."""
+    assert set(spec_schema()["properties"]) == SPEC_FIELDS
+    text = RESOURCE + '  modelPolicies:\n    "gpt-4o*": {ttl: 7200}\n  nearCache: {enabled: true, maxEntries: 500}\n'
+    resource = parse_resource(text, "f")
+    assert resource.unknown == ()
+    assert resource.config.model_policies["gpt-4o*"].ttl == 7200
+    assert resource.config.near_cache is not None and resource.config.near_cache.max_entries == 500
 
 
 # ── against Valkey ─────────────────────────────────────────────────────────────

@@ -30,8 +30,20 @@ from ._terminal import EXIT_CODES_HELP, CommandError, ExitCode, print_json
 API_GROUP = "agentcache.dev"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "AgentCache"
+# The AgentCache CRD's spec fields (tests/cli/test_cli_config.py keeps this equal to the operator's schema).
 SPEC_FIELDS = frozenset(
-    {"prefix", "valkey", "defaultTTL", "tiers", "toolPolicies", "costOverrides", "monitoring", "deletionPolicy"}
+    {
+        "prefix",
+        "valkey",
+        "defaultTTL",
+        "tiers",
+        "toolPolicies",
+        "modelPolicies",
+        "costOverrides",
+        "nearCache",
+        "monitoring",
+        "deletionPolicy",
+    }
 )
 _WAIT_POLL_S = 0.25
 
