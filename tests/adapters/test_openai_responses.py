@@ -12,7 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseIncompleteEvent
 
-from agent_cache import AgentCache, LlmStoreOptions
+from agent_cache import AgentCache, CacheMissError, LlmStoreOptions
 from agent_cache._keys import llm_hash
 from agent_cache.adapters.openai_responses import (
     UncacheableResponseError,
@@ -355,3 +355,25 @@ async def test_requests_in_a_server_side_conversation_are_never_cached(
     await cached_create(cache, client.responses.create, **request)
     assert provider.calls(PATH) == 2  # the conversation may have changed between the two calls
     assert (await cache.stats()).llm.total == 0
+
+
+async def test_a_background_request_is_never_answered_from_the_cache(
+    cache: AgentCache, client: AsyncOpenAI, provider: ProviderServer
+) -> None:
+    """``background=True`` asks for a queued response to poll: a finished answer from the cache would be the wrong
+    kind of object, so the request always goes to the provider — and under only_if_cached it raises instead. A
+    streamed background request that completes is stored like any other (its events ended in the answer)."""
+    request = {"model": "gpt-5", "input": "Weather in Sofia?", "tools": [TOOL], "background": True}
+    provider.reply_sse(response_events(response_body(OUTPUT, tools=[TOOL])))
+    streamed = await cached_create(cache, client.responses.create, stream=True, **request)
+    [_ async for _ in streamed]
+    assert (await cache.llm.check(await prepare_params(request))).hit  # stored under the background request's key
+
+    provider.reply_json({**response_body([], tools=[TOOL], status="queued"), "background": True})
+    queued = await cached_create(cache, client.responses.create, **request)
+    assert queued.status == "queued"
+    assert provider.calls(PATH) == 2
+
+    with cache.control(only_if_cached=True), pytest.raises(CacheMissError):
+        await cached_create(cache, client.responses.create, **request)
+    assert provider.calls(PATH) == 2
