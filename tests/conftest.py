@@ -87,6 +87,21 @@ def redis7_server() -> Iterator[EmbeddedValkey]:
 
 
 @pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, str]:
+    """A private CA and what Redis 7's TLS needs: ``ca``, ``server`` (for 127.0.0.1 and localhost) and ``client``
+    (key and certificate chain in one PEM each). Skips where Debian's redis-server (built with TLS) is absent."""
+    if not Path(REDIS7_BINARY).exists():
+        pytest.skip(f"{REDIS7_BINARY} (Debian redis-server, built with TLS) is not installed")
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    files = {"ca": tmp_path / "ca.pem", "server": tmp_path / "server.pem", "client": tmp_path / "client.pem"}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(files["server"]))
+    ca.issue_cert("agent-cache-client").private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
+    return {name: str(path) for name, path in files.items()}
+
+
+@pytest.fixture
 def valkey_server_factory() -> Iterator[Callable[..., EmbeddedValkey]]:
     """Private servers for tests that kill, pause, restart or reconfigure one: ``factory(args=[...])``."""
     started: list[EmbeddedValkey] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -281,3 +282,11 @@ def commands_delta(
     """
     delta = {name: calls - before.get(name, 0) for name, calls in after.items() if name not in ignore}
     return {name: calls for name, calls in delta.items() if calls > 0}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released): for a server to start on, or to be refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +27,7 @@ from agent_cache.adapters.openai import (
 )
 from tests.adapters.conftest import ProviderServer
 from tests.adapters.wire import chat_chunks, chat_completion, function_call
+from tests.servers import free_port
 
 pytestmark = pytest.mark.valkey
 
@@ -436,9 +436,7 @@ def test_blocks_round_trip_to_the_sdk_type() -> None:
 
 
 async def test_a_valkey_outage_never_costs_the_caller_its_answer(client: AsyncOpenAI, provider: ProviderServer) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there: every connection is refused at once
     dead = Valkey(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
     cache = AgentCache(client=dead, name="down", telemetry=TelemetryOptions(registry=CollectorRegistry()))
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from agent_cache.acl import acl_rule
 from agent_cache.embedded import EmbeddedCluster
 from tests.cli.conftest import TOOL_CALLS, Populated, make_cache, populate
 from tests.cli.running import agent_cache
-from tests.servers import REDIS7_BINARY, cluster_client, flush_all_primaries
+from tests.servers import REDIS7_BINARY, cluster_client, flush_all_primaries, free_port
 
 
 @pytest.fixture
@@ -48,24 +47,11 @@ def test_stats_invalidate_and_flush_on_a_cluster(cluster_url: str) -> None:
     assert after.returncode == 3  # the counters went with the flush, on every primary
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def tls_server(valkey_server_factory: Callable[..., Any], tmp_path: Path) -> tuple[Any, int, Path]:
+def tls_server(valkey_server_factory: Callable[..., Any], tls_files: dict[str, str]) -> tuple[Any, int, Path]:
     """Redis 7 with a TLS port whose certificate a private CA signed: (server, TLS port, CA file)."""
-    if not Path(REDIS7_BINARY).exists():
-        pytest.skip(f"{REDIS7_BINARY} (Debian redis-server, built with TLS) is not installed")
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_pem, ca_pem = tmp_path / "server.pem", tmp_path / "ca.pem"
-    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
-    ca.cert_pem.write_to_path(str(ca_pem))
-    tls_port = _free_port()
+    server_pem, ca_pem = Path(tls_files["server"]), Path(tls_files["ca"])
+    tls_port = free_port()
     server = valkey_server_factory(
         binary=REDIS7_BINARY,
         args=["--tls-port", str(tls_port), "--tls-cert-file", str(server_pem), "--tls-key-file", str(server_pem),

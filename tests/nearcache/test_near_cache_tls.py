@@ -4,17 +4,14 @@ the client's own TLS settings, L1 answers, and another client's overwrite reache
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from valkey.asyncio import Valkey
 
 from agent_cache import AgentCache, NearCacheOptions
-from tests.servers import REDIS7_BINARY
+from tests.servers import REDIS7_BINARY, free_port
 
 pytestmark = [pytest.mark.valkey, pytest.mark.redis]
 
@@ -22,31 +19,11 @@ _QUIET: dict[str, Any] = {"config_refresh": {"enabled": False}, "discovery": {"e
 PARAMS = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> dict[str, str]:
-    if not os.path.exists(REDIS7_BINARY):
-        pytest.skip(f"{REDIS7_BINARY} (Debian redis-server, built with TLS) is not installed")
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    files = {"ca": tmp_path / "ca.pem", "server": tmp_path / "server.pem", "client": tmp_path / "client.pem"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(files["server"]))
-    ca.issue_cert("agent-cache-client").private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
-    return {name: str(path) for name, path in files.items()}
-
-
 @pytest.mark.parametrize("mutual", [False, True], ids=["server-auth", "mutual-tls"])
 async def test_near_cache_over_tls(
     valkey_server_factory: Callable[..., Any], tls_files: dict[str, str], mutual: bool
 ) -> None:
-    port = _free_port()
+    port = free_port()
     valkey_server_factory(
         binary=REDIS7_BINARY,
         args=[

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -24,18 +23,12 @@ from valkey.asyncio import Valkey
 from agent_cache import AgentCache, TelemetryOptions, _memory
 from agent_cache.embedded import EmbeddedValkey
 from tests.observability.conftest import ROOT
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.valkey, pytest.mark.prometheus]
 
 NAME = "evicted_bot"
 DEADLINE_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _query(base: str, expr: str) -> list[dict[str, Any]]:
@@ -69,7 +62,7 @@ def scraped_registry(prometheus_bin: str, tmp_path: Path) -> Iterator[tuple[Coll
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             prometheus_bin,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -27,6 +26,7 @@ from agent_cache_operator.bundle import prometheus_rule_groups
 from agent_cache_operator.metrics import OperatorMetrics
 from tests.observability.conftest import ROOT
 from tests.observability.live_workload import CACHE, drive
+from tests.servers import free_port
 
 NAMESPACE = "shop"
 OPERATOR_NAMESPACE = "agent-cache-system"
@@ -44,13 +44,6 @@ VARIABLES = {
 class Failure:
     reason: str
     metric_result: str
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(base: str, path: str, **params: str) -> Any:
@@ -79,7 +72,7 @@ def prometheus(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) ->
     registry = CollectorRegistry()
     cache_server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
     operator = _operator_metrics()
-    operator_port = _free_port()
+    operator_port = free_port()
     operator.serve(operator_port, "127.0.0.1")
     stop = threading.Event()
     workload = threading.Thread(target=lambda: asyncio.run(drive(valkey.url, registry, stop)), daemon=True)
@@ -111,7 +104,7 @@ def prometheus(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) ->
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = (tmp / "prometheus.log").open("w")
     process = subprocess.Popen(
         [

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import ssl
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +13,7 @@ from agent_cache import BackendError, LlmStoreOptions, ToolPolicy, ToolStoreOpti
 from agent_cache.acl import acl_rule
 from agent_cache.config import CacheConfig, apply_config
 from tests.reliability.conftest import make_cache
-from tests.servers import REDIS7_BINARY
+from tests.servers import REDIS7_BINARY, free_port
 
 pytestmark = pytest.mark.valkey
 
@@ -73,34 +70,12 @@ async def test_a_least_privilege_acl_user_can_run_everything(valkey_server_facto
     await admin.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> dict[str, str]:
-    if not os.path.exists(REDIS7_BINARY):
-        pytest.skip(f"{REDIS7_BINARY} (Debian redis-server, built with TLS) is not installed")
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_cert = ca.issue_cert("127.0.0.1", "localhost")
-    client_cert = ca.issue_cert("agent-cache-client")
-    files = {"ca": tmp_path / "ca.pem", "server": tmp_path / "server.pem", "client": tmp_path / "client.pem"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    server_cert.private_key_and_cert_chain_pem.write_to_path(str(files["server"]))
-    client_cert.private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
-    return {name: str(path) for name, path in files.items()}
-
-
 @pytest.mark.redis
 @pytest.mark.parametrize("mutual", [False, True], ids=["server-auth", "mutual-tls"])
 async def test_tls_connections(
     valkey_server_factory: Callable[..., Any], tls_files: dict[str, str], mutual: bool
 ) -> None:
-    tls_port = _free_port()
+    tls_port = free_port()
     valkey_server_factory(
         binary=REDIS7_BINARY,
         args=[

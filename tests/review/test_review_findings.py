@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,11 @@ from agent_cache import (
 )
 from agent_cache.cli import build_parser
 from agent_cache.config import CacheConfig, apply_config
+from tests.cli.running import agent_cache
 from tests.lifecycle.programs import run_program
 from tests.operator.conftest import OPERATOR
 from tests.reliability.conftest import make_cache
-from tests.servers import ServerHandle
+from tests.servers import ServerHandle, free_port
 
 pytestmark = pytest.mark.valkey
 
@@ -389,13 +389,7 @@ def test_the_cli_reads_a_registry_holding_a_field_that_is_not_utf8(valkey_server
         client.hset("__betterdb:caches", "review_cli", '{"type": "agent_cache", "prefix": "review_cli"}')
         client.hset("review_cli:__stats", "llm:hits", 2)
         for command in (["caches"], ["stats", "--name", "review_cli"]):
-            result = subprocess.run(
-                ["agent-cache", *command, "--url", valkey_server.url],
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            result = agent_cache(*command, "--url", valkey_server.url)
             assert result.returncode == 0, result.stderr[-2000:]
             assert "Traceback" not in result.stderr
             assert "review_cli" in result.stdout
@@ -407,21 +401,14 @@ def test_the_cli_reads_a_registry_holding_a_field_that_is_not_utf8(valkey_server
 def test_a_url_from_the_environment_is_named_as_such() -> None:
     """With $AGENT_CACHE_URL (no --url), a bad URL was reported as "--url '...'" — an option the user never typed —
     and a password in it drew the warning that --url is visible in the process list, which the environment is not."""
-    env = {**os.environ, "AGENT_CACHE_URL": "valkey://localhost:abc"}
-    bad = subprocess.run(["agent-cache", "caches"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    bad = agent_cache("caches", env={"AGENT_CACHE_URL": "valkey://localhost:abc"})
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: $AGENT_CACHE_URL 'valkey://localhost:abc': the port must be"), bad.stderr
-    env["AGENT_CACHE_URL"] = "valkey://:secret@127.0.0.1:1"  # nothing listens: it fails after the warning would be
-    quiet = subprocess.run(["agent-cache", "caches"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    # Nothing listens on port 1: it fails after the warning would have been printed.
+    quiet = agent_cache("caches", env={"AGENT_CACHE_URL": "valkey://:secret@127.0.0.1:1"})
     assert quiet.returncode == 2 and "cannot reach Valkey" in quiet.stderr, quiet.stderr
     assert "process list" not in quiet.stderr and "secret" not in quiet.stderr
-    typed = subprocess.run(
-        ["agent-cache", "caches", "--url", "valkey://:secret@127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    typed = agent_cache("caches", "--url", "valkey://:secret@127.0.0.1:1")
     assert "process list" in typed.stderr  # typed on the command line: the warning stays
 
 
@@ -432,9 +419,7 @@ async def test_close_during_an_outage_ends_the_watcher_without_waiting_out_its_b
     could not interrupt the sleep: it waited its whole grace (5 s) and then cancelled the watcher."""
     import agent_cache.cache as cache_module
 
-    with socket.socket() as probe:  # a port nothing listens on: every connection is refused at once
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there: every connection is refused at once
     registry = CollectorRegistry()
     client = Valkey(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
     cache = AgentCache(
