@@ -51,6 +51,14 @@ def _graph(saver: BetterDBSaver) -> Any:
     return builder.compile(checkpointer=saver)
 
 
+async def _least_privilege_user(server: Any, name: str = NAME) -> tuple[Valkey, Valkey]:
+    """An admin client, and one logged in as the user ``acl_rule(name)`` describes (the ACL LOG emptied first)."""
+    admin = Valkey.from_url(server.url)
+    await admin.execute_command("ACL", "SETUSER", "agent", "on", ">s3cret", *acl_rule(name).split())
+    await admin.execute_command("ACL", "LOG", "RESET")
+    return admin, Valkey.from_url(server.url, username="agent", password="s3cret")
+
+
 async def _tiers(cache: AgentCache) -> None:
     await cache.llm.check(PARAMS)
     await cache.llm.store(PARAMS, "x", LlmStoreOptions(tokens={"input": 1, "output": 1}))
@@ -115,10 +123,7 @@ async def test_every_public_operation_runs_as_the_least_privilege_user(
     valkey_server_factory: Callable[..., Any],
 ) -> None:
     server = valkey_server_factory()
-    admin = Valkey.from_url(server.url)
-    await admin.execute_command("ACL", "SETUSER", "agent", "on", ">s3cret", *acl_rule(NAME).split())
-    await admin.execute_command("ACL", "LOG", "RESET")
-    client = Valkey.from_url(server.url, username="agent", password="s3cret")
+    admin, client = await _least_privilege_user(server)
     cache = AgentCache(
         client=client,
         name=NAME,
@@ -150,11 +155,9 @@ async def test_the_user_reaches_no_other_cache_not_even_one_named_under_its_own(
     valkey_server_factory: Callable[..., Any],
 ) -> None:
     server = valkey_server_factory()
-    admin = Valkey.from_url(server.url)
-    await admin.execute_command("ACL", "SETUSER", "agent", "on", ">s3cret", *acl_rule("fl").split())
+    admin, client = await _least_privilege_user(server, "fl")
     for other in ("fl:x:__stats", "fl:x:llm:" + "a" * 64, "other_app:secret", "flx:__stats"):
         await admin.set(other, "x")
-    client = Valkey.from_url(server.url, username="agent", password="s3cret")
     for forbidden in (
         ("GET", "fl:x:__stats"),
         ("GET", "fl:x:llm:" + "a" * 64),
@@ -174,10 +177,7 @@ async def test_the_user_reaches_no_other_cache_not_even_one_named_under_its_own(
 
 async def test_the_near_cache_runs_as_the_least_privilege_user(valkey_server_factory: Callable[..., Any]) -> None:
     server = valkey_server_factory()
-    admin = Valkey.from_url(server.url)
-    await admin.execute_command("ACL", "SETUSER", "agent", "on", ">s3cret", *acl_rule(NAME).split())
-    await admin.execute_command("ACL", "LOG", "RESET")
-    client = Valkey.from_url(server.url, username="agent", password="s3cret")
+    admin, client = await _least_privilege_user(server)
     cache = AgentCache(
         client=client,
         name=NAME,
@@ -205,9 +205,7 @@ async def test_the_near_cache_runs_as_the_least_privilege_user(valkey_server_fac
 
 async def test_the_cli_runs_as_the_least_privilege_user(valkey_server_factory: Callable[..., Any]) -> None:
     server = valkey_server_factory()
-    admin = Valkey.from_url(server.url)
-    await admin.execute_command("ACL", "SETUSER", "agent", "on", ">s3cret", *acl_rule(NAME).split())
-    client = Valkey.from_url(server.url, username="agent", password="s3cret")
+    admin, client = await _least_privilege_user(server)
     cache = AgentCache(client=client, name=NAME, telemetry=TelemetryOptions(registry=CollectorRegistry()))
     await cache.ensure_discovery_ready()
     await _tiers(cache)
