@@ -65,7 +65,9 @@ class NearCacheListener(Protocol):
     def near_size(self, entries: int, size: int) -> None: ...
 
 
-class _Silent:
+class SilentListener:
+    """A listener that ignores every event (no telemetry wired in); subclass it to watch one kind."""
+
     def near_started(self) -> None:
         pass
 
@@ -134,7 +136,7 @@ class NearCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_ttl_s = max_ttl_s
-        self.listener: NearCacheListener = listener or _Silent()
+        self.listener: NearCacheListener = listener or SilentListener()
         self.listener.near_started()
         self._hits = self._misses = 0  # lookups not yet reported to the listener
         self._entries: OrderedDict[str, _Entry] = OrderedDict()

@@ -18,6 +18,7 @@ import pytest
 from valkey.asyncio import Valkey, ValkeyCluster
 
 from agent_cache import AgentCache, NearCacheOptions
+from agent_cache._near_cache import SilentListener
 from agent_cache.embedded import EmbeddedValkey
 from tests.nearcache.writers import WriterThread
 from tests.servers import ServerHandle
@@ -29,30 +30,17 @@ _KEYS = 6
 _TIME_BOUND_S = 40.0
 
 
-class L1Counter:
+class L1Counter(SilentListener):
+    """Counts L1 lookups as they happen (the telemetry listener reports them in batches)."""
+
     def __init__(self) -> None:
         self.hits = self.misses = 0
-
-    def near_started(self) -> None:
-        pass
 
     def near_lookup(self, hit: bool, count: int = 1) -> None:
         if hit:
             self.hits += count
         else:
             self.misses += count
-
-    def near_invalidated(self, count: int) -> None:
-        pass
-
-    def near_evicted(self, count: int) -> None:
-        pass
-
-    def near_refused(self, reason: str) -> None:
-        pass
-
-    def near_size(self, entries: int, size: int) -> None:
-        pass
 
 
 def counted(cache: AgentCache) -> L1Counter:
