@@ -56,10 +56,6 @@ class LookupAccounting:
         self._tool_fields: dict[str, tuple[str, str, str]] = {}
         self._tenant_fields: dict[str, _TenantFields] = {}
 
-    def tool_label(self, tool_name: str) -> str:
-        """The tool's name as a label or field: itself, or ``other`` past the limit."""
-        return self.tools.admit(tool_name)
-
     def _tenant_now(self) -> _TenantFields | None:
         encoded = self._tenant.get()
         if not encoded:
