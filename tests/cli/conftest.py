@@ -30,6 +30,7 @@ from agent_cache import (
     AgentCacheOptions,
     AgentCacheStats,
     LlmStoreOptions,
+    ReliabilityOptions,
     TelemetryOptions,
     TierDefaults,
     ToolPolicy,
@@ -46,13 +47,14 @@ TOOL_CALLS = {  # tool: (hits, misses)
 }
 
 
-def make_cache(client: Valkey, name: str = NAME) -> AgentCache:
+def make_cache(client: Valkey, name: str = NAME, reliability: ReliabilityOptions | None = None) -> AgentCache:
     return AgentCache(
         AgentCacheOptions(
             client=client,
             name=name,
             tier_defaults={"tool": TierDefaults(ttl=300), "llm": TierDefaults(ttl=3600)},
             telemetry=TelemetryOptions(registry=CollectorRegistry()),
+            reliability=reliability or ReliabilityOptions(),
         )
     )
 
