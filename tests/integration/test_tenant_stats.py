@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from valkey.asyncio import Valkey
 
-from agent_cache import AgentCache, DiscoveryOptions, LlmStoreOptions, TelemetryOptions, ToolStoreOptions
+from agent_cache import (
+    AgentCache,
+    DiscoveryOptions,
+    LlmStoreOptions,
+    ReliabilityOptions,
+    TelemetryOptions,
+    ToolStoreOptions,
+)
 from agent_cache._errors import ConfigurationError
 from agent_cache.types import ModelCost
 from tests.integration.conftest import MakeCache, Observed
@@ -101,7 +108,11 @@ async def test_get_or_compute_counts_its_outcome_for_the_callers_tenant(cache: A
 async def test_ten_thousand_invented_tool_names_give_at_most_n_plus_one_labels_and_fields(
     make_cache: MakeCache, observed: Observed, backend_client: Any
 ) -> None:
-    cache = make_cache(telemetry=TelemetryOptions(registry=observed.registry, max_names=5))
+    cache = make_cache(
+        telemetry=TelemetryOptions(registry=observed.registry, max_names=5),
+        # A lookup that timed out on a loaded machine would be an error, not a miss: make it raise instead.
+        reliability=ReliabilityOptions(timeout_s=30, on_error="raise"),
+    )
     for start in range(0, 10_000, 500):
         await asyncio.gather(*(cache.tool.check(f"invented_{i}", {"q": i}) for i in range(start, start + 500)))
     for i in (0, 1, 9_999):  # stores set the TTL gauge: bounded the same way
