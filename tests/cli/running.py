@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -23,6 +24,13 @@ AGENT_CACHE = str(Path(sys.executable).with_name("agent-cache"))
 _DROPPED = {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR", "COLUMNS", "LINES"}
 PLAIN_ENV = {k: v for k, v in os.environ.items() if k not in _DROPPED and not k.startswith("AGENT_CACHE_")}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def as_in_the_foreground() -> None:
+    """``preexec_fn`` for a child that is sent Ctrl-C: SIGINT at its default, as a program started from a terminal
+    has it. Under a shell's ``&`` the tests inherit SIGINT ignored, and so would the child (Python then never
+    raises ``KeyboardInterrupt``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def agent_cache(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -13,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +21,8 @@ from valkey.asyncio import Valkey
 from agent_cache import AgentCache, AgentCacheOptions, TelemetryOptions
 from agent_cache.demo import WorkloadProgress, run_workload
 from agent_cache.demo.workload import TIER_DEFAULTS, TOOLS
+from tests.cli.running import AGENT_CACHE, PLAIN_ENV, as_in_the_foreground
 
-AGENT_CACHE = str(Path(sys.executable).with_name("agent-cache"))
-# rich decides on colour from the environment too; the tests want what a plain pipe gets.
-PLAIN_ENV = {k: v for k, v in os.environ.items() if k not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"}}
 SUMMARY_FIELDS = {
     "cache_name",
     "requests",
@@ -173,7 +169,14 @@ def read_until(stream: Any, pattern: str) -> re.Match[str]:
 
 def start_demo(*args: str) -> subprocess.Popen[str]:
     command = [AGENT_CACHE, "demo", "--json", "--metrics-port", "0", *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=PLAIN_ENV)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=PLAIN_ENV,
+        preexec_fn=as_in_the_foreground,  # the tests send it Ctrl-C
+    )
 
 
 @pytest.mark.valkey
