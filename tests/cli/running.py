@@ -26,11 +26,22 @@ PLAIN_ENV = {k: v for k, v in os.environ.items() if k not in _DROPPED and not k.
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
-def as_in_the_foreground() -> None:
-    """``preexec_fn`` for a child that is sent Ctrl-C: SIGINT at its default, as a program started from a terminal
-    has it. Under a shell's ``&`` the tests inherit SIGINT ignored, and so would the child (Python then never
-    raises ``KeyboardInterrupt``)."""
+def _as_in_the_foreground() -> None:
+    """SIGINT at its default, as a program started from a terminal has it. Under a shell's ``&`` the tests
+    inherit SIGINT ignored, and so would the child (Python then never raises ``KeyboardInterrupt``)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_agent_cache(*args: str) -> subprocess.Popen[str]:
+    """Start the installed command on pipes, for a test that talks to it while it runs or sends it Ctrl-C."""
+    return subprocess.Popen(
+        [AGENT_CACHE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=PLAIN_ENV,
+        preexec_fn=_as_in_the_foreground,
+    )
 
 
 def agent_cache(

@@ -6,12 +6,11 @@ import os
 import re
 import signal
 import socket
-import subprocess
 
 import pytest
 import valkey
 
-from tests.cli.running import AGENT_CACHE, PLAIN_ENV, agent_cache, as_in_the_foreground
+from tests.cli.running import agent_cache, start_agent_cache
 
 pytestmark = pytest.mark.valkey
 
@@ -31,15 +30,7 @@ def pid_is_alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
 def test_serves_until_stopped_and_leaves_nothing_behind(stop_with: signal.Signals) -> None:
-    command = [AGENT_CACHE, "server", "--port", "0"]
-    with subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=PLAIN_ENV,
-        preexec_fn=as_in_the_foreground,
-    ) as server:
+    with start_agent_cache("server", "--port", "0") as server:
         try:
             assert server.stdout is not None
             first = server.stdout.readline()
@@ -69,15 +60,7 @@ def test_a_taken_port_is_one_error_line(valkey_url: str) -> None:
 
 
 def test_a_server_that_dies_is_reported_with_exit_1() -> None:
-    command = [AGENT_CACHE, "server", "--port", "0"]
-    with subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=PLAIN_ENV,
-        preexec_fn=as_in_the_foreground,
-    ) as server:
+    with start_agent_cache("server", "--port", "0") as server:
         try:
             assert server.stdout is not None
             match = re.search(r"\(pid (\d+)\)", server.stdout.readline())

@@ -21,7 +21,7 @@ from valkey.asyncio import Valkey
 from agent_cache import AgentCache, AgentCacheOptions, TelemetryOptions
 from agent_cache.demo import WorkloadProgress, run_workload
 from agent_cache.demo.workload import TIER_DEFAULTS, TOOLS
-from tests.cli.running import AGENT_CACHE, PLAIN_ENV, as_in_the_foreground
+from tests.cli.running import agent_cache, start_agent_cache
 
 SUMMARY_FIELDS = {
     "cache_name",
@@ -108,15 +108,9 @@ async def test_the_same_seed_asks_the_same_questions(demo_cache: AgentCache) -> 
     assert runs[0] == runs[1]
 
 
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [AGENT_CACHE, *args], capture_output=True, text=True, timeout=timeout, env=PLAIN_ENV, check=False
-    )
-
-
 @pytest.mark.valkey
 def test_demo_command_prints_a_json_summary_with_an_embedded_server() -> None:
-    done = run_cli("demo", "--requests", "150", "--speed", "0", "--json", "--metrics-port", "0")
+    done = agent_cache("demo", "--requests", "150", "--speed", "0", "--json", "--metrics-port", "0", timeout=120)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert SUMMARY_FIELDS <= summary.keys()
@@ -129,7 +123,7 @@ def test_demo_command_prints_a_json_summary_with_an_embedded_server() -> None:
 
 
 def test_unreachable_valkey_is_one_line_and_exit_code_2() -> None:
-    done = run_cli("demo", "--url", "valkey://127.0.0.1:1", "--speed", "0", "--metrics-port", "0")
+    done = agent_cache("demo", "--url", "valkey://127.0.0.1:1", "--speed", "0", "--metrics-port", "0", timeout=120)
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -138,9 +132,8 @@ def test_unreachable_valkey_is_one_line_and_exit_code_2() -> None:
 
 @pytest.mark.valkey
 def test_tables_on_a_pipe_have_no_terminal_escapes(valkey_url: str) -> None:
-    done = run_cli(
-        "demo", "--url", valkey_url, "--name", "demo_pipe", "--requests", "40", "--speed", "0", "--metrics-port", "0"
-    )
+    run = ("--url", valkey_url, "--name", "demo_pipe", "--requests", "40", "--speed", "0", "--metrics-port", "0")
+    done = agent_cache("demo", *run, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout
     for heading in ("Cache hits by tier", "Tool results", "Saved", "Cache hit latency"):
@@ -168,15 +161,7 @@ def read_until(stream: Any, pattern: str) -> re.Match[str]:
 
 
 def start_demo(*args: str) -> subprocess.Popen[str]:
-    command = [AGENT_CACHE, "demo", "--json", "--metrics-port", "0", *args]
-    return subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=PLAIN_ENV,
-        preexec_fn=as_in_the_foreground,  # the tests send it Ctrl-C
-    )
+    return start_agent_cache("demo", "--json", "--metrics-port", "0", *args)
 
 
 @pytest.mark.valkey
@@ -224,7 +209,7 @@ def test_ctrl_c_stops_the_embedded_server() -> None:
 @pytest.mark.valkey
 def test_on_a_pipe_progress_is_plain_lines_and_tables_have_no_trailing_spaces(valkey_url: str) -> None:
     common = ("demo", "--url", valkey_url, "--name", "demo_lines", "--requests", "20", "--speed", "0")
-    every_turn = run_cli(*common, "--metrics-port", "0", "--progress-every", "0")
+    every_turn = agent_cache(*common, "--metrics-port", "0", "--progress-every", "0", timeout=120)
     assert every_turn.returncode == 0, every_turn.stderr
     line = re.compile(r"^  agents at work: (\d+)/20 turns · LLM hits \d+% · tool hits \d+% · \d+ s$", re.M)
     done = [int(n) for n in line.findall(every_turn.stdout)]
@@ -232,6 +217,6 @@ def test_on_a_pipe_progress_is_plain_lines_and_tables_have_no_trailing_spaces(va
     lines = every_turn.stdout.splitlines()
     assert "Tool results" in lines and not [line for line in lines if line != line.rstrip()]
 
-    default = run_cli(*common, "--metrics-port", "0")
+    default = agent_cache(*common, "--metrics-port", "0", timeout=120)
     assert default.returncode == 0, default.stderr
     assert "  agents at work: 20/20 turns" in default.stdout  # at least the line that says the run is over
