@@ -316,8 +316,13 @@ class AgentCache:
             now = time.monotonic()
             if now >= next_refresh:
                 next_refresh = now + refresh_every
-                # Policies are re-read with the live config off too: set_policy reaches every instance.
-                if not refresh.enabled or await self._attempt("re-read the live config", self.live_config.refresh()):
+                # Policies are re-read with the live config off too: set_policy reaches every instance. A newly
+                # applied config has just re-read them (and reported a malformed one): not twice in one cycle.
+                version = self.live_config.version
+                if not refresh.enabled or (
+                    await self._attempt("re-read the live config", self.live_config.refresh())
+                    and self.live_config.version == version
+                ):
                     await self._attempt("re-read tool policies", self.tool.refresh_policies())
                     await self._attempt("re-read model policies", self.llm.refresh_model_policies())
             if now >= next_heartbeat:

@@ -335,6 +335,25 @@ async def test_one_unreadable_tool_policy_does_not_block_the_live_config(valkey_
     await cache.close()
 
 
+async def test_a_malformed_policy_is_counted_once_per_refresh(valkey_client: Any) -> None:
+    """A new live config re-reads the policies as it applies; upkeep then read them again in the same cycle, so
+    one malformed policy counted twice in ``agent_cache_config_refresh_failed_total`` and was logged twice."""
+    await valkey_client.hset("review_once:__tool_policies", "legacy_tool", '{"ttl": "600"}')
+    await apply_config(valkey_client, "review_once", CacheConfig.from_spec({"tiers": {"tool": {"ttl": 77}}}), "t")
+    registry = CollectorRegistry()
+    cache = AgentCache(
+        client=valkey_client,
+        name="review_once",
+        telemetry=TelemetryOptions(registry=registry),
+        config_refresh=ConfigRefreshOptions(subscribe=False, interval_ms=600_000),  # one refresh in this test
+    )
+    await cache.ensure_discovery_ready()  # upkeep's first cycle is done: config refreshed, policies read
+    assert cache.tool.effective_ttl("search") == 77
+    labels = {"cache_name": "review_once"}
+    assert registry.get_sample_value("agent_cache_config_refresh_failed_total", labels) == 1
+    await cache.close()
+
+
 @pytest.mark.parametrize("command", [["server", "--port"], ["demo", "--metrics-port"]])
 @pytest.mark.parametrize("port", ["6_379", "+6379", " 6379", "\u0666\u0663\u0667\u0669", "65536", "-1"])
 def test_port_options_take_ascii_digits_only(command: list[str], port: str, capsys: pytest.CaptureFixture[str]) -> None:
